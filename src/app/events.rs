@@ -1,0 +1,170 @@
+//! Realtime event ingest (atomic batches) and replay.
+
+use serde_json::{Value, json};
+
+use super::sessions::{actor_of, visible_session};
+use super::{AppState, session_denied, session_not_found};
+use crate::domain::envelope::{IngestEvent, parse_envelope};
+use crate::domain::error::Rejection;
+use crate::domain::principal::{Ownership, Principal};
+use crate::domain::session::{SessionState, check_lifecycle, is_lifecycle_type};
+use crate::error::{AppError, ErrorCode};
+use crate::store::log::NewEvent;
+use crate::store::{AppendOutcome, WriteTx, queries};
+
+pub const MAX_BATCH: usize = 500;
+pub const MAX_REPLAY_LIMIT: u64 = 1000;
+pub const DEFAULT_REPLAY_LIMIT: u64 = 100;
+
+/// Validate every envelope of a batch; the first failure names its index and rejects the batch.
+pub fn parse_batch(session_id: &str, raw: Vec<Value>) -> Result<Vec<IngestEvent>, AppError> {
+    if raw.is_empty() {
+        return Err(AppError::new(
+            ErrorCode::BatchEmpty,
+            "`events` must hold at least one event",
+        ));
+    }
+    if raw.len() > MAX_BATCH {
+        return Err(AppError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch holds at most {MAX_BATCH} events; this one holds {}",
+                raw.len()
+            ),
+        ));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let event = parse_envelope(value).map_err(|rejection| at_index(rejection, index))?;
+            if event.session_id.as_str() != session_id {
+                return Err(at_index(
+                    Rejection::new(
+                        ErrorCode::SessionMismatch,
+                        format!(
+                            "sessionId `{}` differs from the session in the path",
+                            event.session_id
+                        ),
+                    ),
+                    index,
+                ));
+            }
+            Ok(event)
+        })
+        .collect()
+}
+
+fn at_index(mut rejection: Rejection, index: usize) -> AppError {
+    rejection.message = format!("events[{index}]: {}", rejection.message);
+    let mut details = rejection.details.take().unwrap_or_else(|| json!({}));
+    details["index"] = json!(index);
+    AppError::from(rejection.with_details(details))
+}
+
+/// `POST /v1/realtime/sessions/{id}/events`: all events commit together or none do.
+#[tracing::instrument(skip_all, fields(session_id = %session_id, events = raw.len()), err)]
+pub async fn ingest(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    raw: Vec<Value>,
+) -> Result<Value, AppError> {
+    let events = parse_batch(&session_id, raw)?;
+    let outcomes = append_checked(state, principal, session_id, events).await?;
+    let head = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+    let results: Vec<Value> = outcomes
+        .into_iter()
+        .map(|o| json!({ "eventId": o.event_id, "seq": o.seq, "position": o.position, "duplicate": o.duplicate }))
+        .collect();
+    Ok(json!({ "results": results, "headSeq": head }))
+}
+
+/// Append validated events to a session after checking, inside the write transaction, that the
+/// caller may write to it and that lifecycle events fit its current state. Shared by HTTP ingest
+/// and WebSocket publish.
+pub async fn append_checked(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    events: Vec<IngestEvent>,
+) -> Result<Vec<AppendOutcome>, AppError> {
+    let principal = principal.clone();
+    state
+        .store
+        .writer
+        .execute(move |tx| append_in_tx(tx, &principal, &session_id, events))
+        .await
+}
+
+fn append_in_tx(
+    tx: &mut WriteTx<'_>,
+    principal: &Principal,
+    session_id: &str,
+    events: Vec<IngestEvent>,
+) -> Result<Vec<AppendOutcome>, AppError> {
+    let session =
+        queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    principal
+        .session_writer(Ownership {
+            tenant_id: &session.tenant_id,
+            owner_id: &session.owner_id,
+        })
+        .map_err(|denied| session_denied(denied, session_id))?;
+    let mut lifecycle = SessionState::parse(&session.state).ok_or_else(|| {
+        AppError::internal_msg(format!(
+            "session {session_id} has unknown state {}",
+            session.state
+        ))
+    })?;
+    for (index, event) in events.iter().enumerate() {
+        let event_type = event.event_type.as_str();
+        if is_lifecycle_type(event_type) {
+            let payload: Value =
+                serde_json::from_str(&event.payload).map_err(AppError::internal)?;
+            lifecycle =
+                check_lifecycle(lifecycle, event_type, &payload).map_err(|r| at_index(r, index))?;
+        }
+    }
+    let new_events: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
+    let (outcomes, _) = tx.append(
+        &session.tenant_id,
+        session_id,
+        &actor_of(principal),
+        new_events,
+    )?;
+    Ok(outcomes)
+}
+
+/// `GET /v1/realtime/sessions/{id}/events?after=&limit=`: ordered replay with diagnostics.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn replay(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    after: u64,
+    limit: u64,
+) -> Result<Value, AppError> {
+    visible_session(state, principal, session_id.clone()).await?;
+    let (events, head) = state
+        .store
+        .read(move |conn| {
+            let events = queries::stream_events(conn, &session_id, after, limit)?;
+            let head = queries::stream_head(conn, &session_id)?;
+            Ok((events, head))
+        })
+        .await?;
+    let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+    let returned = events.len();
+    Ok(json!({
+        "events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+        "diagnostics": {
+            "after": after,
+            "limit": limit,
+            "returned": returned,
+            "headSeq": head,
+            "nextAfter": next_after,
+            "hasMore": next_after < head,
+            "epoch": state.store.epoch(),
+        }
+    }))
+}

@@ -1,0 +1,38 @@
+//! Use cases: load state → decide (domain) → append → answer. One function per use case.
+
+pub mod contract;
+pub mod events;
+pub mod health;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::domain::principal::Denied;
+use crate::error::{AppError, ErrorCode};
+use crate::store::Store;
+
+/// Everything a use case needs, shared by all workers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+}
+
+/// A session the caller may not see is reported exactly like one that does not exist.
+pub(crate) fn session_denied(denied: Denied, session_id: &str) -> AppError {
+    match denied {
+        Denied::NotVisible => session_not_found(session_id),
+        Denied::Role => AppError::new(
+            ErrorCode::ForbiddenRole,
+            "your roles do not allow changing this session",
+        ),
+    }
+}
+
+pub(crate) fn session_not_found(session_id: &str) -> AppError {
+    AppError::new(
+        ErrorCode::SessionNotFound,
+        format!("session `{session_id}` was not found"),
+    )
+}

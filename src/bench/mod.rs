@@ -1,0 +1,20 @@
+//! Load generators for the benchmarks recorded in docs/performance.md.
+
+pub mod ingest;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// HTTP batch ingest with durable commit against a child `callstream serve`, and in the same run
+    /// a raw rusqlite insert loop writing the same rows and indexes (the baseline).
+    Ingest(ingest::IngestArgs),
+}
+
+pub fn run(command: BenchCommand) -> ExitCode {
+    match command {
+        BenchCommand::Ingest(args) => ingest::run(args),
+    }
+}

@@ -1,0 +1,367 @@
+//! Configuration: built-in defaults → dev secrets (with `--dev`) → environment (env wins).
+//!
+//! Loading is pure: it reads variables through a lookup function and never writes anything.
+//! Errors name the variable and the problem, never the value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged event survives power loss.
+    Full,
+    /// No fsync on commit: survives a process crash, not an OS crash.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub secret: Secret,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub key_id: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveKitConfig {
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub jwt: JwtConfig,
+    pub resume_secret: Secret,
+    /// The first key signs; all verify.
+    pub meter_signing_keys: Vec<SigningKey>,
+    pub livekit: LiveKitConfig,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable} {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn problem(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+const MIN_SECRET_LEN: usize = 32;
+
+/// Secrets generated once for `serve --dev` and kept in the data dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevSecrets {
+    pub jwt_secret: Secret,
+    pub resume_secret: Secret,
+    pub meter_key: Secret,
+    pub livekit_api_secret: Secret,
+}
+
+pub const DEV_ISSUER: &str = "callstream-dev";
+pub const DEV_AUDIENCE: &str = "callstream";
+pub const DEV_LIVEKIT_KEY: &str = "devkey";
+pub const DEV_LIVEKIT_URL: &str = "ws://127.0.0.1:7880";
+
+impl DevSecrets {
+    pub fn generate() -> Self {
+        DevSecrets {
+            jwt_secret: Secret(random_secret()),
+            resume_secret: Secret(random_secret()),
+            meter_key: Secret(random_secret()),
+            livekit_api_secret: Secret(random_secret()),
+        }
+    }
+
+    /// The defaults layer these secrets contribute, keyed by variable name.
+    fn as_defaults(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("CALLSTREAM_JWT_SECRET", self.jwt_secret.0.clone()),
+            ("CALLSTREAM_JWT_ISSUER", DEV_ISSUER.to_owned()),
+            ("CALLSTREAM_JWT_AUDIENCE", DEV_AUDIENCE.to_owned()),
+            ("CALLSTREAM_RESUME_SECRET", self.resume_secret.0.clone()),
+            (
+                "CALLSTREAM_METER_SIGNING_KEYS",
+                format!("dev:{}", self.meter_key.0),
+            ),
+            ("LIVEKIT_API_KEY", DEV_LIVEKIT_KEY.to_owned()),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret.0.clone()),
+            ("LIVEKIT_URL", DEV_LIVEKIT_URL.to_owned()),
+        ])
+    }
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+impl Config {
+    /// Read configuration from the process environment.
+    pub fn from_env(dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
+        Config::load(|name| std::env::var(name).ok(), dev)
+    }
+
+    /// The data dir as the environment names it, needed before the rest (dev secrets live there).
+    pub fn data_dir_from_env() -> PathBuf {
+        std::env::var("CALLSTREAM_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    pub fn load(
+        env: impl Fn(&str) -> Option<String>,
+        dev: Option<&DevSecrets>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = dev.map(DevSecrets::as_defaults).unwrap_or_default();
+        let get = |name: &'static str| -> Option<String> {
+            env(name)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| defaults.get(name).cloned())
+        };
+        let required =
+            |name: &'static str| get(name).ok_or_else(|| problem(name, "is required but not set"));
+
+        let listen = get("CALLSTREAM_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen.parse::<SocketAddr>().map_err(|_| {
+            problem(
+                "CALLSTREAM_LISTEN",
+                "must be host:port with a numeric IP, e.g. 127.0.0.1:8080",
+            )
+        })?;
+        let data_dir = PathBuf::from(
+            get("CALLSTREAM_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
+        );
+
+        let jwt = JwtConfig {
+            secret: strong_secret("CALLSTREAM_JWT_SECRET", required("CALLSTREAM_JWT_SECRET")?)?,
+            issuer: required("CALLSTREAM_JWT_ISSUER")?,
+            audience: required("CALLSTREAM_JWT_AUDIENCE")?,
+        };
+        let resume_secret = strong_secret(
+            "CALLSTREAM_RESUME_SECRET",
+            required("CALLSTREAM_RESUME_SECRET")?,
+        )?;
+        let meter_signing_keys = parse_signing_keys(&required("CALLSTREAM_METER_SIGNING_KEYS")?)?;
+        let livekit = LiveKitConfig {
+            api_key: required("LIVEKIT_API_KEY")?,
+            api_secret: strong_secret("LIVEKIT_API_SECRET", required("LIVEKIT_API_SECRET")?)?,
+            url: required("LIVEKIT_URL")?,
+        };
+        if !(livekit.url.starts_with("ws://")
+            || livekit.url.starts_with("wss://")
+            || livekit.url.starts_with("http://")
+            || livekit.url.starts_with("https://"))
+        {
+            return Err(problem(
+                "LIVEKIT_URL",
+                "must start with ws://, wss://, http:// or https://",
+            ));
+        }
+        let durability = match get("CALLSTREAM_DURABILITY").as_deref() {
+            None | Some("full") => Durability::Full,
+            Some("normal") => Durability::Normal,
+            Some(_) => {
+                return Err(problem(
+                    "CALLSTREAM_DURABILITY",
+                    "must be `full` or `normal`",
+                ));
+            }
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            jwt,
+            resume_secret,
+            meter_signing_keys,
+            livekit,
+            durability,
+        })
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        database_path(&self.data_dir)
+    }
+}
+
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("callstream.db")
+}
+
+fn strong_secret(variable: &'static str, value: String) -> Result<Secret, ConfigError> {
+    if value.len() < MIN_SECRET_LEN {
+        return Err(problem(
+            variable,
+            format!("must be at least {MIN_SECRET_LEN} characters long"),
+        ));
+    }
+    Ok(Secret(value))
+}
+
+/// `kid:secret[,kid:secret…]`; the first key signs.
+fn parse_signing_keys(raw: &str) -> Result<Vec<SigningKey>, ConfigError> {
+    const VAR: &str = "CALLSTREAM_METER_SIGNING_KEYS";
+    let mut keys: Vec<SigningKey> = Vec::new();
+    for (index, entry) in raw.split(',').enumerate() {
+        let Some((key_id, secret)) = entry.trim().split_once(':') else {
+            return Err(problem(
+                VAR,
+                format!("entry {} must be kid:secret", index + 1),
+            ));
+        };
+        if key_id.is_empty()
+            || !key_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(problem(
+                VAR,
+                format!("entry {} has an empty or invalid key id", index + 1),
+            ));
+        }
+        if keys.iter().any(|k| k.key_id == key_id) {
+            return Err(problem(VAR, format!("key id `{key_id}` appears twice")));
+        }
+        let secret = strong_secret(VAR, secret.to_owned()).map_err(|_| {
+            problem(
+                VAR,
+                format!(
+                    "the secret of key `{key_id}` must be at least {MIN_SECRET_LEN} characters long"
+                ),
+            )
+        })?;
+        keys.push(SigningKey {
+            key_id: key_id.to_owned(),
+            secret,
+        });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRONG: &str = "0123456789abcdef0123456789abcdef";
+
+    fn full_env() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("CALLSTREAM_JWT_SECRET", STRONG.to_owned()),
+            ("CALLSTREAM_JWT_ISSUER", "iss".to_owned()),
+            ("CALLSTREAM_JWT_AUDIENCE", "aud".to_owned()),
+            ("CALLSTREAM_RESUME_SECRET", STRONG.to_owned()),
+            (
+                "CALLSTREAM_METER_SIGNING_KEYS",
+                format!("k1:{STRONG},k0:{STRONG}"),
+            ),
+            ("LIVEKIT_API_KEY", "key".to_owned()),
+            ("LIVEKIT_API_SECRET", STRONG.to_owned()),
+            ("LIVEKIT_URL", "wss://lk.example".to_owned()),
+        ])
+    }
+
+    fn load(
+        env: &HashMap<&'static str, String>,
+        dev: Option<&DevSecrets>,
+    ) -> Result<Config, ConfigError> {
+        Config::load(|name| env.get(name).cloned(), dev)
+    }
+
+    #[test]
+    fn a_complete_environment_loads_with_defaults() {
+        let config = load(&full_env(), None).expect("valid");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.durability, Durability::Full);
+        assert_eq!(config.meter_signing_keys[0].key_id, "k1");
+    }
+
+    #[test]
+    fn each_missing_secret_is_named() {
+        for name in full_env().keys() {
+            let mut env = full_env();
+            env.remove(name);
+            assert_eq!(load(&env, None).expect_err("missing").variable, *name);
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_named_without_the_value() {
+        let mut env = full_env();
+        env.insert("CALLSTREAM_JWT_SECRET", "short-secret-value".into());
+        let err = load(&env, None).expect_err("weak");
+        assert_eq!(err.variable, "CALLSTREAM_JWT_SECRET");
+        assert!(!err.to_string().contains("short-secret-value"));
+
+        let mut env = full_env();
+        env.insert("CALLSTREAM_METER_SIGNING_KEYS", "nocolon".into());
+        assert_eq!(
+            load(&env, None).expect_err("bad keys").variable,
+            "CALLSTREAM_METER_SIGNING_KEYS"
+        );
+        let mut env = full_env();
+        env.insert("CALLSTREAM_DURABILITY", "sometimes".into());
+        assert_eq!(
+            load(&env, None).expect_err("bad durability").variable,
+            "CALLSTREAM_DURABILITY"
+        );
+        let mut env = full_env();
+        env.insert("CALLSTREAM_LISTEN", "nowhere".into());
+        assert_eq!(
+            load(&env, None).expect_err("bad listen").variable,
+            "CALLSTREAM_LISTEN"
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_dev_secrets() {
+        let dev = DevSecrets::generate();
+        let from_dev = load(&HashMap::new(), Some(&dev)).expect("dev alone is complete");
+        assert_eq!(from_dev.jwt.secret, dev.jwt_secret);
+        let env = HashMap::from([("CALLSTREAM_JWT_ISSUER", "prod-issuer".to_owned())]);
+        assert_eq!(
+            load(&env, Some(&dev)).expect("dev + env").jwt.issuer,
+            "prod-issuer"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The catalog of stable error codes and the `Rejection` every domain rule returns.
+//!
+//! Every code has exactly one HTTP status and category; the catalog is served by `GET /v1/contract`
+//! and mirrored in `schemas/error_codes.json` (a test keeps the two equal).
+
+use serde::Serialize;
+use serde_json::Value;
+
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal => ($status:literal, $category:literal, $doc:literal),)*) => {
+        /// Stable, machine-readable error codes. Never rename or remove one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status this code is always answered with.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            pub fn category(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $category,)* }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // Auth
+    AuthMissing = "AUTH_MISSING" => (401, "auth", "No bearer token was sent."),
+    AuthInvalid = "AUTH_INVALID" => (401, "auth", "The bearer token is malformed, badly signed, or has the wrong issuer, audience or claims."),
+    AuthExpired = "AUTH_EXPIRED" => (401, "auth", "The bearer token has expired."),
+    ForbiddenRole = "FORBIDDEN_ROLE" => (403, "auth", "The caller's roles do not allow this operation."),
+    TenantSuspended = "TENANT_SUSPENDED" => (403, "auth", "The caller's tenant is suspended."),
+    // Request shape
+    InvalidJson = "INVALID_JSON" => (400, "request", "The body is not valid JSON or does not have the expected shape."),
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" => (415, "request", "The body must be sent as application/json."),
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE" => (413, "request", "The body exceeds the size limit of this route."),
+    ValidationFailed = "VALIDATION_FAILED" => (400, "request", "A request field is missing or has an invalid value."),
+    QueryInvalid = "QUERY_INVALID" => (400, "request", "A query parameter is missing or has an invalid value."),
+    RouteNotFound = "ROUTE_NOT_FOUND" => (404, "request", "No route matches this path."),
+    MethodNotAllowed = "METHOD_NOT_ALLOWED" => (405, "request", "The route exists but not for this HTTP method."),
+    // Envelope contract
+    EnvelopeNotObject = "ENVELOPE_NOT_OBJECT" => (400, "envelope", "An event envelope must be a JSON object."),
+    EnvelopeMissingKey = "ENVELOPE_MISSING_KEY" => (400, "envelope", "A required envelope key is missing; the message names it."),
+    EnvelopeUnsupportedKey = "ENVELOPE_UNSUPPORTED_KEY" => (400, "envelope", "The envelope has a key that is not part of the ingest form; the message names it."),
+    EnvelopeConflictingKeys = "ENVELOPE_CONFLICTING_KEYS" => (400, "envelope", "A legacy key and its canonical key are both present with different values."),
+    EnvelopeInvalidField = "ENVELOPE_INVALID_FIELD" => (400, "envelope", "An envelope field has the wrong type or format; the message names it."),
+    EventTypeUnknown = "EVENT_TYPE_UNKNOWN" => (400, "envelope", "The event type is not registered."),
+    SchemaVersionUnsupported = "SCHEMA_VERSION_UNSUPPORTED" => (400, "envelope", "The event type does not support this schemaVersion."),
+    PayloadInvalid = "PAYLOAD_INVALID" => (400, "envelope", "The payload does not match the type's JSON Schema; the message names the failing JSON pointer."),
+    SessionMismatch = "SESSION_MISMATCH" => (400, "envelope", "The envelope's sessionId differs from the session in the path."),
+    BatchEmpty = "BATCH_EMPTY" => (400, "envelope", "An ingest batch must hold at least one event."),
+    BatchTooLarge = "BATCH_TOO_LARGE" => (400, "envelope", "An ingest batch holds more events than allowed (500)."),
+    EventIdConflict = "EVENT_ID_CONFLICT" => (409, "envelope", "The eventId was already used in this tenant for different content."),
+    // Sessions
+    SessionNotFound = "SESSION_NOT_FOUND" => (404, "session", "No such session is visible to the caller."),
+    InvalidTransition = "INVALID_TRANSITION" => (409, "session", "The session's lifecycle does not allow this change from its current state."),
+    VersionConflict = "VERSION_CONFLICT" => (409, "session", "expectedVersion does not match the session's current version."),
+    ProviderCorrelationImmutable = "PROVIDER_CORRELATION_IMMUTABLE" => (409, "session", "Provider correlation cannot change once the session is active."),
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => (409, "session", "The Idempotency-Key was already used with a different request body."),
+    // Operational
+    ServiceUnavailable = "SERVICE_UNAVAILABLE" => (503, "operational", "The service is starting, stopping or overloaded; retry with backoff."),
+    Internal = "INTERNAL" => (500, "operational", "An unexpected failure; the request id identifies it in the logs."),
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A rejection: a code, a human sentence safe to show, and optional structured details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// The catalog as served by `GET /v1/contract` and stored in `schemas/error_codes.json`.
+pub fn catalog() -> Value {
+    let codes: Vec<Value> = ErrorCode::ALL
+        .iter()
+        .map(|code| {
+            serde_json::json!({
+                "code": code.as_str(),
+                "status": code.status(),
+                "category": code.category(),
+                "description": code.description(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": 1, "codes": codes })
+}

@@ -1,0 +1,9 @@
+//! Pure domain rules: no I/O, no async, no actix, no rusqlite.
+
+pub mod canonical;
+pub mod envelope;
+pub mod error;
+pub mod event_types;
+pub mod ids;
+pub mod principal;
+pub mod session;

@@ -1,0 +1,155 @@
+//! Bearer JWT authentication (SPEC §3): the `Principal` extractor and token minting.
+
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, web};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::config::JwtConfig;
+use crate::domain::ids::{TenantId, UserId};
+use crate::domain::principal::{Principal, Role};
+use crate::error::{AppError, ErrorCode};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub iat: i64,
+}
+
+/// Mint a token the way `callstream token` and `serve --dev` do.
+pub fn mint(
+    config: &JwtConfig,
+    sub: &str,
+    tenant: &str,
+    roles: &[Role],
+    ttl_secs: i64,
+) -> Result<String, AppError> {
+    let now = chrono::Utc::now().timestamp();
+    let roles = roles
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    let claims = Claims {
+        sub: sub.to_owned(),
+        tenant: tenant.to_owned(),
+        roles,
+        iss: config.issuer.clone(),
+        aud: config.audience.clone(),
+        exp: now + ttl_secs,
+        nbf: None,
+        iat: now,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(config.secret.expose().as_bytes()),
+    )
+    .map_err(AppError::internal)
+}
+
+/// Verify a bearer token and turn its claims into a principal.
+pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&[&config.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(config.secret.expose().as_bytes()),
+        &validation,
+    )
+    .map_err(|err| match err.kind() {
+        ErrorKind::ExpiredSignature => {
+            AppError::new(ErrorCode::AuthExpired, "the bearer token has expired")
+        }
+        ErrorKind::InvalidIssuer => invalid("the token's issuer is not accepted"),
+        ErrorKind::InvalidAudience => invalid("the token's audience is not accepted"),
+        ErrorKind::ImmatureSignature => invalid("the token is not valid yet (nbf)"),
+        ErrorKind::InvalidSignature => invalid("the token's signature does not verify"),
+        ErrorKind::MissingRequiredClaim(claim) => {
+            invalid(&format!("the token lacks the `{claim}` claim"))
+        }
+        _ => invalid("the bearer token is malformed"),
+    })?;
+    let claims = data.claims;
+    let user_id =
+        UserId::parse(&claims.sub).map_err(|why| invalid(&format!("the `sub` claim {why}")))?;
+    let tenant_id = TenantId::parse(&claims.tenant)
+        .map_err(|why| invalid(&format!("the `tenant` claim {why}")))?;
+    let roles = claims
+        .roles
+        .iter()
+        .map(|raw| Role::parse(raw).ok_or_else(|| invalid(&format!("unknown role `{raw}`"))))
+        .collect::<Result<Vec<Role>, AppError>>()?;
+    if roles.is_empty() {
+        return Err(invalid("the token carries no roles"));
+    }
+    Ok(Principal {
+        user_id,
+        tenant_id,
+        roles,
+    })
+}
+
+fn invalid(message: &str) -> AppError {
+    AppError::new(ErrorCode::AuthInvalid, message)
+}
+
+/// The bearer token of a request: the `Authorization` header.
+pub fn bearer_token(req: &HttpRequest) -> Result<&str, AppError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::AuthMissing,
+                "send `Authorization: Bearer <token>`",
+            )
+        })?;
+    let value = header
+        .to_str()
+        .map_err(|_| invalid("the Authorization header is not ASCII"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| invalid("the Authorization header must be `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(invalid("the Authorization header must be `Bearer <token>`"));
+    }
+    Ok(token.trim())
+}
+
+impl FromRequest for Principal {
+    type Error = AppError;
+    type Future = Ready<Result<Principal, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let result = (|| {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| AppError::internal_msg("application state missing"))?;
+            authenticate(&state.config.jwt, bearer_token(req)?)
+        })();
+        ready(result)
+    }
+}

@@ -1,0 +1,21 @@
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::app::health::{Readiness, readiness};
+
+/// `GET /health/live`: the process answers.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /health/ready`: database writable, writer alive, migrations and projections current.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let Readiness { ready, checks } = readiness(&state).await;
+    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,31 @@
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::app::{AppState, sessions};
+use crate::domain::principal::Principal;
+use crate::error::AppError;
+use crate::http::body::Json;
+
+/// `POST /v1/call/sessions`
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    Json(body): Json<sessions::CreateSession>,
+) -> Result<HttpResponse, AppError> {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let (status, body) = sessions::create(&state, &principal, body, key).await?;
+    Ok(HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED)).json(body))
+}
+
+/// `GET /v1/call/sessions/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(sessions::get(&state, &principal, id.into_inner()).await?))
+}

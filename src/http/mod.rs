@@ -1,0 +1,7 @@
+//! The HTTP edge: routes, handlers, auth, request ids. Never touches rusqlite.
+
+pub mod auth;
+pub mod body;
+pub mod handlers;
+pub mod request_id;
+pub mod routes;

@@ -1,0 +1,40 @@
+//! Every route, in one place.
+
+use actix_web::web;
+
+use super::body::BodyLimit;
+use super::handlers::{self, contract, events, health, sessions};
+use crate::error::{AppError, ErrorCode};
+
+/// Batch ingest bodies: SPEC §4.
+pub const INGEST_BODY_LIMIT: usize = 1024 * 1024;
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(handlers::method_not_allowed))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(BodyLimit::DEFAULT)
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            AppError::new(
+                ErrorCode::QueryInvalid,
+                format!("invalid query string: {err}"),
+            )
+            .into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            AppError::new(ErrorCode::RouteNotFound, format!("invalid path: {err}")).into()
+        }))
+        .service(resource("/health/live").route(web::get().to(health::live)))
+        .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/v1/contract").route(web::get().to(contract::catalog)))
+        .service(resource("/v1/contract/schemas/{file}").route(web::get().to(contract::schema)))
+        .service(resource("/v1/call/sessions").route(web::post().to(sessions::create)))
+        .service(resource("/v1/call/sessions/{id}").route(web::get().to(sessions::get)))
+        .service(
+            resource("/v1/realtime/sessions/{id}/events")
+                .app_data(BodyLimit(INGEST_BODY_LIMIT))
+                .route(web::post().to(events::ingest))
+                .route(web::get().to(events::replay)),
+        );
+}

@@ -1,0 +1,101 @@
+//! callstream: an event-sourced realtime call backend.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use app::AppState;
+use config::Config;
+use store::Store;
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Application {
+    /// Open the store and bind the listener (port 0 picks a free port).
+    pub fn build(config: Config) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
+        let listener = TcpListener::bind(config.listen)?;
+        Application::build_with_listener(config, listener)
+    }
+
+    pub fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
+        let port = listener.local_addr()?.port();
+        let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+        };
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(from_fn(http::request_id::middleware))
+                .configure(http::routes::configure)
+                .default_service(web::to(http::handlers::route_not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            writer_thread,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until SIGINT/SIGTERM, then drain: in-flight requests finish, the writer commits what
+    /// it holds and stops once every handle is gone.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application {
+            server,
+            state,
+            writer_thread,
+            ..
+        } = self;
+        let result = server.await;
+        tracing::info!("http server stopped");
+        drop(state);
+        // Every acknowledged write has already committed; waiting only lets queued ones finish.
+        let joined = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || writer_thread.join()),
+        )
+        .await;
+        match joined {
+            Ok(Ok(Ok(()))) => tracing::info!("writer stopped"),
+            Ok(_) => tracing::error!("writer thread ended abnormally"),
+            Err(_) => tracing::warn!("writer still holds handles after 5 s; exiting anyway"),
+        }
+        result
+    }
+}

@@ -1,0 +1,194 @@
+//! The only module that knows rusqlite. The rest of the crate sees a narrow interface: run a
+//! command on the writer, run a query on a reader, verify, rebuild.
+
+pub mod log;
+pub mod projections;
+pub mod queries;
+mod schema;
+pub mod verify;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::config::Durability;
+use crate::error::AppError;
+pub use writer::{AppendOutcome, Appended, WriteTx, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("{0}")]
+    Writer(String),
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Open (creating if needed) and migrate the database; rebuild projections whose version changed.
+/// Returns the write connection.
+pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut conn = Connection::open(path)?;
+    configure(&conn, durability)?;
+    schema::migrations().to_latest(&mut conn)?;
+    let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+        [epoch],
+    )?;
+    if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
+        let replayed = projections::rebuild(&mut conn)?;
+        tracing::info!(
+            replayed,
+            version = projections::PROJECTION_VERSION,
+            "projections rebuilt"
+        );
+    }
+    Ok(conn)
+}
+
+/// Whether the database's migrations and projections match this build.
+pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
+    let pending = schema::migrations().pending_migrations(conn)?;
+    Ok(pending == 0 && projections::stored_version(conn)? == Some(projections::PROJECTION_VERSION))
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        AppError::internal(err)
+    }
+}
+
+/// Drop and rebuild the projections of the database at `path`.
+pub fn rebuild(path: &Path) -> Result<u64, StoreError> {
+    let mut conn = open_for_writing(path, Durability::Full)?;
+    Ok(projections::rebuild(&mut conn)?)
+}
+
+/// Apply pending migrations and report the resulting version.
+pub fn migrate(path: &Path) -> Result<i64, StoreError> {
+    let conn = open_for_writing(path, Durability::Full)?;
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+/// The running store: one writer, a pool of read-only connections.
+#[derive(Clone)]
+pub struct Store {
+    pub writer: Writer,
+    readers: Arc<ReadPool>,
+    epoch: Arc<str>,
+}
+
+impl Store {
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let conn = open_for_writing(path, durability)?;
+        let epoch: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
+                row.get(0)
+            })?;
+        let (writer, handle) =
+            Writer::start(conn).map_err(|e| StoreError::Writer(e.to_string()))?;
+        let readers = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok((
+            Store {
+                writer,
+                readers,
+                epoch: epoch.into(),
+            },
+            handle,
+        ))
+    }
+
+    /// Identifies this database's history; a client holding another epoch must reload.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Run a read-only query off the async threads, keeping the caller's tracing span.
+    pub async fn read<T, F>(&self, query: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let conn = readers.take()?;
+            let result = query(&conn);
+            readers.give_back(conn);
+            result
+        })
+        .await
+        .map_err(AppError::internal)?
+    }
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    const MAX_IDLE: usize = 16;
+
+    fn take(&self) -> Result<Connection, AppError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Meta values such as the epoch, for tools that open the file directly.
+pub fn meta_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })
+    .optional()
+}

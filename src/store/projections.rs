@@ -1,0 +1,225 @@
+//! Projections: tables derived from the log, updated inside the append transaction (inline) and
+//! rebuilt from the log by the very same `apply` function.
+//!
+//! Every column is a function of the events alone (never of wall-clock time or request data), so
+//! a rebuild yields exactly the live tables; `verify` and the rebuild test hold us to that.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::log::{self, StoredEvent};
+
+/// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
+pub const PROJECTION_VERSION: i64 = 1;
+
+/// Derived tables, in the order they are compared.
+pub const TABLES: &[&str] = &["sessions"];
+
+const DDL: &str = r#"
+CREATE TABLE sessions (
+    session_id              TEXT PRIMARY KEY,
+    tenant_id               TEXT NOT NULL,
+    owner_id                TEXT NOT NULL,
+    title                   TEXT,
+    metadata                TEXT,
+    state                   TEXT NOT NULL,
+    version                 INTEGER NOT NULL,
+    failure_code            TEXT,
+    provider                TEXT,
+    provider_room_id        TEXT,
+    provider_participant_id TEXT,
+    provider_call_id        TEXT,
+    head_seq                INTEGER NOT NULL DEFAULT 0,
+    event_count             INTEGER NOT NULL DEFAULT 0,
+    created_position        INTEGER NOT NULL,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL,
+    last_event_at           TEXT NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_owner ON sessions (tenant_id, owner_id, created_position DESC);
+CREATE INDEX sessions_by_tenant ON sessions (tenant_id, created_position DESC);
+"#;
+
+pub fn create(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(DDL)
+}
+
+pub fn drop_all(conn: &Connection) -> rusqlite::Result<()> {
+    for table in TABLES {
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+    }
+    Ok(())
+}
+
+pub fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'projection_version'",
+        [],
+        |row| row.get::<_, String>(0),
+    )
+    .optional()
+    .map(|v| v.and_then(|v| v.parse().ok()))
+}
+
+pub fn set_version(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('projection_version', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [PROJECTION_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Apply events (in position order) to every projection.
+pub fn apply(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> {
+    for event in events {
+        apply_lifecycle(conn, event)?;
+    }
+    // Stream counters once per stream, not once per event: the hot path of batch ingest.
+    let mut heads: Vec<(&str, u64, u64, &str)> = Vec::new();
+    for event in events {
+        match heads
+            .iter_mut()
+            .find(|(stream, ..)| *stream == event.stream_id)
+        {
+            Some(head) => {
+                head.1 = event.seq;
+                head.2 += 1;
+                head.3 = &event.recorded_at;
+            }
+            None => heads.push((&event.stream_id, event.seq, 1, &event.recorded_at)),
+        }
+    }
+    let mut statement = conn.prepare_cached(
+        "UPDATE sessions SET head_seq = ?2, event_count = event_count + ?3, last_event_at = ?4 WHERE session_id = ?1",
+    )?;
+    for (stream, head, count, at) in heads {
+        statement.execute(params![stream, head, count, at])?;
+    }
+    Ok(())
+}
+
+fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+    let payload = || event.payload_json();
+    let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    match event.event_type.as_str() {
+        "call.session.created" => {
+            let payload = payload();
+            let metadata = payload
+                .get("metadata")
+                .map(crate::domain::canonical::to_canonical_string);
+            conn.prepare_cached(
+                "INSERT INTO sessions (session_id, tenant_id, owner_id, title, metadata, state, version, \
+                 created_position, created_at, updated_at, last_event_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'created', 1, ?6, ?7, ?7, ?7)",
+            )?
+            .execute(params![
+                event.stream_id,
+                event.tenant_id,
+                text(&payload, "ownerId").unwrap_or_default(),
+                text(&payload, "title"),
+                metadata,
+                event.position,
+                event.recorded_at,
+            ])?;
+        }
+        "call.session.state_changed" => {
+            let to = text(&payload(), "to").unwrap_or_default();
+            conn.prepare_cached(
+                "UPDATE sessions SET state = ?2, version = version + 1, updated_at = ?3 WHERE session_id = ?1",
+            )?
+            .execute(params![event.stream_id, to, event.recorded_at])?;
+        }
+        "call.session.failed" => {
+            let code = text(&payload(), "code");
+            conn.prepare_cached(
+                "UPDATE sessions SET state = 'failed', failure_code = ?2, version = version + 1, updated_at = ?3 \
+                 WHERE session_id = ?1",
+            )?
+            .execute(params![event.stream_id, code, event.recorded_at])?;
+        }
+        "call.session.provider_linked" => {
+            let payload = payload();
+            conn.prepare_cached(
+                "UPDATE sessions SET provider = ?2, \
+                 provider_room_id = COALESCE(?3, provider_room_id), \
+                 provider_participant_id = COALESCE(?4, provider_participant_id), \
+                 provider_call_id = COALESCE(?5, provider_call_id), \
+                 version = version + 1, updated_at = ?6 WHERE session_id = ?1",
+            )?
+            .execute(params![
+                event.stream_id,
+                text(&payload, "provider"),
+                text(&payload, "providerRoomId"),
+                text(&payload, "providerParticipantId"),
+                text(&payload, "providerCallId"),
+                event.recorded_at,
+            ])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Replay the whole log (read through `source`) into the projection tables of `target`.
+pub fn replay(
+    source: &Connection,
+    target: &Connection,
+    events_table: &str,
+) -> rusqlite::Result<u64> {
+    const CHUNK: usize = 4096;
+    let mut statement = source.prepare(&format!(
+        "SELECT {} FROM {events_table} WHERE position > ?1 ORDER BY position LIMIT {CHUNK}",
+        log::SELECT_COLUMNS
+    ))?;
+    let mut after = 0u64;
+    let mut replayed = 0u64;
+    loop {
+        let chunk: Vec<StoredEvent> = statement
+            .query_map([after], log::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = chunk.last() else { break };
+        after = last.position;
+        apply(target, &chunk)?;
+        replayed += chunk.len() as u64;
+    }
+    Ok(replayed)
+}
+
+/// Drop and rebuild every projection from the log, in one transaction.
+pub fn rebuild(conn: &mut Connection) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    drop_all(&tx)?;
+    create(&tx)?;
+    let replayed = replay(&tx, &tx, "events")?;
+    set_version(&tx)?;
+    tx.commit()?;
+    Ok(replayed)
+}
+
+/// Tables whose live rows differ from a rebuild of the log, with the number of differing rows.
+/// The rebuild happens in memory; the database file is only read.
+pub fn diff_against_rebuild(database: &std::path::Path) -> rusqlite::Result<Vec<(String, u64)>> {
+    let memory = Connection::open_in_memory()?;
+    let uri = format!("file:{}?mode=ro", database.display());
+    memory.execute("ATTACH DATABASE ?1 AS disk", [uri])?;
+    create(&memory)?;
+    memory.execute_batch("BEGIN")?;
+    replay(&memory, &memory, "disk.events")?;
+    memory.execute_batch("COMMIT")?;
+    let mut differences = Vec::new();
+    for table in TABLES {
+        let differing: u64 = memory.query_row(
+            &format!(
+                "SELECT (SELECT COUNT(*) FROM (SELECT * FROM main.{table} EXCEPT SELECT * FROM disk.{table})) + \
+                        (SELECT COUNT(*) FROM (SELECT * FROM disk.{table} EXCEPT SELECT * FROM main.{table}))"
+            ),
+            [],
+            |row| row.get(0),
+        )?;
+        if differing > 0 {
+            differences.push(((*table).to_owned(), differing));
+        }
+    }
+    Ok(differences)
+}

@@ -1,0 +1,86 @@
+//! `callstream verify`: recompute the hash chain and compare projections with a rebuild.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::log::{self, GENESIS_HASH};
+use super::projections;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub position: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub streams: u64,
+    /// The first position where the chain, the positions or a stream's seq go wrong.
+    pub first_broken: Option<Broken>,
+    /// Projection tables that differ from a rebuild, with the number of differing rows.
+    pub projection_differences: Vec<(String, u64)>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.first_broken.is_none() && self.projection_differences.is_empty()
+    }
+}
+
+pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
+    let conn = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    let mut report = VerifyReport::default();
+    let mut statement = conn.prepare(&format!(
+        "SELECT {} FROM events ORDER BY position",
+        log::SELECT_COLUMNS
+    ))?;
+    let mut rows = statement.query([])?;
+    let mut previous_hash = GENESIS_HASH;
+    let mut expected_position = 1u64;
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let event = log::from_row(row)?;
+        report.events += 1;
+        let head = heads.entry(event.stream_id.clone()).or_insert(0);
+        let problem = if event.position != expected_position {
+            Some(format!(
+                "expected position {expected_position}, found {}",
+                event.position
+            ))
+        } else if event.prev_hash != previous_hash {
+            Some("prev_hash does not match the previous event's hash".to_owned())
+        } else if log::chain_hash(&event) != event.hash {
+            Some("hash does not match the event's content".to_owned())
+        } else if event.seq != *head + 1 {
+            Some(format!(
+                "stream {} expected seq {}, found {}",
+                event.stream_id,
+                *head + 1,
+                event.seq
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            report.first_broken = Some(Broken {
+                position: event.position,
+                reason,
+            });
+            break;
+        }
+        *head = event.seq;
+        previous_hash = event.hash;
+        expected_position += 1;
+    }
+    report.streams = heads.len() as u64;
+    drop(rows);
+    drop(statement);
+    report.projection_differences = projections::diff_against_rebuild(database)?;
+    Ok(report)
+}

@@ -1,0 +1,379 @@
+//! The single writer: one thread owns the write connection and commits many commands per SQLite
+//! transaction (group commit). Each command runs inside its own savepoint, so a rejected command
+//! changes nothing while its neighbours in the group still commit. Callers hear back only after
+//! COMMIT returned.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rusqlite::Connection;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::log::{self, Actor, NewEvent, StoredEvent};
+use super::projections;
+use crate::error::{AppError, ErrorCode};
+
+/// Most commands folded into one transaction.
+const MAX_GROUP: usize = 1024;
+/// Commands waiting for the writer before callers are told to back off.
+pub const QUEUE_CAPACITY: usize = 8192;
+
+/// A committed append, broadcast after COMMIT so realtime fan-out can catch up from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub position: u64,
+}
+
+type Completion = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Completion) + Send>;
+
+/// Where the chain continues.
+#[derive(Debug, Clone, Copy)]
+struct Tip {
+    position: u64,
+    hash: [u8; 32],
+}
+
+/// The view a command gets of the open transaction.
+pub struct WriteTx<'a> {
+    conn: &'a Connection,
+    tip: Tip,
+    recorded_at: String,
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub event_id: String,
+    pub seq: u64,
+    pub position: u64,
+    pub duplicate: bool,
+}
+
+impl WriteTx<'_> {
+    /// Read access to the transaction's state (including this group's earlier, uncommitted commands).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    pub fn recorded_at(&self) -> &str {
+        &self.recorded_at
+    }
+
+    /// Append events to one stream, in order. An eventId already in the tenant's log with the same
+    /// content is an idempotent success (its original seq, nothing written); with other content it
+    /// is `EVENT_ID_CONFLICT` and the caller's savepoint discards everything.
+    pub fn append(
+        &mut self,
+        tenant_id: &str,
+        stream_id: &str,
+        actor: &Actor,
+        events: Vec<NewEvent>,
+    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), AppError> {
+        let mut head = log::stream_head(self.conn, stream_id)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let mut candidate = StoredEvent {
+                position: self.tip.position + 1,
+                tenant_id: tenant_id.to_owned(),
+                stream_id: stream_id.to_owned(),
+                seq: head + 1,
+                event_id: event.event_id,
+                event_type: event.event_type.to_owned(),
+                schema_version: event.schema_version,
+                ts: event.ts,
+                recorded_at: self.recorded_at.clone(),
+                actor: actor.clone(),
+                payload: event.payload,
+                content_hash: event.content_hash,
+                prev_hash: self.tip.hash,
+                hash: [0; 32],
+            };
+            candidate.hash = log::chain_hash(&candidate);
+            match log::insert(self.conn, &candidate) {
+                Ok(()) => {
+                    head = candidate.seq;
+                    self.tip = Tip {
+                        position: candidate.position,
+                        hash: candidate.hash,
+                    };
+                    outcomes.push(AppendOutcome {
+                        event_id: candidate.event_id.clone(),
+                        seq: candidate.seq,
+                        position: candidate.position,
+                        duplicate: false,
+                    });
+                    stored.push(candidate);
+                }
+                Err(err) if is_unique_violation(&err) => {
+                    outcomes.push(self.resolve_repeat(tenant_id, stream_id, index, &candidate)?);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        projections::apply(self.conn, &stored)?;
+        Ok((outcomes, stored))
+    }
+
+    fn resolve_repeat(
+        &self,
+        tenant_id: &str,
+        stream_id: &str,
+        index: usize,
+        candidate: &StoredEvent,
+    ) -> Result<AppendOutcome, AppError> {
+        let Some((stream, seq, content_hash)) =
+            log::find_by_event_id(self.conn, tenant_id, &candidate.event_id)?
+        else {
+            return Err(AppError::internal_msg(
+                "unique violation on events without an eventId match",
+            ));
+        };
+        if stream == stream_id && content_hash == candidate.content_hash {
+            let position = self.conn.query_row(
+                "SELECT position FROM events WHERE stream_id = ?1 AND seq = ?2",
+                rusqlite::params![stream, seq],
+                |row| row.get(0),
+            )?;
+            return Ok(AppendOutcome {
+                event_id: candidate.event_id.clone(),
+                seq,
+                position,
+                duplicate: true,
+            });
+        }
+        Err(AppError::new(
+            ErrorCode::EventIdConflict,
+            format!(
+                "eventId `{}` was already used in this tenant for different content",
+                candidate.event_id
+            ),
+        )
+        .with_details(serde_json::json!({ "index": index, "eventId": candidate.event_id })))
+    }
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// Shared counters for health and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub alive: AtomicBool,
+    pub groups_committed: AtomicU64,
+    pub commands_committed: AtomicU64,
+    pub last_group_size: AtomicU64,
+}
+
+/// A cheap, cloneable handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    appended: broadcast::Sender<Appended>,
+    pub stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    /// Start the writer thread on `conn`, continuing the chain from the log's current tip.
+    pub fn start(conn: Connection) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
+        let (position, hash) = log::tip(&conn)?;
+        let (jobs, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (appended, _) = broadcast::channel(4096);
+        let stats = Arc::new(WriterStats::default());
+        stats.alive.store(true, Ordering::SeqCst);
+        let worker = WriterLoop {
+            conn,
+            tip: Tip { position, hash },
+            appended: appended.clone(),
+            stats: stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("callstream-writer".into())
+            .spawn(move || worker.run(receiver))
+            .map_err(AppError::internal)?;
+        Ok((
+            Writer {
+                jobs,
+                appended,
+                stats,
+            },
+            handle,
+        ))
+    }
+
+    /// Run `command` inside the next group's transaction and answer after it committed.
+    /// An `Err` from the command rolls back only that command.
+    pub async fn execute<T, F>(&self, command: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, AppError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, AppError>>();
+        let job: Job = Box::new(move |tx| {
+            let result = command(tx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |committed| {
+                let outcome = match result {
+                    Ok(value) if committed => Ok(value),
+                    Ok(_) => Err(AppError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "the write could not be committed; retry",
+                    )),
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(outcome);
+            });
+            (ok, completion)
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the writer queue is full; retry with backoff",
+                )
+                .with_details(serde_json::json!({ "retryAfterSecs": 1 })));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the writer has stopped",
+                ));
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "the writer has stopped",
+            ))
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Appended> {
+        self.appended.subscribe()
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        QUEUE_CAPACITY - self.jobs.capacity()
+    }
+}
+
+struct WriterLoop {
+    conn: Connection,
+    tip: Tip,
+    appended: broadcast::Sender<Appended>,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterLoop {
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        self.stats.alive.store(false, Ordering::SeqCst);
+        tracing::info!("writer stopped: all handles dropped");
+    }
+
+    fn commit_group(&mut self, group: Vec<Job>) {
+        let size = group.len() as u64;
+        let start_tip = self.tip;
+        let mut completions = Vec::with_capacity(group.len());
+        let committed = match self.conn.execute_batch("BEGIN IMMEDIATE") {
+            Err(err) => {
+                tracing::error!(error = %err, "writer could not begin a transaction");
+                for job in group {
+                    // Never run a command outside a transaction; fail it instead.
+                    drop(job);
+                }
+                false
+            }
+            Ok(()) => {
+                let recorded_at =
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let mut healthy = true;
+                for job in group {
+                    let (completion, settled) = self.run_job(job, &recorded_at);
+                    healthy &= settled;
+                    completions.push(completion);
+                }
+                let commit = if healthy {
+                    self.conn.execute_batch("COMMIT")
+                } else {
+                    Err(rusqlite::Error::InvalidQuery)
+                };
+                match commit {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::error!(error = %err, "group commit failed; rolling back the whole group");
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        false
+                    }
+                }
+            }
+        };
+        if !committed {
+            self.tip = match log::tip(&self.conn) {
+                Ok((position, hash)) => Tip { position, hash },
+                Err(_) => start_tip,
+            };
+        }
+        let end = self.tip.position;
+        for completion in completions {
+            completion(committed);
+        }
+        if committed {
+            self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .commands_committed
+                .fetch_add(size, Ordering::Relaxed);
+            self.stats.last_group_size.store(size, Ordering::Relaxed);
+            if end > start_tip.position {
+                let _ = self.appended.send(Appended { position: end });
+            }
+        }
+    }
+
+    /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
+    /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
+    fn run_job(&mut self, job: Job, recorded_at: &str) -> (Completion, bool) {
+        let opened = self.conn.execute_batch("SAVEPOINT command");
+        let mut tx = WriteTx {
+            conn: &self.conn,
+            tip: self.tip,
+            recorded_at: recorded_at.to_owned(),
+        };
+        let (ok, completion) = job(&mut tx);
+        let tip_after = tx.tip;
+        let settled = opened.and_then(|()| {
+            if ok {
+                self.conn.execute_batch("RELEASE command")
+            } else {
+                self.conn
+                    .execute_batch("ROLLBACK TO command; RELEASE command")
+            }
+        });
+        match settled {
+            Ok(()) => {
+                if ok {
+                    self.tip = tip_after;
+                }
+                (completion, true)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not settle a command's savepoint");
+                (completion, false)
+            }
+        }
+    }
+}
