@@ -1,12 +1,227 @@
+//! `callstream bench ingest`: HTTP batch ingest against a child `callstream serve` (a second
+//! process on loopback, durable commits), then, in the same run, the baseline: a raw rusqlite loop
+//! inserting the very rows the server wrote, into the same table and indexes, one transaction per
+//! client batch.
+
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::harness::{ChildServer, percentile};
+use crate::domain::principal::Role;
+use crate::store::log;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
     /// Events to send in total.
     #[arg(long, default_value_t = 500_000)]
     pub events: usize,
+    /// Events per HTTP batch (max 500).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Sessions the events are spread over.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// `full` (fsync per commit) or `normal`.
+    #[arg(long, default_value = "full")]
+    pub durability: String,
 }
 
-pub fn run(_args: IngestArgs) -> ExitCode {
-    ExitCode::FAILURE
+pub fn run(args: IngestArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(bench(args)).unwrap_or_else(|err| {
+            eprintln!("bench ingest failed: {err}");
+            ExitCode::FAILURE
+        }),
+        Err(err) => {
+            eprintln!("cannot start a runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn body_for(session: &str, batch_index: usize, size: usize) -> Vec<u8> {
+    let events: Vec<Value> = (0..size)
+        .map(|i| {
+            json!({
+                "eventId": format!("b{batch_index}-{i}"),
+                "sessionId": session,
+                "ts": "2026-11-23T10:00:00.000Z",
+                "type": "transcript.segment.final",
+                "payload": {"segmentId": format!("seg-{batch_index}-{i}"), "revision": 1,
+                            "text": "the quick brown fox jumps over the lazy dog", "confidence": 0.93},
+                "schemaVersion": 1
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "events": events })).unwrap_or_default()
+}
+
+async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
+    if !(1..=500).contains(&args.batch) {
+        return Err("--batch must be 1..=500".into());
+    }
+    let mut server = ChildServer::start(&args.durability).await?;
+    let user = server.token("bench-user", &[Role::User])?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut sessions = Vec::with_capacity(args.sessions);
+    for _ in 0..args.sessions {
+        let created: Value = client
+            .post(format!("{}/v1/call/sessions", server.address))
+            .bearer_auth(&user)
+            .json(&json!({"title": "bench"}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        sessions.push(
+            created["sessionId"]
+                .as_str()
+                .ok_or("no sessionId")?
+                .to_owned(),
+        );
+    }
+    let batches = args.events.div_ceil(args.batch);
+    eprintln!("preparing {batches} request bodies …");
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..batches)
+            .map(|b| {
+                body_for(
+                    &sessions[b % sessions.len()],
+                    b,
+                    args.batch.min(args.events - b * args.batch),
+                )
+            })
+            .collect(),
+    );
+    let paths: Arc<Vec<String>> = Arc::new(
+        (0..batches)
+            .map(|b| {
+                format!(
+                    "{}/v1/realtime/sessions/{}/events",
+                    server.address,
+                    sessions[b % sessions.len()]
+                )
+            })
+            .collect(),
+    );
+
+    eprintln!(
+        "sending {} events in {batches} batches with {} clients …",
+        args.events, args.concurrency
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, bodies, paths, next, user) = (
+            client.clone(),
+            bodies.clone(),
+            paths.clone(),
+            next.clone(),
+            user.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= bodies.len() {
+                    return Ok::<Vec<Duration>, String>(latencies);
+                }
+                let sent = Instant::now();
+                let response = client
+                    .post(&paths[index])
+                    .bearer_auth(&user)
+                    .header("Content-Type", "application/json")
+                    .body(bodies[index].clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !response.status().is_success() {
+                    return Err(format!("batch {index}: HTTP {}", response.status()));
+                }
+                response.bytes().await.map_err(|e| e.to_string())?;
+                latencies.push(sent.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    let http_rate = args.events as f64 / elapsed.as_secs_f64();
+    server.stop();
+
+    let baseline = baseline(&server, &args)?;
+    let ratio = http_rate / baseline;
+    latencies.sort_unstable();
+    println!(
+        "ingest benchmark ({} durability, batch {}, {} clients, {} sessions)",
+        args.durability, args.batch, args.concurrency, args.sessions
+    );
+    println!(
+        "  HTTP ingest:       {} events in {:.2} s = {:.0} events/s",
+        args.events,
+        elapsed.as_secs_f64(),
+        http_rate
+    );
+    println!(
+        "  batch latency:     p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+        percentile(&latencies, 99.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "  raw rusqlite loop: {baseline:.0} events/s (same rows and indexes, one transaction per {} rows)",
+        args.batch
+    );
+    println!(
+        "  ratio:             {:.0} % of the baseline",
+        ratio * 100.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Insert the rows the server wrote into a fresh database with the same schema, timed.
+fn baseline(server: &ChildServer, args: &IngestArgs) -> Result<f64, String> {
+    let source = rusqlite::Connection::open(server.database()).map_err(|e| e.to_string())?;
+    let rows: Vec<log::StoredEvent> = source
+        .prepare(&format!(
+            "SELECT {} FROM events ORDER BY position",
+            log::SELECT_COLUMNS
+        ))
+        .and_then(|mut s| s.query_map([], log::from_row)?.collect())
+        .map_err(|e| e.to_string())?;
+    let path = server.data_dir.join("baseline.db");
+    let durability = if args.durability == "normal" {
+        crate::config::Durability::Normal
+    } else {
+        crate::config::Durability::Full
+    };
+    let conn = crate::store::open_for_writing(&path, durability).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for chunk in rows.chunks(args.batch) {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string())?;
+        for row in chunk {
+            log::insert(&conn, row).map_err(|e| e.to_string())?;
+        }
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
 }

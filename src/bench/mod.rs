@@ -1,5 +1,6 @@
 //! Load generators for the benchmarks recorded in docs/performance.md.
 
+mod harness;
 pub mod ingest;
 
 use std::process::ExitCode;

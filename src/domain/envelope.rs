@@ -254,7 +254,7 @@ mod tests {
     }
 
     fn code(value: Value) -> ErrorCode {
-        parse_envelope(value).expect_err("must reject").code()
+        parse_envelope(value).expect_err("must reject").code
     }
 
     #[test]
@@ -291,7 +291,7 @@ mod tests {
         let mut v = valid();
         v["payload"]["revision"] = json!("one");
         let err = parse_envelope(v).expect_err("bad payload");
-        assert_eq!(err.code(), ErrorCode::PayloadInvalid);
+        assert_eq!(err.code, ErrorCode::PayloadInvalid);
         assert!(err.to_string().contains("/revision"), "{err}");
         let mut v = valid();
         v["schemaVersion"] = json!(7);

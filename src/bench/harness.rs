@@ -1,0 +1,104 @@
+//! A child `callstream serve` on a temporary database, for load generators in another process.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::config::{JwtConfig, Secret};
+use crate::domain::principal::Role;
+
+pub struct ChildServer {
+    child: Child,
+    pub address: String,
+    pub data_dir: PathBuf,
+    jwt: JwtConfig,
+}
+
+impl ChildServer {
+    pub async fn start(durability: &str) -> Result<ChildServer, String> {
+        let data_dir = std::env::temp_dir().join(format!(
+            "callstream-bench-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let secret = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let jwt = JwtConfig {
+            secret: Secret::new(secret.clone()),
+            issuer: "callstream-bench".into(),
+            audience: "callstream".into(),
+        };
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .arg("serve")
+            .env("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CALLSTREAM_DATA_DIR", &data_dir)
+            .env("CALLSTREAM_JWT_SECRET", &secret)
+            .env("CALLSTREAM_JWT_ISSUER", &jwt.issuer)
+            .env("CALLSTREAM_JWT_AUDIENCE", &jwt.audience)
+            .env("CALLSTREAM_RESUME_SECRET", &secret)
+            .env("CALLSTREAM_METER_SIGNING_KEYS", format!("bench:{secret}"))
+            .env("LIVEKIT_API_KEY", "bench-key")
+            .env("LIVEKIT_API_SECRET", &secret)
+            .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
+            .env("CALLSTREAM_DURABILITY", durability)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start callstream serve: {e}"))?;
+        let server = ChildServer {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            jwt,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..1000 {
+            if let Ok(response) = client
+                .get(format!("{}/health/ready", server.address))
+                .send()
+                .await
+            {
+                if response.status().is_success() {
+                    return Ok(server);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the server did not become ready within 10 s".into())
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role]) -> Result<String, String> {
+        crate::http::auth::mint(&self.jwt, sub, "bench", roles, 3600).map_err(|e| e.to_string())
+    }
+
+    pub fn database(&self) -> PathBuf {
+        crate::config::database_path(&self.data_dir)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The p-th percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

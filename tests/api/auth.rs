@@ -1,0 +1,218 @@
+//! The auth matrix: every route × {no token, garbage, bad signature, expired, not yet valid, wrong
+//! aud, wrong iss, unknown role, other tenant, wrong role} → the documented status and code.
+
+use callstream::domain::principal::Role;
+use callstream::http::auth::Claims;
+use jsonwebtoken::{EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{SECRET, TestApp, error_code, spawn_app, transcript};
+
+fn forge(app: &TestApp, edit: impl FnOnce(&mut Claims), secret: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = Claims {
+        sub: "alice".into(),
+        tenant: "t1".into(),
+        roles: vec!["user".into()],
+        iss: app.config.jwt.issuer.clone(),
+        aud: app.config.jwt.audience.clone(),
+        exp: now + 600,
+        nbf: None,
+        iat: now,
+    };
+    edit(&mut claims);
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode")
+}
+
+struct Route {
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+async fn call(app: &TestApp, route: &Route, token: Option<&str>) -> reqwest::Response {
+    let mut request = app.client.request(
+        route.method.clone(),
+        format!("{}{}", app.address, route.path),
+    );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = &route.body {
+        request = request.json(body);
+    }
+    request.send().await.expect("send")
+}
+
+#[tokio::test]
+async fn every_route_enforces_the_auth_matrix() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let routes = vec![
+        Route {
+            method: Method::POST,
+            path: "/v1/call/sessions".into(),
+            body: Some(json!({})),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("/v1/call/sessions/{session}"),
+            body: None,
+        },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/realtime/sessions/{session}/events"),
+            body: Some(json!({"events": [transcript(&session, "auth-e", "x")]})),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("/v1/realtime/sessions/{session}/events"),
+            body: None,
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/contract".into(),
+            body: None,
+        },
+    ];
+    let now = chrono::Utc::now().timestamp();
+    let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
+        ("no token", None, StatusCode::UNAUTHORIZED, "AUTH_MISSING"),
+        (
+            "garbage",
+            Some("not-a-jwt".into()),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+        (
+            "bad signature",
+            Some(forge(&app, |_| {}, "another-secret-0123456789abcdef0123")),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+        (
+            "expired",
+            Some(forge(&app, |c| c.exp = now - 3600, SECRET)),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_EXPIRED",
+        ),
+        (
+            "not yet valid",
+            Some(forge(&app, |c| c.nbf = Some(now + 3600), SECRET)),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+        (
+            "wrong aud",
+            Some(forge(&app, |c| c.aud = "someone-else".into(), SECRET)),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+        (
+            "wrong iss",
+            Some(forge(&app, |c| c.iss = "someone-else".into(), SECRET)),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+        (
+            "unknown role",
+            Some(forge(&app, |c| c.roles = vec!["root".into()], SECRET)),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_INVALID",
+        ),
+    ];
+    for route in &routes {
+        for (name, token, status, code) in &cases {
+            let response = call(&app, route, token.as_deref()).await;
+            assert_eq!(
+                response.status(),
+                *status,
+                "{} {} with {name}",
+                route.method,
+                route.path
+            );
+            assert_eq!(
+                error_code(response).await,
+                *code,
+                "{} {} with {name}",
+                route.method,
+                route.path
+            );
+        }
+    }
+
+    // Tenancy and roles, route by route.
+    let other_tenant = app.token("alice", "t2", &[Role::User]);
+    let operator = app.token("ops", "t1", &[Role::Operator]);
+    let expectations: Vec<(&Route, &str, StatusCode, Option<&str>)> = vec![
+        (&routes[0], &other_tenant, StatusCode::CREATED, None),
+        (
+            &routes[0],
+            &operator,
+            StatusCode::FORBIDDEN,
+            Some("FORBIDDEN_ROLE"),
+        ),
+        (
+            &routes[1],
+            &other_tenant,
+            StatusCode::NOT_FOUND,
+            Some("SESSION_NOT_FOUND"),
+        ),
+        (&routes[1], &operator, StatusCode::OK, None),
+        (
+            &routes[2],
+            &other_tenant,
+            StatusCode::NOT_FOUND,
+            Some("SESSION_NOT_FOUND"),
+        ),
+        (
+            &routes[2],
+            &operator,
+            StatusCode::FORBIDDEN,
+            Some("FORBIDDEN_ROLE"),
+        ),
+        (
+            &routes[3],
+            &other_tenant,
+            StatusCode::NOT_FOUND,
+            Some("SESSION_NOT_FOUND"),
+        ),
+        (&routes[3], &operator, StatusCode::OK, None),
+        (&routes[4], &other_tenant, StatusCode::OK, None),
+    ];
+    for (route, token, status, code) in expectations {
+        let response = call(&app, route, Some(token)).await;
+        assert_eq!(response.status(), status, "{} {}", route.method, route.path);
+        if let Some(code) = code {
+            assert_eq!(error_code(response).await, code);
+        }
+    }
+    assert_eq!(
+        app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"],
+        1,
+        "no rejected call appended"
+    );
+}
+
+#[tokio::test]
+async fn a_service_may_publish_into_any_session_of_its_tenant() {
+    let app = spawn_app().await;
+    let session = app.create_session(&app.user("alice")).await;
+    let agent = app.token("stt-worker", "t1", &[Role::Service]);
+    let response = app
+        .ingest(&agent, &session, vec![transcript(&session, "svc-1", "x")])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored = &app.replay(&agent, &session, 1, 1).await["events"][0];
+    assert_eq!(
+        stored["actor"],
+        json!({"kind": "service", "id": "stt-worker"})
+    );
+}

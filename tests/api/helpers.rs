@@ -1,0 +1,164 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 with its own SQLite file, plus typed helpers.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use callstream::config::Config;
+use callstream::domain::principal::Role;
+use callstream::http::auth::mint;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        callstream::telemetry::init("debug");
+    }
+});
+
+/// The environment a test server (or the real binary in crash tests) runs with.
+pub fn test_env(data_dir: &std::path::Path) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("CALLSTREAM_LISTEN", "127.0.0.1:0".to_owned()),
+        ("CALLSTREAM_DATA_DIR", data_dir.display().to_string()),
+        ("CALLSTREAM_JWT_SECRET", SECRET.to_owned()),
+        ("CALLSTREAM_JWT_ISSUER", "callstream-test".to_owned()),
+        ("CALLSTREAM_JWT_AUDIENCE", "callstream-api".to_owned()),
+        ("CALLSTREAM_RESUME_SECRET", SECRET.to_owned()),
+        ("CALLSTREAM_METER_SIGNING_KEYS", format!("k1:{SECRET}")),
+        ("LIVEKIT_API_KEY", "lk-test-key".to_owned()),
+        ("LIVEKIT_API_SECRET", SECRET.to_owned()),
+        ("LIVEKIT_URL", "ws://127.0.0.1:7880".to_owned()),
+        ("CALLSTREAM_DURABILITY", "normal".to_owned()),
+    ])
+}
+
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let env = test_env(data_dir);
+    Config::load(|name| env.get(name).cloned(), None).expect("test config is valid")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    spawn_app_in(data_dir).await
+}
+
+/// Start a server on an existing data dir (e.g. to test a restart).
+pub async fn spawn_app_in(data_dir: tempfile::TempDir) -> TestApp {
+    LazyLock::force(&TRACING);
+    let config = test_config(data_dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app =
+        callstream::Application::build_with_listener(config.clone(), listener).expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        config,
+        data_dir,
+    }
+}
+
+impl TestApp {
+    pub fn database(&self) -> PathBuf {
+        self.config.database_path()
+    }
+
+    pub fn token(&self, sub: &str, tenant: &str, roles: &[Role]) -> String {
+        mint(&self.config.jwt, sub, tenant, roles, 600).expect("mint")
+    }
+
+    pub fn user(&self, sub: &str) -> String {
+        self.token(sub, "t1", &[Role::User])
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Create a session as `token` and return its id.
+    pub async fn create_session(&self, token: &str) -> String {
+        let response = self
+            .post("/v1/call/sessions", token, &json!({"title": "test call"}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["sessionId"].as_str().expect("sessionId").to_owned()
+    }
+
+    pub async fn ingest(&self, token: &str, session: &str, events: Vec<Value>) -> Response {
+        self.post(
+            &format!("/v1/realtime/sessions/{session}/events"),
+            token,
+            &json!({ "events": events }),
+        )
+        .await
+    }
+
+    pub async fn replay(&self, token: &str, session: &str, after: u64, limit: u64) -> Value {
+        let response = self
+            .get(
+                &format!("/v1/realtime/sessions/{session}/events?after={after}&limit={limit}"),
+                token,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+}
+
+/// A valid transcript event for `session`.
+pub fn transcript(session: &str, event_id: &str, text: &str) -> Value {
+    json!({
+        "eventId": event_id, "sessionId": session, "ts": "2026-11-23T10:00:00.000Z",
+        "type": "transcript.segment.final",
+        "payload": {"segmentId": format!("seg-{event_id}"), "revision": 1, "text": text},
+        "schemaVersion": 1
+    })
+}
+
+/// Read an error body and return its code, checking the shared shape on the way.
+pub async fn error_code(response: Response) -> String {
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
+    assert_eq!(
+        error["requestId"].as_str().map(str::to_owned),
+        request_id,
+        "requestId echoes the header"
+    );
+    error["code"].as_str().expect("code").to_owned()
+}

@@ -1,0 +1,11 @@
+//! All integration tests, in one binary, against the real server and real SQLite files.
+
+mod auth;
+mod contract;
+mod crash;
+mod helpers;
+mod http_edges;
+mod ingest;
+mod rebuild;
+mod sessions;
+mod verify;
