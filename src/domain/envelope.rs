@@ -309,4 +309,92 @@ mod tests {
             parse_envelope(valid()).expect("b").content_hash
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        const KEYS: [&str; 13] = [
+            "eventId",
+            "sessionId",
+            "ts",
+            "type",
+            "payload",
+            "schemaVersion",
+            "timestamp",
+            "version",
+            "seq",
+            "position",
+            "recordedAt",
+            "actor",
+            "extra",
+        ];
+
+        /// A valid envelope with random keys removed, added or replaced by random JSON.
+        fn mutated_envelope() -> impl Strategy<Value = Value> {
+            (prop::collection::vec((0..KEYS.len(), any_json(), any::<bool>()), 0..4)).prop_map(
+                |edits| {
+                    let mut envelope = valid();
+                    for (key, value, remove) in edits {
+                        let map = envelope.as_object_mut().expect("object");
+                        if remove {
+                            map.remove(KEYS[key]);
+                        } else {
+                            map.insert(KEYS[key].to_owned(), value);
+                        }
+                    }
+                    envelope
+                },
+            )
+        }
+
+        fn check(value: Value) {
+            match parse_envelope(value) {
+                Ok(event) => assert!(event.schema_version >= 1),
+                Err(rejection) => {
+                    assert_ne!(rejection.code, ErrorCode::Internal, "{rejection}");
+                    assert_eq!(rejection.code.category(), "envelope", "{rejection}");
+                    assert!(!rejection.message.is_empty());
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_json_never_panics_and_gets_an_envelope_code(value in any_json()) {
+                check(value);
+            }
+
+            #[test]
+            fn mutated_envelopes_never_panic_and_get_an_envelope_code(value in mutated_envelope()) {
+                check(value);
+            }
+
+            #[test]
+            fn validation_is_deterministic(value in mutated_envelope()) {
+                let first = parse_envelope(value.clone()).map(|e| e.content_hash).map_err(|r| r.code);
+                let second = parse_envelope(value).map(|e| e.content_hash).map_err(|r| r.code);
+                prop_assert_eq!(first, second);
+            }
+        }
+    }
 }

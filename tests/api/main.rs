@@ -6,6 +6,7 @@ mod crash;
 mod helpers;
 mod http_edges;
 mod ingest;
+mod layering;
 mod rebuild;
 mod sessions;
 mod verify;
