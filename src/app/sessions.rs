@@ -75,13 +75,13 @@ pub async fn create(
             format!("`metadata` must be at most {MAX_METADATA_BYTES} bytes"),
         ));
     }
-    if let Some(key) = &idempotency_key {
-        if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(AppError::new(
-                ErrorCode::ValidationFailed,
-                "Idempotency-Key must be 1–255 visible ASCII characters",
-            ));
-        }
+    if let Some(key) = &idempotency_key
+        && (key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(AppError::new(
+            ErrorCode::ValidationFailed,
+            "Idempotency-Key must be 1–255 visible ASCII characters",
+        ));
     }
 
     let mut payload = json!({ "ownerId": principal.user_id.as_str() });
@@ -99,21 +99,20 @@ pub async fn create(
         .store
         .writer
         .execute(move |tx| {
-            if let Some(key) = &idempotency_key {
-                if let Some((stored_hash, status, body)) =
+            if let Some(key) = &idempotency_key
+                && let Some((stored_hash, status, body)) =
                     queries::idempotent_response(tx.conn(), &tenant, CREATE_ROUTE, key)?
-                {
-                    if stored_hash != request_hash {
-                        return Err(AppError::new(
-                            ErrorCode::IdempotencyKeyReused,
-                            "this Idempotency-Key was already used with a different request body",
-                        ));
-                    }
-                    return Ok((
-                        status,
-                        serde_json::from_str(&body).map_err(AppError::internal)?,
+            {
+                if stored_hash != request_hash {
+                    return Err(AppError::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "this Idempotency-Key was already used with a different request body",
                     ));
                 }
+                return Ok((
+                    status,
+                    serde_json::from_str(&body).map_err(AppError::internal)?,
+                ));
             }
             let session_id = SessionId::generate();
             let created = EventType::lookup("call.session.created")

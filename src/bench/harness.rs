@@ -63,10 +63,9 @@ impl ChildServer {
                 .get(format!("{}/health/ready", server.address))
                 .send()
                 .await
+                && response.status().is_success()
             {
-                if response.status().is_success() {
-                    return Ok(server);
-                }
+                return Ok(server);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

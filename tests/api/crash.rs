@@ -51,10 +51,9 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
             .get(format!("{}/health/ready", server.address))
             .send()
             .await
+            && response.status().is_success()
         {
-            if response.status().is_success() {
-                return;
-            }
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
