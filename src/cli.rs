@@ -9,11 +9,7 @@ use crate::config::{Config, DevSecrets, database_path};
 use crate::domain::principal::Role;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "callstream",
-    version,
-    about = "Event-sourced realtime call backend"
-)]
+#[command(name = "callstream", version, about = "Event-sourced realtime call backend")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,13 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(),
         Command::Verify => verify(),
         Command::Rebuild => rebuild(),
-        Command::Token {
-            sub,
-            tenant,
-            roles,
-            ttl_secs,
-            dev,
-        } => token(&sub, &tenant, &roles, ttl_secs, dev),
+        Command::Token { sub, tenant, roles, ttl_secs, dev } => token(&sub, &tenant, &roles, ttl_secs, dev),
         Command::Bench(command) => crate::bench::run(command),
     }
 }
@@ -81,11 +71,9 @@ const DEV_SECRETS_FILE: &str = "dev-secrets.json";
 pub fn dev_secrets(data_dir: &Path) -> Result<DevSecrets, String> {
     let path = data_dir.join(DEV_SECRETS_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid: {e}", path.display()));
+        return serde_json::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()));
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let secrets = DevSecrets::generate();
     let text = serde_json::to_string_pretty(&secrets).map_err(|e| e.to_string())?;
     write_private(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -105,11 +93,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn load_config(dev: bool) -> Result<Config, String> {
-    let secrets = if dev {
-        Some(dev_secrets(&Config::data_dir_from_env())?)
-    } else {
-        None
-    };
+    let secrets = if dev { Some(dev_secrets(&Config::data_dir_from_env())?) } else { None };
     Config::from_env(secrets.as_ref()).map_err(|e| e.to_string())
 }
 
@@ -138,17 +122,13 @@ fn serve(dev: bool) -> ExitCode {
 
 fn print_dev_banner(config: &Config) {
     let mint = |sub: &str, roles: &[Role]| {
-        crate::http::auth::mint(&config.jwt, sub, "dev", roles, 24 * 3600)
-            .unwrap_or_else(|e| format!("<{e}>"))
+        crate::http::auth::mint(&config.jwt, sub, "dev", roles, 24 * 3600).unwrap_or_else(|e| format!("<{e}>"))
     };
     println!("callstream dev mode");
     println!("  listening on   http://{}", config.listen);
     println!("  database       {}", config.database_path().display());
     println!("  user token     {}", mint("dev-user", &[Role::User]));
-    println!(
-        "  operator token {}",
-        mint("dev-operator", &[Role::Operator])
-    );
+    println!("  operator token {}", mint("dev-operator", &[Role::Operator]));
     println!("  service token  {}", mint("dev-agent", &[Role::Service]));
     println!(
         "  try: curl -s -X POST http://{}/v1/call/sessions -H \"Authorization: Bearer $USER_TOKEN\" \\",
@@ -164,10 +144,7 @@ fn database() -> PathBuf {
 fn migrate() -> ExitCode {
     match crate::store::migrate(&database()) {
         Ok(version) => {
-            println!(
-                "database {} at schema version {version}",
-                database().display()
-            );
+            println!("database {} at schema version {version}", database().display());
             ExitCode::SUCCESS
         }
         Err(err) => fail(err),
@@ -194,11 +171,7 @@ fn verify() -> ExitCode {
             if report.projection_differences.is_empty() {
                 println!("projections: equal to a rebuild from the log");
             }
-            if report.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
 }
@@ -220,9 +193,7 @@ fn rebuild() -> ExitCode {
 fn token(sub: &str, tenant: &str, roles: &[String], ttl_secs: i64, dev: bool) -> ExitCode {
     let roles: Result<Vec<Role>, String> = roles
         .iter()
-        .map(|r| {
-            Role::parse(r).ok_or_else(|| format!("unknown role `{r}` (user, operator, service)"))
-        })
+        .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role `{r}` (user, operator, service)")))
         .collect();
     let roles = match roles {
         Ok(roles) => roles,

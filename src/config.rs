@@ -69,6 +69,12 @@ pub struct Config {
     pub meter_signing_keys: Vec<SigningKey>,
     pub livekit: LiveKitConfig,
     pub durability: Durability,
+    /// How far a LiveKit webhook's `createdAt` may be from our clock, either way.
+    pub webhook_tolerance_secs: u64,
+    /// Default lifetime of LiveKit access tokens (a request may ask for less or more, up to 1 h).
+    pub livekit_token_ttl_secs: u64,
+    /// How long a stored Idempotency-Key answer is replayed before the key may be reused.
+    pub idempotency_retention_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +85,7 @@ pub struct ConfigError {
 }
 
 fn problem(variable: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        problem: problem.into(),
-    }
+    ConfigError { variable, problem: problem.into() }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -120,10 +123,7 @@ impl DevSecrets {
             ("CALLSTREAM_JWT_ISSUER", DEV_ISSUER.to_owned()),
             ("CALLSTREAM_JWT_AUDIENCE", DEV_AUDIENCE.to_owned()),
             ("CALLSTREAM_RESUME_SECRET", self.resume_secret.0.clone()),
-            (
-                "CALLSTREAM_METER_SIGNING_KEYS",
-                format!("dev:{}", self.meter_key.0),
-            ),
+            ("CALLSTREAM_METER_SIGNING_KEYS", format!("dev:{}", self.meter_key.0)),
             ("LIVEKIT_API_KEY", DEV_LIVEKIT_KEY.to_owned()),
             ("LIVEKIT_API_SECRET", self.livekit_api_secret.0.clone()),
             ("LIVEKIT_URL", DEV_LIVEKIT_URL.to_owned()),
@@ -145,44 +145,28 @@ impl Config {
 
     /// The data dir as the environment names it, needed before the rest (dev secrets live there).
     pub fn data_dir_from_env() -> PathBuf {
-        std::env::var("CALLSTREAM_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR))
+        std::env::var("CALLSTREAM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR))
     }
 
-    pub fn load(
-        env: impl Fn(&str) -> Option<String>,
-        dev: Option<&DevSecrets>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(env: impl Fn(&str) -> Option<String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
         let defaults = dev.map(DevSecrets::as_defaults).unwrap_or_default();
         let get = |name: &'static str| -> Option<String> {
-            env(name)
-                .filter(|v| !v.trim().is_empty())
-                .or_else(|| defaults.get(name).cloned())
+            env(name).filter(|v| !v.trim().is_empty()).or_else(|| defaults.get(name).cloned())
         };
-        let required =
-            |name: &'static str| get(name).ok_or_else(|| problem(name, "is required but not set"));
+        let required = |name: &'static str| get(name).ok_or_else(|| problem(name, "is required but not set"));
 
         let listen = get("CALLSTREAM_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen.parse::<SocketAddr>().map_err(|_| {
-            problem(
-                "CALLSTREAM_LISTEN",
-                "must be host:port with a numeric IP, e.g. 127.0.0.1:8080",
-            )
-        })?;
-        let data_dir = PathBuf::from(
-            get("CALLSTREAM_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
-        );
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| problem("CALLSTREAM_LISTEN", "must be host:port with a numeric IP, e.g. 127.0.0.1:8080"))?;
+        let data_dir = PathBuf::from(get("CALLSTREAM_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()));
 
         let jwt = JwtConfig {
             secret: strong_secret("CALLSTREAM_JWT_SECRET", required("CALLSTREAM_JWT_SECRET")?)?,
             issuer: required("CALLSTREAM_JWT_ISSUER")?,
             audience: required("CALLSTREAM_JWT_AUDIENCE")?,
         };
-        let resume_secret = strong_secret(
-            "CALLSTREAM_RESUME_SECRET",
-            required("CALLSTREAM_RESUME_SECRET")?,
-        )?;
+        let resume_secret = strong_secret("CALLSTREAM_RESUME_SECRET", required("CALLSTREAM_RESUME_SECRET")?)?;
         let meter_signing_keys = parse_signing_keys(&required("CALLSTREAM_METER_SIGNING_KEYS")?)?;
         let livekit = LiveKitConfig {
             api_key: required("LIVEKIT_API_KEY")?,
@@ -194,21 +178,20 @@ impl Config {
             || livekit.url.starts_with("http://")
             || livekit.url.starts_with("https://"))
         {
-            return Err(problem(
-                "LIVEKIT_URL",
-                "must start with ws://, wss://, http:// or https://",
-            ));
+            return Err(problem("LIVEKIT_URL", "must start with ws://, wss://, http:// or https://"));
         }
         let durability = match get("CALLSTREAM_DURABILITY").as_deref() {
             None | Some("full") => Durability::Full,
             Some("normal") => Durability::Normal,
             Some(_) => {
-                return Err(problem(
-                    "CALLSTREAM_DURABILITY",
-                    "must be `full` or `normal`",
-                ));
+                return Err(problem("CALLSTREAM_DURABILITY", "must be `full` or `normal`"));
             }
         };
+        let webhook_tolerance_secs = bounded(&get, "CALLSTREAM_WEBHOOK_TOLERANCE_SECS", 300, 1, 3600)?;
+        let livekit_token_ttl_secs =
+            bounded(&get, "CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS", 600, 60, MAX_LIVEKIT_TOKEN_TTL_SECS)?;
+        let idempotency_retention_secs =
+            bounded(&get, "CALLSTREAM_IDEMPOTENCY_RETENTION_SECS", 86_400, 60, 30 * 86_400)?;
         Ok(Config {
             listen,
             data_dir,
@@ -217,6 +200,9 @@ impl Config {
             meter_signing_keys,
             livekit,
             durability,
+            webhook_tolerance_secs,
+            livekit_token_ttl_secs,
+            idempotency_retention_secs,
         })
     }
 
@@ -229,12 +215,30 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("callstream.db")
 }
 
+pub const MAX_LIVEKIT_TOKEN_TTL_SECS: u64 = 3600;
+
+/// An optional integer variable within `[min, max]`.
+fn bounded(
+    get: &impl Fn(&'static str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| problem(variable, format!("must be an integer between {min} and {max}"))),
+    }
+}
+
 fn strong_secret(variable: &'static str, value: String) -> Result<Secret, ConfigError> {
     if value.len() < MIN_SECRET_LEN {
-        return Err(problem(
-            variable,
-            format!("must be at least {MIN_SECRET_LEN} characters long"),
-        ));
+        return Err(problem(variable, format!("must be at least {MIN_SECRET_LEN} characters long")));
     }
     Ok(Secret(value))
 }
@@ -245,36 +249,18 @@ fn parse_signing_keys(raw: &str) -> Result<Vec<SigningKey>, ConfigError> {
     let mut keys: Vec<SigningKey> = Vec::new();
     for (index, entry) in raw.split(',').enumerate() {
         let Some((key_id, secret)) = entry.trim().split_once(':') else {
-            return Err(problem(
-                VAR,
-                format!("entry {} must be kid:secret", index + 1),
-            ));
+            return Err(problem(VAR, format!("entry {} must be kid:secret", index + 1)));
         };
-        if key_id.is_empty()
-            || !key_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(problem(
-                VAR,
-                format!("entry {} has an empty or invalid key id", index + 1),
-            ));
+        if key_id.is_empty() || !key_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(problem(VAR, format!("entry {} has an empty or invalid key id", index + 1)));
         }
         if keys.iter().any(|k| k.key_id == key_id) {
             return Err(problem(VAR, format!("key id `{key_id}` appears twice")));
         }
         let secret = strong_secret(VAR, secret.to_owned()).map_err(|_| {
-            problem(
-                VAR,
-                format!(
-                    "the secret of key `{key_id}` must be at least {MIN_SECRET_LEN} characters long"
-                ),
-            )
+            problem(VAR, format!("the secret of key `{key_id}` must be at least {MIN_SECRET_LEN} characters long"))
         })?;
-        keys.push(SigningKey {
-            key_id: key_id.to_owned(),
-            secret,
-        });
+        keys.push(SigningKey { key_id: key_id.to_owned(), secret });
     }
     Ok(keys)
 }
@@ -291,20 +277,14 @@ mod tests {
             ("CALLSTREAM_JWT_ISSUER", "iss".to_owned()),
             ("CALLSTREAM_JWT_AUDIENCE", "aud".to_owned()),
             ("CALLSTREAM_RESUME_SECRET", STRONG.to_owned()),
-            (
-                "CALLSTREAM_METER_SIGNING_KEYS",
-                format!("k1:{STRONG},k0:{STRONG}"),
-            ),
+            ("CALLSTREAM_METER_SIGNING_KEYS", format!("k1:{STRONG},k0:{STRONG}")),
             ("LIVEKIT_API_KEY", "key".to_owned()),
             ("LIVEKIT_API_SECRET", STRONG.to_owned()),
             ("LIVEKIT_URL", "wss://lk.example".to_owned()),
         ])
     }
 
-    fn load(
-        env: &HashMap<&'static str, String>,
-        dev: Option<&DevSecrets>,
-    ) -> Result<Config, ConfigError> {
+    fn load(env: &HashMap<&'static str, String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
         Config::load(|name| env.get(name).cloned(), dev)
     }
 
@@ -335,22 +315,19 @@ mod tests {
 
         let mut env = full_env();
         env.insert("CALLSTREAM_METER_SIGNING_KEYS", "nocolon".into());
-        assert_eq!(
-            load(&env, None).expect_err("bad keys").variable,
-            "CALLSTREAM_METER_SIGNING_KEYS"
-        );
+        assert_eq!(load(&env, None).expect_err("bad keys").variable, "CALLSTREAM_METER_SIGNING_KEYS");
         let mut env = full_env();
         env.insert("CALLSTREAM_DURABILITY", "sometimes".into());
-        assert_eq!(
-            load(&env, None).expect_err("bad durability").variable,
-            "CALLSTREAM_DURABILITY"
-        );
+        assert_eq!(load(&env, None).expect_err("bad durability").variable, "CALLSTREAM_DURABILITY");
+        let mut env = full_env();
+        env.insert("CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS", "7200".into());
+        assert_eq!(load(&env, None).expect_err("ttl over 1 h").variable, "CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS");
+        let mut env = full_env();
+        env.insert("CALLSTREAM_WEBHOOK_TOLERANCE_SECS", "soon".into());
+        assert_eq!(load(&env, None).expect_err("bad tolerance").variable, "CALLSTREAM_WEBHOOK_TOLERANCE_SECS");
         let mut env = full_env();
         env.insert("CALLSTREAM_LISTEN", "nowhere".into());
-        assert_eq!(
-            load(&env, None).expect_err("bad listen").variable,
-            "CALLSTREAM_LISTEN"
-        );
+        assert_eq!(load(&env, None).expect_err("bad listen").variable, "CALLSTREAM_LISTEN");
     }
 
     #[test]
@@ -359,9 +336,6 @@ mod tests {
         let from_dev = load(&HashMap::new(), Some(&dev)).expect("dev alone is complete");
         assert_eq!(from_dev.jwt.secret, dev.jwt_secret);
         let env = HashMap::from([("CALLSTREAM_JWT_ISSUER", "prod-issuer".to_owned())]);
-        assert_eq!(
-            load(&env, Some(&dev)).expect("dev + env").jwt.issuer,
-            "prod-issuer"
-        );
+        assert_eq!(load(&env, Some(&dev)).expect("dev + env").jwt.issuer, "prod-issuer");
     }
 }

@@ -86,11 +86,7 @@ impl ResponseError for AppError {
         let request_id = crate::http::request_id::current();
         let mut response = HttpResponse::build(self.status_code());
         if let AppError::Rejected(r) = self
-            && let Some(retry) = r
-                .details
-                .as_ref()
-                .and_then(|d| d.get("retryAfterSecs"))
-                .and_then(Value::as_u64)
+            && let Some(retry) = r.details.as_ref().and_then(|d| d.get("retryAfterSecs")).and_then(Value::as_u64)
         {
             response.insert_header(("Retry-After", retry.to_string()));
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod livekit;
 pub mod store;
 pub mod telemetry;
 
@@ -42,10 +43,7 @@ impl Application {
     ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
         let port = listener.local_addr()?.port();
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
-        let state = AppState {
-            store,
-            config: Arc::new(config),
-        };
+        let state = AppState { store, config: Arc::new(config) };
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -57,12 +55,7 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        Ok(Application {
-            port,
-            server,
-            state,
-            writer_thread,
-        })
+        Ok(Application { port, server, state, writer_thread })
     }
 
     pub fn port(&self) -> u16 {
@@ -76,12 +69,7 @@ impl Application {
     /// Serve until SIGINT/SIGTERM, then drain: in-flight requests finish, the writer commits what
     /// it holds and stops once every handle is gone.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application {
-            server,
-            state,
-            writer_thread,
-            ..
-        } = self;
+        let Application { server, state, writer_thread, .. } = self;
         let result = server.await;
         tracing::info!("http server stopped");
         drop(state);

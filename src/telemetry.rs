@@ -4,8 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber once. `RUST_LOG` overrides the default filter.
 pub fn init(default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

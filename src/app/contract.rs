@@ -30,8 +30,5 @@ pub fn schema(file: &str) -> Option<&'static str> {
     if file == "envelope.v1.json" {
         return Some(ENVELOPE_SCHEMA);
     }
-    SCHEMAS
-        .iter()
-        .find(|(name, version, _)| format!("{name}.v{version}.json") == file)
-        .map(|(_, _, source)| *source)
+    SCHEMAS.iter().find(|(name, version, _)| format!("{name}.v{version}.json") == file).map(|(_, _, source)| *source)
 }

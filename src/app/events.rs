@@ -19,18 +19,12 @@ pub const DEFAULT_REPLAY_LIMIT: u64 = 100;
 /// Validate every envelope of a batch; the first failure names its index and rejects the batch.
 pub fn parse_batch(session_id: &str, raw: Vec<Value>) -> Result<Vec<IngestEvent>, AppError> {
     if raw.is_empty() {
-        return Err(AppError::new(
-            ErrorCode::BatchEmpty,
-            "`events` must hold at least one event",
-        ));
+        return Err(AppError::new(ErrorCode::BatchEmpty, "`events` must hold at least one event"));
     }
     if raw.len() > MAX_BATCH {
         return Err(AppError::new(
             ErrorCode::BatchTooLarge,
-            format!(
-                "a batch holds at most {MAX_BATCH} events; this one holds {}",
-                raw.len()
-            ),
+            format!("a batch holds at most {MAX_BATCH} events; this one holds {}", raw.len()),
         ));
     }
     raw.into_iter()
@@ -41,10 +35,7 @@ pub fn parse_batch(session_id: &str, raw: Vec<Value>) -> Result<Vec<IngestEvent>
                 return Err(at_index(
                     Rejection::new(
                         ErrorCode::SessionMismatch,
-                        format!(
-                            "sessionId `{}` differs from the session in the path",
-                            event.session_id
-                        ),
+                        format!("sessionId `{}` differs from the session in the path", event.session_id),
                     ),
                     index,
                 ));
@@ -89,11 +80,7 @@ pub async fn append_checked(
     events: Vec<IngestEvent>,
 ) -> Result<Vec<AppendOutcome>, AppError> {
     let principal = principal.clone();
-    state
-        .store
-        .writer
-        .execute(move |tx| append_in_tx(tx, &principal, &session_id, events))
-        .await
+    state.store.writer.execute(move |tx| append_in_tx(tx, &principal, &session_id, events)).await
 }
 
 fn append_in_tx(
@@ -102,36 +89,21 @@ fn append_in_tx(
     session_id: &str,
     events: Vec<IngestEvent>,
 ) -> Result<Vec<AppendOutcome>, AppError> {
-    let session =
-        queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    let session = queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
     principal
-        .session_writer(Ownership {
-            tenant_id: &session.tenant_id,
-            owner_id: &session.owner_id,
-        })
+        .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
-    let mut lifecycle = SessionState::parse(&session.state).ok_or_else(|| {
-        AppError::internal_msg(format!(
-            "session {session_id} has unknown state {}",
-            session.state
-        ))
-    })?;
+    let mut lifecycle = SessionState::parse(&session.state)
+        .ok_or_else(|| AppError::internal_msg(format!("session {session_id} has unknown state {}", session.state)))?;
     for (index, event) in events.iter().enumerate() {
         let event_type = event.event_type.as_str();
         if is_lifecycle_type(event_type) {
-            let payload: Value =
-                serde_json::from_str(&event.payload).map_err(AppError::internal)?;
-            lifecycle =
-                check_lifecycle(lifecycle, event_type, &payload).map_err(|r| at_index(r, index))?;
+            let payload: Value = serde_json::from_str(&event.payload).map_err(AppError::internal)?;
+            lifecycle = check_lifecycle(lifecycle, event_type, &payload).map_err(|r| at_index(r, index))?;
         }
     }
     let new_events: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
-    let (outcomes, _) = tx.append(
-        &session.tenant_id,
-        session_id,
-        &actor_of(principal),
-        new_events,
-    )?;
+    let (outcomes, _) = tx.append(&session.tenant_id, session_id, &actor_of(principal), new_events)?;
     Ok(outcomes)
 }
 

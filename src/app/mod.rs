@@ -3,6 +3,7 @@
 pub mod contract;
 pub mod events;
 pub mod health;
+pub mod livekit;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -23,16 +24,10 @@ pub struct AppState {
 pub(crate) fn session_denied(denied: Denied, session_id: &str) -> AppError {
     match denied {
         Denied::NotVisible => session_not_found(session_id),
-        Denied::Role => AppError::new(
-            ErrorCode::ForbiddenRole,
-            "your roles do not allow changing this session",
-        ),
+        Denied::Role => AppError::new(ErrorCode::ForbiddenRole, "your roles do not allow changing this session"),
     }
 }
 
 pub(crate) fn session_not_found(session_id: &str) -> AppError {
-    AppError::new(
-        ErrorCode::SessionNotFound,
-        format!("session `{session_id}` was not found"),
-    )
+    AppError::new(ErrorCode::SessionNotFound, format!("session `{session_id}` was not found"))
 }

@@ -10,6 +10,7 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::{Ownership, Principal};
+use crate::domain::session::{ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide};
 use crate::error::{AppError, ErrorCode};
 use crate::store::log::{Actor, ActorKind};
 use crate::store::queries::{self, SessionRecord};
@@ -34,10 +35,7 @@ pub fn actor_of(principal: &Principal) -> Actor {
     } else {
         ActorKind::Operator
     };
-    Actor {
-        kind,
-        id: principal.user_id.as_str().to_owned(),
-    }
+    Actor { kind, id: principal.user_id.as_str().to_owned() }
 }
 
 /// `POST /v1/call/sessions`: returns `(status, body)`; a repeat with the same Idempotency-Key and
@@ -49,27 +47,17 @@ pub async fn create(
     request: CreateSession,
     idempotency_key: Option<String>,
 ) -> Result<(u16, Value), AppError> {
-    principal.may_create_sessions().map_err(|_| {
-        AppError::new(
-            ErrorCode::ForbiddenRole,
-            "only the user and service roles can create sessions",
-        )
-    })?;
-    if request
-        .title
-        .as_ref()
-        .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
-    {
+    principal
+        .may_create_sessions()
+        .map_err(|_| AppError::new(ErrorCode::ForbiddenRole, "only the user and service roles can create sessions"))?;
+    if request.title.as_ref().is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS) {
         return Err(AppError::new(
             ErrorCode::ValidationFailed,
             format!("`title` must be at most {MAX_TITLE_CHARS} characters"),
         ));
     }
     let metadata = request.metadata.map(Value::Object);
-    if metadata
-        .as_ref()
-        .is_some_and(|m| to_canonical_string(m).len() > MAX_METADATA_BYTES)
-    {
+    if metadata.as_ref().is_some_and(|m| to_canonical_string(m).len() > MAX_METADATA_BYTES) {
         return Err(AppError::new(
             ErrorCode::ValidationFailed,
             format!("`metadata` must be at most {MAX_METADATA_BYTES} bytes"),
@@ -94,6 +82,7 @@ pub async fn create(
     let request_hash: [u8; 32] = Sha256::digest(to_canonical_string(&payload)).into();
     let tenant = principal.tenant_id.as_str().to_owned();
     let actor = actor_of(principal);
+    let retention = chrono::Duration::seconds(state.config.idempotency_retention_secs as i64);
 
     state
         .store
@@ -101,7 +90,7 @@ pub async fn create(
         .execute(move |tx| {
             if let Some(key) = &idempotency_key
                 && let Some((stored_hash, status, body)) =
-                    queries::idempotent_response(tx.conn(), &tenant, CREATE_ROUTE, key)?
+                    queries::idempotent_response(tx.conn(), &tenant, CREATE_ROUTE, key, &not_before(tx, retention))?
             {
                 if stored_hash != request_hash {
                     return Err(AppError::new(
@@ -109,19 +98,14 @@ pub async fn create(
                         "this Idempotency-Key was already used with a different request body",
                     ));
                 }
-                return Ok((
-                    status,
-                    serde_json::from_str(&body).map_err(AppError::internal)?,
-                ));
+                return Ok((status, serde_json::from_str(&body).map_err(AppError::internal)?));
             }
             let session_id = SessionId::generate();
             let created = EventType::lookup("call.session.created")
                 .ok_or_else(|| AppError::internal_msg("call.session.created is not registered"))?;
             let event = server_event(&session_id, created, payload, tx.recorded_at())?;
             tx.append(&tenant, session_id.as_str(), &actor, vec![event.into()])?;
-            let record = queries::session(tx.conn(), session_id.as_str())?
-                .ok_or_else(|| AppError::internal_msg("created session has no projection row"))?;
-            let body = session_json(&record);
+            let body = session_view(tx.conn(), session_id.as_str())?;
             if let Some(key) = &idempotency_key {
                 let created_at = tx.recorded_at().to_owned();
                 queries::store_idempotent_response(
@@ -140,15 +124,267 @@ pub async fn create(
         .await
 }
 
-/// `GET /v1/call/sessions/{id}`.
+/// `GET /v1/call/sessions/{id}`: the session with its participants and recordings.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
-pub async fn get(
+pub async fn get(state: &AppState, principal: &Principal, session_id: String) -> Result<Value, AppError> {
+    visible_session(state, principal, session_id.clone()).await?;
+    state.store.read(move |conn| session_view(conn, &session_id)).await
+}
+
+/// The full view of a session, read through `conn` (a reader, or the write transaction).
+pub fn session_view(conn: &crate::store::Conn, session_id: &str) -> Result<Value, AppError> {
+    let record = queries::session(conn, session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    let mut view = session_json(&record);
+    view["participants"] = queries::participants(conn, session_id)?
+        .into_iter()
+        .map(|p| {
+            json!({
+                "participantId": p.participant_id, "participantSid": p.participant_sid, "name": p.name,
+                "kind": p.kind, "state": p.state, "joinedAt": p.joined_at, "leftAt": p.left_at,
+                "leftReason": p.left_reason,
+            })
+        })
+        .collect();
+    view["recordings"] = queries::recordings(conn, session_id)?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "recordingId": r.recording_id, "state": r.state, "status": r.status, "location": r.location,
+                "error": r.error, "startedAt": r.started_at, "endedAt": r.ended_at,
+            })
+        })
+        .collect();
+    Ok(view)
+}
+
+pub const MAX_LIST_LIMIT: u64 = 100;
+pub const DEFAULT_LIST_LIMIT: u64 = 20;
+
+/// `GET /v1/call/sessions`: users see their own sessions, operators and services their tenant's;
+/// newest first, with an opaque cursor.
+#[tracing::instrument(skip_all, err)]
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    limit: Option<u64>,
+    cursor: Option<String>,
+    state_filter: Option<String>,
+) -> Result<Value, AppError> {
+    use crate::domain::principal::Role;
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(AppError::new(ErrorCode::QueryInvalid, format!("`limit` must be between 1 and {MAX_LIST_LIMIT}")));
+    }
+    if let Some(filter) = &state_filter {
+        if SessionState::parse(filter).is_none() {
+            return Err(AppError::new(
+                ErrorCode::QueryInvalid,
+                "`state` must be one of created, connecting, active, ended, failed",
+            ));
+        }
+    }
+    let before_position = cursor.as_deref().map(decode_cursor).transpose()?;
+    let tenant_wide = principal.has(Role::Operator) || principal.has(Role::Service);
+    let filter = queries::SessionFilter {
+        tenant_id: principal.tenant_id.as_str().to_owned(),
+        owner_id: (!tenant_wide).then(|| principal.user_id.as_str().to_owned()),
+        state: state_filter,
+        before_position,
+        limit: limit + 1,
+    };
+    let mut rows = state.store.read(move |conn| Ok(queries::list_sessions(conn, &filter)?)).await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|(_, position)| encode_cursor(*position))
+    } else {
+        None
+    };
+    let sessions: Vec<Value> = rows.iter().map(|(record, _)| session_json(record)).collect();
+    Ok(json!({ "sessions": sessions, "nextCursor": next_cursor }))
+}
+
+const CURSOR_PREFIX: &str = "cs1.";
+
+fn encode_cursor(position: u64) -> String {
+    use base64::Engine;
+    format!("{CURSOR_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_be_bytes()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<u64, AppError> {
+    use base64::Engine;
+    let invalid = || AppError::new(ErrorCode::QueryInvalid, "`cursor` is not a cursor this API returned");
+    let encoded = cursor.strip_prefix(CURSOR_PREFIX).ok_or_else(invalid)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| invalid())?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| invalid())?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransitionRequest {
+    pub to: String,
+    pub reason: Option<String>,
+    /// For `to: failed`: a SCREAMING_SNAKE code; defaults to `CLIENT_REPORTED_FAILURE`.
+    pub code: Option<String>,
+    pub expected_version: Option<u64>,
+    /// Provider correlation set together with `to: active`.
+    pub provider: Option<ProviderCorrelation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProviderRequest {
+    pub provider: String,
+    pub provider_room_id: Option<String>,
+    pub provider_participant_id: Option<String>,
+    pub provider_call_id: Option<String>,
+    pub expected_version: Option<u64>,
+}
+
+fn validate_correlation(correlation: &ProviderCorrelation) -> Result<(), AppError> {
+    let fields = [
+        ("provider", &correlation.provider),
+        ("providerRoomId", &correlation.provider_room_id),
+        ("providerParticipantId", &correlation.provider_participant_id),
+        ("providerCallId", &correlation.provider_call_id),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            crate::domain::ids::EventId::parse(value)
+                .map_err(|why| AppError::new(ErrorCode::ValidationFailed, format!("`{name}` {why}")))?;
+        }
+    }
+    if correlation.provider.is_none() {
+        return Err(AppError::new(ErrorCode::ValidationFailed, "`provider` is required"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/call/sessions/{id}/state`.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn transition(
     state: &AppState,
     principal: &Principal,
     session_id: String,
+    request: TransitionRequest,
 ) -> Result<Value, AppError> {
-    let record = visible_session(state, principal, session_id).await?;
-    Ok(session_json(&record))
+    let to = SessionState::parse(&request.to).ok_or_else(|| {
+        AppError::new(ErrorCode::ValidationFailed, "`to` must be one of created, connecting, active, ended, failed")
+    })?;
+    if request.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(AppError::new(ErrorCode::ValidationFailed, "`reason` must be at most 500 characters"));
+    }
+    if let Some(code) = &request.code {
+        let well_formed = code.len() <= 64
+            && code.starts_with(|c: char| c.is_ascii_uppercase())
+            && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed || to != SessionState::Failed {
+            return Err(AppError::new(
+                ErrorCode::ValidationFailed,
+                "`code` is a SCREAMING_SNAKE code, only with `to: failed`",
+            ));
+        }
+    }
+    if let Some(provider) = &request.provider {
+        validate_correlation(provider)?;
+    }
+    let command = SessionCommand::Transition {
+        to,
+        reason: request.reason,
+        code: request.code,
+        expected_version: request.expected_version,
+        provider: request.provider,
+    };
+    run_session_command(state, principal, session_id, command).await
+}
+
+/// `POST /v1/call/sessions/{id}/provider`.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn link_provider(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    request: ProviderRequest,
+) -> Result<Value, AppError> {
+    let correlation = ProviderCorrelation {
+        provider: Some(request.provider),
+        provider_room_id: request.provider_room_id,
+        provider_participant_id: request.provider_participant_id,
+        provider_call_id: request.provider_call_id,
+    };
+    validate_correlation(&correlation)?;
+    let command = SessionCommand::LinkProvider { correlation, expected_version: request.expected_version };
+    run_session_command(state, principal, session_id, command).await
+}
+
+/// Load the aggregate inside the write transaction, decide, append, answer with the new view.
+async fn run_session_command(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    command: SessionCommand,
+) -> Result<Value, AppError> {
+    let principal = principal.clone();
+    state
+        .store
+        .writer
+        .execute(move |tx| {
+            let (record, session) = load_for_write(tx.conn(), &principal, &session_id)?;
+            let events = decide(&session, command)?;
+            append_session_events(tx, &record, &principal, &events)?;
+            session_view(tx.conn(), &session_id)
+        })
+        .await
+}
+
+/// The session record and its aggregate, for a caller allowed to change it.
+pub fn load_for_write(
+    conn: &crate::store::Conn,
+    principal: &Principal,
+    session_id: &str,
+) -> Result<(SessionRecord, Session), AppError> {
+    let record = queries::session(conn, session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    principal
+        .session_writer(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
+        .map_err(|denied| session_denied(denied, session_id))?;
+    let session = aggregate(&record)?;
+    Ok((record, session))
+}
+
+pub fn aggregate(record: &SessionRecord) -> Result<Session, AppError> {
+    Ok(Session {
+        state: SessionState::parse(&record.state)
+            .ok_or_else(|| AppError::internal_msg(format!("unknown session state {}", record.state)))?,
+        version: record.version,
+        provider: ProviderCorrelation {
+            provider: record.provider.clone(),
+            provider_room_id: record.provider_room_id.clone(),
+            provider_participant_id: record.provider_participant_id.clone(),
+            provider_call_id: record.provider_call_id.clone(),
+        },
+    })
+}
+
+pub fn append_session_events(
+    tx: &mut crate::store::WriteTx<'_>,
+    record: &SessionRecord,
+    principal: &Principal,
+    events: &[SessionEvent],
+) -> Result<(), AppError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let session_id = SessionId::parse(&record.session_id).map_err(AppError::internal_msg)?;
+    let now = tx.recorded_at().to_owned();
+    let mut new_events = Vec::with_capacity(events.len());
+    for event in events {
+        let (type_name, payload) = event.to_envelope_parts();
+        let event_type = EventType::lookup(type_name)
+            .ok_or_else(|| AppError::internal_msg(format!("{type_name} is not registered")))?;
+        new_events.push(server_event(&session_id, event_type, payload, &now)?.into());
+    }
+    tx.append(&record.tenant_id, &record.session_id, &actor_of(principal), new_events)?;
+    Ok(())
 }
 
 /// Load a session the caller may read, or `SESSION_NOT_FOUND`.
@@ -164,10 +400,7 @@ pub async fn visible_session(
         .await?
         .ok_or_else(|| session_not_found(&session_id))?;
     principal
-        .session_access(Ownership {
-            tenant_id: &record.tenant_id,
-            owner_id: &record.owner_id,
-        })
+        .session_access(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
         .map_err(|denied| session_denied(denied, &session_id))?;
     Ok(record)
 }
@@ -188,10 +421,19 @@ pub fn session_json(record: &SessionRecord) -> Value {
             "providerParticipantId": record.provider_participant_id,
             "providerCallId": record.provider_call_id,
         },
+        "room": { "sid": record.room_sid, "state": record.room_state },
         "headSeq": record.head_seq,
         "eventCount": record.event_count,
         "createdAt": record.created_at,
         "updatedAt": record.updated_at,
         "lastEventAt": record.last_event_at,
     })
+}
+
+/// The oldest `recorded_at` still inside a retention period, as the RFC 3339 text we store.
+pub fn not_before(tx: &crate::store::WriteTx<'_>, retention: chrono::Duration) -> String {
+    let now = chrono::DateTime::parse_from_rfc3339(tx.recorded_at())
+        .map(|t| t.to_utc())
+        .unwrap_or_else(|_| chrono::Utc::now());
+    (now - retention).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -17,15 +17,9 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub async fn start(durability: &str) -> Result<ChildServer, String> {
-        let data_dir = std::env::temp_dir().join(format!(
-            "callstream-bench-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let data_dir = std::env::temp_dir().join(format!("callstream-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let secret = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let jwt = JwtConfig {
             secret: Secret::new(secret.clone()),
@@ -51,18 +45,10 @@ impl ChildServer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start callstream serve: {e}"))?;
-        let server = ChildServer {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-            data_dir,
-            jwt,
-        };
+        let server = ChildServer { child, address: format!("http://127.0.0.1:{port}"), data_dir, jwt };
         let client = reqwest::Client::new();
         for _ in 0..1000 {
-            if let Ok(response) = client
-                .get(format!("{}/health/ready", server.address))
-                .send()
-                .await
+            if let Ok(response) = client.get(format!("{}/health/ready", server.address)).send().await
                 && response.status().is_success()
             {
                 return Ok(server);

@@ -34,11 +34,7 @@ pub struct IngestArgs {
 }
 
 pub fn run(args: IngestArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime.block_on(bench(args)).unwrap_or_else(|err| {
             eprintln!("bench ingest failed: {err}");
             ExitCode::FAILURE
@@ -73,10 +69,8 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
     }
     let mut server = ChildServer::start(&args.durability).await?;
     let user = server.token("bench-user", &[Role::User])?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().map_err(|e| e.to_string())?;
     let mut sessions = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
         let created: Value = client
@@ -89,53 +83,28 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
             .json()
             .await
             .map_err(|e| e.to_string())?;
-        sessions.push(
-            created["sessionId"]
-                .as_str()
-                .ok_or("no sessionId")?
-                .to_owned(),
-        );
+        sessions.push(created["sessionId"].as_str().ok_or("no sessionId")?.to_owned());
     }
     let batches = args.events.div_ceil(args.batch);
     eprintln!("preparing {batches} request bodies …");
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..batches)
-            .map(|b| {
-                body_for(
-                    &sessions[b % sessions.len()],
-                    b,
-                    args.batch.min(args.events - b * args.batch),
-                )
-            })
+            .map(|b| body_for(&sessions[b % sessions.len()], b, args.batch.min(args.events - b * args.batch)))
             .collect(),
     );
     let paths: Arc<Vec<String>> = Arc::new(
         (0..batches)
-            .map(|b| {
-                format!(
-                    "{}/v1/realtime/sessions/{}/events",
-                    server.address,
-                    sessions[b % sessions.len()]
-                )
-            })
+            .map(|b| format!("{}/v1/realtime/sessions/{}/events", server.address, sessions[b % sessions.len()]))
             .collect(),
     );
 
-    eprintln!(
-        "sending {} events in {batches} batches with {} clients …",
-        args.events, args.concurrency
-    );
+    eprintln!("sending {} events in {batches} batches with {} clients …", args.events, args.concurrency);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, bodies, paths, next, user) = (
-            client.clone(),
-            bodies.clone(),
-            paths.clone(),
-            next.clone(),
-            user.clone(),
-        );
+        let (client, bodies, paths, next, user) =
+            (client.clone(), bodies.clone(), paths.clone(), next.clone(), user.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -190,10 +159,7 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
         "  raw rusqlite loop: {baseline:.0} events/s (same rows and indexes, one transaction per {} rows)",
         args.batch
     );
-    println!(
-        "  ratio:             {:.0} % of the baseline",
-        ratio * 100.0
-    );
+    println!("  ratio:             {:.0} % of the baseline", ratio * 100.0);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -201,23 +167,16 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
 fn baseline(server: &ChildServer, args: &IngestArgs) -> Result<f64, String> {
     let source = rusqlite::Connection::open(server.database()).map_err(|e| e.to_string())?;
     let rows: Vec<log::StoredEvent> = source
-        .prepare(&format!(
-            "SELECT {} FROM events ORDER BY position",
-            log::SELECT_COLUMNS
-        ))
+        .prepare(&format!("SELECT {} FROM events ORDER BY position", log::SELECT_COLUMNS))
         .and_then(|mut s| s.query_map([], log::from_row)?.collect())
         .map_err(|e| e.to_string())?;
     let path = server.data_dir.join("baseline.db");
-    let durability = if args.durability == "normal" {
-        crate::config::Durability::Normal
-    } else {
-        crate::config::Durability::Full
-    };
+    let durability =
+        if args.durability == "normal" { crate::config::Durability::Normal } else { crate::config::Durability::Full };
     let conn = crate::store::open_for_writing(&path, durability).map_err(|e| e.to_string())?;
     let started = Instant::now();
     for chunk in rows.chunks(args.batch) {
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string())?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         for row in chunk {
             log::insert(&conn, row).map_err(|e| e.to_string())?;
         }

@@ -53,11 +53,7 @@ mod tests {
 
     #[test]
     fn sorts_keys_recursively() {
-        let value: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).expect("json");
-        assert_eq!(
-            to_canonical_string(&value),
-            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
-        );
+        let value: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).expect("json");
+        assert_eq!(to_canonical_string(&value), r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#);
     }
 }

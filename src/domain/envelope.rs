@@ -11,14 +11,7 @@ use super::error::{ErrorCode, Rejection};
 use super::event_types::{EventType, validator};
 use super::ids::{EventId, SessionId};
 
-const REQUIRED: [&str; 6] = [
-    "eventId",
-    "sessionId",
-    "ts",
-    "type",
-    "payload",
-    "schemaVersion",
-];
+const REQUIRED: [&str; 6] = ["eventId", "sessionId", "ts", "type", "payload", "schemaVersion"];
 /// Legacy key → canonical key.
 const LEGACY: [(&str, &str); 2] = [("timestamp", "ts"), ("version", "schemaVersion")];
 /// Assigned by the server; a client that sends them is told so by name.
@@ -45,19 +38,13 @@ fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
 /// Validate one ingest envelope.
 pub fn parse_envelope(raw: Value) -> Result<IngestEvent, Rejection> {
     let Value::Object(mut fields) = raw else {
-        return Err(reject(
-            ErrorCode::EnvelopeNotObject,
-            "the event envelope must be a JSON object",
-        ));
+        return Err(reject(ErrorCode::EnvelopeNotObject, "the event envelope must be a JSON object"));
     };
     reject_unsupported_keys(&fields)?;
     normalize_legacy_keys(&mut fields)?;
     if let Some(missing) = REQUIRED.iter().find(|key| !fields.contains_key(**key)) {
-        return Err(reject(
-            ErrorCode::EnvelopeMissingKey,
-            format!("the envelope key `{missing}` is required"),
-        )
-        .with_details(serde_json::json!({ "key": missing })));
+        return Err(reject(ErrorCode::EnvelopeMissingKey, format!("the envelope key `{missing}` is required"))
+            .with_details(serde_json::json!({ "key": missing })));
     }
 
     let event_id = string_field(&fields, "eventId")
@@ -66,10 +53,7 @@ pub fn parse_envelope(raw: Value) -> Result<IngestEvent, Rejection> {
         .and_then(|raw| SessionId::parse(raw).map_err(|why| invalid_field("sessionId", &why)))?;
     let ts = string_field(&fields, "ts")?;
     chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| {
-        invalid_field(
-            "ts",
-            "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T10:00:00.123Z",
-        )
+        invalid_field("ts", "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T10:00:00.123Z")
     })?;
     let ts = ts.to_owned();
     let schema_version = fields
@@ -80,10 +64,7 @@ pub fn parse_envelope(raw: Value) -> Result<IngestEvent, Rejection> {
         .ok_or_else(|| invalid_field("schemaVersion", "must be a positive integer"))?;
     let type_name = string_field(&fields, "type")?;
     let event_type = EventType::lookup(type_name).ok_or_else(|| {
-        reject(
-            ErrorCode::EventTypeUnknown,
-            format!("the event type `{type_name}` is not registered"),
-        )
+        reject(ErrorCode::EventTypeUnknown, format!("the event type `{type_name}` is not registered"))
     })?;
     if !event_type.supports(schema_version) {
         let supported: Vec<String> = event_type.versions().map(|v| v.to_string()).collect();
@@ -104,21 +85,12 @@ pub fn parse_envelope(raw: Value) -> Result<IngestEvent, Rejection> {
 
     let payload = to_canonical_string(&payload);
     let content_hash = content_hash(&session_id, event_type, schema_version, &ts, &payload);
-    Ok(IngestEvent {
-        event_id,
-        session_id,
-        ts,
-        event_type,
-        schema_version,
-        payload,
-        content_hash,
-    })
+    Ok(IngestEvent { event_id, session_id, ts, event_type, schema_version, payload, content_hash })
 }
 
 fn reject_unsupported_keys(fields: &Map<String, Value>) -> Result<(), Rejection> {
     for key in fields.keys() {
-        let known =
-            REQUIRED.contains(&key.as_str()) || LEGACY.iter().any(|(legacy, _)| legacy == key);
+        let known = REQUIRED.contains(&key.as_str()) || LEGACY.iter().any(|(legacy, _)| legacy == key);
         if known {
             continue;
         }
@@ -127,8 +99,7 @@ fn reject_unsupported_keys(fields: &Map<String, Value>) -> Result<(), Rejection>
         } else {
             format!("the envelope key `{key}` is not supported")
         };
-        return Err(reject(ErrorCode::EnvelopeUnsupportedKey, message)
-            .with_details(serde_json::json!({ "key": key })));
+        return Err(reject(ErrorCode::EnvelopeUnsupportedKey, message).with_details(serde_json::json!({ "key": key })));
     }
     Ok(())
 }
@@ -156,39 +127,25 @@ fn normalize_legacy_keys(fields: &mut Map<String, Value>) -> Result<(), Rejectio
 }
 
 fn string_field<'a>(fields: &'a Map<String, Value>, key: &str) -> Result<&'a str, Rejection> {
-    fields
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid_field(key, "must be a string"))
+    fields.get(key).and_then(Value::as_str).ok_or_else(|| invalid_field(key, "must be a string"))
 }
 
 fn invalid_field(key: &str, why: &str) -> Rejection {
-    reject(ErrorCode::EnvelopeInvalidField, format!("`{key}` {why}"))
-        .with_details(serde_json::json!({ "key": key }))
+    reject(ErrorCode::EnvelopeInvalidField, format!("`{key}` {why}")).with_details(serde_json::json!({ "key": key }))
 }
 
 fn validate_payload(event_type: EventType, version: u32, payload: &Value) -> Result<(), Rejection> {
     let Some(validator) = validator(event_type, version) else {
-        return Err(reject(
-            ErrorCode::Internal,
-            format!("no validator for {} v{version}", event_type.as_str()),
-        ));
+        return Err(reject(ErrorCode::Internal, format!("no validator for {} v{version}", event_type.as_str())));
     };
     match validator.iter_errors(payload).next() {
         None => Ok(()),
         Some(error) => {
             let pointer = error.instance_path().to_string();
-            let shown = if pointer.is_empty() {
-                "/".to_owned()
-            } else {
-                pointer.clone()
-            };
+            let shown = if pointer.is_empty() { "/".to_owned() } else { pointer.clone() };
             Err(reject(
                 ErrorCode::PayloadInvalid,
-                format!(
-                    "payload at `{shown}` does not match {}: {error}",
-                    event_type.schema_path(version)
-                ),
+                format!("payload at `{shown}` does not match {}: {error}", event_type.schema_path(version)),
             )
             .with_details(serde_json::json!({ "pointer": pointer })))
         }
@@ -221,21 +178,9 @@ pub fn server_event(
 }
 
 /// Length-prefixed so no two different contents can produce the same bytes.
-fn content_hash(
-    session: &SessionId,
-    event_type: EventType,
-    version: u32,
-    ts: &str,
-    payload: &str,
-) -> [u8; 32] {
+fn content_hash(session: &SessionId, event_type: EventType, version: u32, ts: &str, payload: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    for part in [
-        session.as_str(),
-        event_type.as_str(),
-        &version.to_string(),
-        ts,
-        payload,
-    ] {
+    for part in [session.as_str(), event_type.as_str(), &version.to_string(), ts, payload] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -260,10 +205,7 @@ mod tests {
     #[test]
     fn accepts_the_canonical_form() {
         let event = parse_envelope(valid()).expect("valid");
-        assert_eq!(
-            event.payload,
-            r#"{"revision":1,"segmentId":"s","text":"hi"}"#
-        );
+        assert_eq!(event.payload, r#"{"revision":1,"segmentId":"s","text":"hi"}"#);
     }
 
     #[test]
@@ -302,12 +244,8 @@ mod tests {
     #[test]
     fn payload_key_order_does_not_change_content() {
         let mut a = valid();
-        a["payload"] =
-            serde_json::from_str(r#"{"text":"hi","revision":1,"segmentId":"s"}"#).expect("json");
-        assert_eq!(
-            parse_envelope(a).expect("a").content_hash,
-            parse_envelope(valid()).expect("b").content_hash
-        );
+        a["payload"] = serde_json::from_str(r#"{"text":"hi","revision":1,"segmentId":"s"}"#).expect("json");
+        assert_eq!(parse_envelope(a).expect("a").content_hash, parse_envelope(valid()).expect("b").content_hash);
     }
 
     mod properties {
@@ -319,9 +257,7 @@ mod tests {
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::from),
                 any::<i64>().prop_map(Value::from),
-                any::<f64>()
-                    .prop_filter("finite", |f| f.is_finite())
-                    .prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
                 ".{0,12}".prop_map(Value::from),
             ];
             leaf.prop_recursive(3, 24, 6, |inner| {
@@ -351,20 +287,18 @@ mod tests {
 
         /// A valid envelope with random keys removed, added or replaced by random JSON.
         fn mutated_envelope() -> impl Strategy<Value = Value> {
-            (prop::collection::vec((0..KEYS.len(), any_json(), any::<bool>()), 0..4)).prop_map(
-                |edits| {
-                    let mut envelope = valid();
-                    for (key, value, remove) in edits {
-                        let map = envelope.as_object_mut().expect("object");
-                        if remove {
-                            map.remove(KEYS[key]);
-                        } else {
-                            map.insert(KEYS[key].to_owned(), value);
-                        }
+            (prop::collection::vec((0..KEYS.len(), any_json(), any::<bool>()), 0..4)).prop_map(|edits| {
+                let mut envelope = valid();
+                for (key, value, remove) in edits {
+                    let map = envelope.as_object_mut().expect("object");
+                    if remove {
+                        map.remove(KEYS[key]);
+                    } else {
+                        map.insert(KEYS[key].to_owned(), value);
                     }
-                    envelope
-                },
-            )
+                }
+                envelope
+            })
         }
 
         fn check(value: Value) {

@@ -68,7 +68,12 @@ error_codes! {
     InvalidTransition = "INVALID_TRANSITION" => (409, "session", "The session's lifecycle does not allow this change from its current state."),
     VersionConflict = "VERSION_CONFLICT" => (409, "session", "expectedVersion does not match the session's current version."),
     ProviderCorrelationImmutable = "PROVIDER_CORRELATION_IMMUTABLE" => (409, "session", "Provider correlation cannot change once the session is active."),
+    SessionTerminated = "SESSION_TERMINATED" => (410, "session", "The session has ended or failed; it accepts no new connections or tokens."),
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => (409, "session", "The Idempotency-Key was already used with a different request body."),
+    // LiveKit webhooks
+    WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => (401, "webhook", "The webhook's Authorization JWT is missing, malformed, signed with another key, or its sha256 claim does not match the raw body."),
+    WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),
+    WebhookInvalid = "WEBHOOK_INVALID" => (400, "webhook", "The signed body is not a LiveKit webhook event (not JSON, no `event`, or no `createdAt`)."),
     // Operational
     ServiceUnavailable = "SERVICE_UNAVAILABLE" => (503, "operational", "The service is starting, stopping or overloaded; retry with backoff."),
     Internal = "INTERNAL" => (500, "operational", "An unexpected failure; the request id identifies it in the logs."),
@@ -90,11 +95,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection {
-            code,
-            message: message.into(),
-            details: None,
-        }
+        Rejection { code, message: message.into(), details: None }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {

@@ -30,7 +30,10 @@ registry! {
     "call.room.started" => [1],
     "call.room.finished" => [1],
     "call.recording.started" => [1],
+    "call.recording.updated" => [1],
     "call.recording.ended" => [1],
+    "call.ingress.started" => [1],
+    "call.ingress.ended" => [1],
     "call.connection.resumed" => [1],
     "transcript.segment.partial" => [1],
     "transcript.segment.final" => [1],
@@ -58,10 +61,7 @@ pub struct EventType(&'static str);
 
 impl EventType {
     pub fn lookup(name: &str) -> Option<EventType> {
-        SCHEMAS
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(n, _, _)| EventType(n))
+        SCHEMAS.iter().find(|(n, _, _)| *n == name).map(|(n, _, _)| EventType(n))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -73,10 +73,7 @@ impl EventType {
     }
 
     pub fn versions(self) -> impl Iterator<Item = u32> {
-        SCHEMAS
-            .iter()
-            .filter(move |(n, _, _)| *n == self.0)
-            .map(|(_, v, _)| *v)
+        SCHEMAS.iter().filter(move |(n, _, _)| *n == self.0).map(|(_, v, _)| *v)
     }
 
     pub fn supports(self, version: u32) -> bool {
@@ -103,8 +100,7 @@ impl EventType {
 
 /// Compiled payload validators, built once on first use.
 pub fn validator(event_type: EventType, version: u32) -> Option<&'static jsonschema::Validator> {
-    static VALIDATORS: OnceLock<HashMap<(&'static str, u32), jsonschema::Validator>> =
-        OnceLock::new();
+    static VALIDATORS: OnceLock<HashMap<(&'static str, u32), jsonschema::Validator>> = OnceLock::new();
     VALIDATORS
         .get_or_init(|| {
             SCHEMAS
@@ -112,12 +108,10 @@ pub fn validator(event_type: EventType, version: u32) -> Option<&'static jsonsch
                 .map(|(name, version, source)| {
                     // The schemas are compiled into the binary and checked by tests; a broken one is a
                     // build defect, not a runtime condition.
-                    let schema: Value = serde_json::from_str(source).unwrap_or_else(|e| {
-                        panic!("schemas/{name}.v{version}.json is not JSON: {e}")
-                    });
-                    let validator = jsonschema::draft202012::new(&schema).unwrap_or_else(|e| {
-                        panic!("schemas/{name}.v{version}.json is not a valid schema: {e}")
-                    });
+                    let schema: Value = serde_json::from_str(source)
+                        .unwrap_or_else(|e| panic!("schemas/{name}.v{version}.json is not JSON: {e}"));
+                    let validator = jsonschema::draft202012::new(&schema)
+                        .unwrap_or_else(|e| panic!("schemas/{name}.v{version}.json is not a valid schema: {e}"));
                     ((*name, *version), validator)
                 })
                 .collect()
@@ -133,11 +127,7 @@ mod tests {
     fn every_schema_compiles() {
         for event_type in EventType::all() {
             for version in event_type.versions() {
-                assert!(
-                    validator(event_type, version).is_some(),
-                    "{}",
-                    event_type.as_str()
-                );
+                assert!(validator(event_type, version).is_some(), "{}", event_type.as_str());
             }
         }
     }

@@ -84,11 +84,7 @@ impl Principal {
 
     /// Creating a session makes the caller its owner: for users and services.
     pub fn may_create_sessions(&self) -> Result<(), Denied> {
-        if self.has(Role::User) || self.has(Role::Service) {
-            Ok(())
-        } else {
-            Err(Denied::Role)
-        }
+        if self.has(Role::User) || self.has(Role::Service) { Ok(()) } else { Err(Denied::Role) }
     }
 }
 
@@ -104,10 +100,7 @@ mod tests {
         }
     }
 
-    const SESSION: Ownership<'static> = Ownership {
-        tenant_id: "t1",
-        owner_id: "alice",
-    };
+    const SESSION: Ownership<'static> = Ownership { tenant_id: "t1", owner_id: "alice" };
 
     #[test]
     fn owners_see_and_write_their_sessions() {
@@ -118,18 +111,9 @@ mod tests {
 
     #[test]
     fn other_users_and_tenants_see_nothing() {
-        assert_eq!(
-            principal("bob", "t1", &[Role::User]).session_access(SESSION),
-            Err(Denied::NotVisible)
-        );
-        assert_eq!(
-            principal("alice", "t2", &[Role::User]).session_access(SESSION),
-            Err(Denied::NotVisible)
-        );
-        assert_eq!(
-            principal("ops", "t2", &[Role::Operator]).session_access(SESSION),
-            Err(Denied::NotVisible)
-        );
+        assert_eq!(principal("bob", "t1", &[Role::User]).session_access(SESSION), Err(Denied::NotVisible));
+        assert_eq!(principal("alice", "t2", &[Role::User]).session_access(SESSION), Err(Denied::NotVisible));
+        assert_eq!(principal("ops", "t2", &[Role::Operator]).session_access(SESSION), Err(Denied::NotVisible));
     }
 
     #[test]

@@ -31,22 +31,11 @@ pub struct Claims {
 }
 
 /// Mint a token the way `callstream token` and `serve --dev` do.
-pub fn mint(
-    config: &JwtConfig,
-    sub: &str,
-    tenant: &str,
-    roles: &[Role],
-    ttl_secs: i64,
-) -> Result<String, AppError> {
+pub fn mint(config: &JwtConfig, sub: &str, tenant: &str, roles: &[Role], ttl_secs: i64) -> Result<String, AppError> {
     let now = chrono::Utc::now().timestamp();
     let roles = roles
         .iter()
-        .map(|r| {
-            serde_json::to_value(r)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        })
+        .map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
         .collect();
     let claims = Claims {
         sub: sub.to_owned(),
@@ -80,23 +69,17 @@ pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppErr
         &validation,
     )
     .map_err(|err| match err.kind() {
-        ErrorKind::ExpiredSignature => {
-            AppError::new(ErrorCode::AuthExpired, "the bearer token has expired")
-        }
+        ErrorKind::ExpiredSignature => AppError::new(ErrorCode::AuthExpired, "the bearer token has expired"),
         ErrorKind::InvalidIssuer => invalid("the token's issuer is not accepted"),
         ErrorKind::InvalidAudience => invalid("the token's audience is not accepted"),
         ErrorKind::ImmatureSignature => invalid("the token is not valid yet (nbf)"),
         ErrorKind::InvalidSignature => invalid("the token's signature does not verify"),
-        ErrorKind::MissingRequiredClaim(claim) => {
-            invalid(&format!("the token lacks the `{claim}` claim"))
-        }
+        ErrorKind::MissingRequiredClaim(claim) => invalid(&format!("the token lacks the `{claim}` claim")),
         _ => invalid("the bearer token is malformed"),
     })?;
     let claims = data.claims;
-    let user_id =
-        UserId::parse(&claims.sub).map_err(|why| invalid(&format!("the `sub` claim {why}")))?;
-    let tenant_id = TenantId::parse(&claims.tenant)
-        .map_err(|why| invalid(&format!("the `tenant` claim {why}")))?;
+    let user_id = UserId::parse(&claims.sub).map_err(|why| invalid(&format!("the `sub` claim {why}")))?;
+    let tenant_id = TenantId::parse(&claims.tenant).map_err(|why| invalid(&format!("the `tenant` claim {why}")))?;
     let roles = claims
         .roles
         .iter()
@@ -105,11 +88,7 @@ pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppErr
     if roles.is_empty() {
         return Err(invalid("the token carries no roles"));
     }
-    Ok(Principal {
-        user_id,
-        tenant_id,
-        roles,
-    })
+    Ok(Principal { user_id, tenant_id, roles })
 }
 
 fn invalid(message: &str) -> AppError {
@@ -121,18 +100,10 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, AppError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            AppError::new(
-                ErrorCode::AuthMissing,
-                "send `Authorization: Bearer <token>`",
-            )
-        })?;
-    let value = header
-        .to_str()
-        .map_err(|_| invalid("the Authorization header is not ASCII"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| invalid("the Authorization header must be `Bearer <token>`"))?;
+        .ok_or_else(|| AppError::new(ErrorCode::AuthMissing, "send `Authorization: Bearer <token>`"))?;
+    let value = header.to_str().map_err(|_| invalid("the Authorization header is not ASCII"))?;
+    let (scheme, token) =
+        value.split_once(' ').ok_or_else(|| invalid("the Authorization header must be `Bearer <token>`"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(invalid("the Authorization header must be `Bearer <token>`"));
     }

@@ -1,11 +1,11 @@
-//! A JSON body extractor whose every failure is one of our stable codes: wrong content type (415),
-//! too large (413, checked while streaming, not after), malformed (400 `INVALID_JSON`), wrong shape
+//! Body extractors whose every failure is one of our stable codes: wrong content type (415), too
+//! large (413, checked while streaming, not after), malformed (400 `INVALID_JSON`), wrong shape
 //! (400 `VALIDATION_FAILED`).
 
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::web::BytesMut;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
@@ -21,36 +21,19 @@ impl BodyLimit {
     pub const DEFAULT: BodyLimit = BodyLimit(64 * 1024);
 }
 
-pub struct Json<T>(pub T);
-
 fn too_large(limit: usize) -> AppError {
-    AppError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("the body exceeds this route's limit of {limit} bytes"),
-    )
+    AppError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds this route's limit of {limit} bytes"))
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+/// The raw body bytes, within the route's limit.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest for RawBody {
     type Error = AppError;
     type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<BodyLimit>()
-            .copied()
-            .unwrap_or(BodyLimit::DEFAULT)
-            .0;
-        let is_json = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
+        let limit = req.app_data::<BodyLimit>().copied().unwrap_or(BodyLimit::DEFAULT).0;
         let declared = req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)
@@ -61,23 +44,76 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if declared.is_some_and(|len| len > limit) {
                 return Err(too_large(limit));
             }
-            if !is_json {
-                return Err(AppError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "send the body with `Content-Type: application/json`",
-                ));
-            }
             let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
             while let Some(chunk) = Pin::new(&mut payload).next().await {
-                let chunk = chunk.map_err(|_| {
-                    AppError::new(ErrorCode::InvalidJson, "the body could not be read")
-                })?;
+                let chunk = chunk.map_err(|_| AppError::new(ErrorCode::InvalidJson, "the body could not be read"))?;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(limit));
                 }
                 body.extend_from_slice(&chunk);
             }
+            Ok(RawBody(body.freeze()))
+        })
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// A JSON body of type `T`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let raw = RawBody::from_request(req, payload);
+        Box::pin(async move {
+            let RawBody(body) = raw.await?;
+            if !json {
+                return Err(AppError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the body with `Content-Type: application/json`",
+                ));
+            }
             parse(&body).map(Json)
+        })
+    }
+}
+
+/// A JSON body that may be left out entirely (no bytes): `T::default()` then.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let raw = RawBody::from_request(req, payload);
+        Box::pin(async move {
+            let RawBody(body) = raw.await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(T::default()));
+            }
+            if !json {
+                return Err(AppError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the body with `Content-Type: application/json`",
+                ));
+            }
+            parse(&body).map(OptionalJson)
         })
     }
 }
@@ -86,14 +122,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     serde_json::from_slice(body).map_err(|err| {
         use serde_json::error::Category;
         match err.classify() {
-            Category::Data => AppError::new(
-                ErrorCode::ValidationFailed,
-                format!("the body has the wrong shape: {err}"),
-            ),
-            _ => AppError::new(
-                ErrorCode::InvalidJson,
-                format!("the body is not valid JSON: {err}"),
-            ),
+            Category::Data => {
+                AppError::new(ErrorCode::ValidationFailed, format!("the body has the wrong shape: {err}"))
+            }
+            _ => AppError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {err}")),
         }
     })
 }

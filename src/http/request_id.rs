@@ -17,17 +17,13 @@ const HEADER: &str = "x-request-id";
 
 /// The current request's id, for error bodies built deep inside a handler.
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "unknown".to_owned())
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn acceptable(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 pub async fn middleware(
@@ -43,9 +39,7 @@ pub async fn middleware(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let traceparent = req.headers().get("traceparent").cloned();
     // The route template, not the raw path: low-cardinality for logs and metrics.
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -54,16 +48,10 @@ pub async fn middleware(
         traceparent = traceparent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
     );
     let started = Instant::now();
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span.clone()))
-        .await?;
+    let mut response = REQUEST_ID.scope(id.clone(), next.call(req).instrument(span.clone())).await?;
     let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        );
+        tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request finished");
     });
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -3,11 +3,13 @@
 use actix_web::web;
 
 use super::body::BodyLimit;
-use super::handlers::{self, contract, events, health, sessions};
+use super::handlers::{self, contract, events, health, livekit, sessions};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
 pub const INGEST_BODY_LIMIT: usize = 1024 * 1024;
+/// LiveKit webhook bodies are small; participant metadata can make them a few KiB.
+pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(handlers::method_not_allowed))
@@ -16,21 +18,28 @@ fn resource(path: &str) -> actix_web::Resource {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(BodyLimit::DEFAULT)
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
-            AppError::new(
-                ErrorCode::QueryInvalid,
-                format!("invalid query string: {err}"),
-            )
-            .into()
+            AppError::new(ErrorCode::QueryInvalid, format!("invalid query string: {err}")).into()
         }))
-        .app_data(web::PathConfig::default().error_handler(|err, _| {
-            AppError::new(ErrorCode::RouteNotFound, format!("invalid path: {err}")).into()
-        }))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _| AppError::new(ErrorCode::RouteNotFound, format!("invalid path: {err}")).into()),
+        )
         .service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(resource("/v1/contract").route(web::get().to(contract::catalog)))
         .service(resource("/v1/contract/schemas/{file}").route(web::get().to(contract::schema)))
-        .service(resource("/v1/call/sessions").route(web::post().to(sessions::create)))
+        .service(
+            resource("/v1/call/sessions").route(web::post().to(sessions::create)).route(web::get().to(sessions::list)),
+        )
         .service(resource("/v1/call/sessions/{id}").route(web::get().to(sessions::get)))
+        .service(resource("/v1/call/sessions/{id}/state").route(web::post().to(sessions::transition)))
+        .service(resource("/v1/call/sessions/{id}/provider").route(web::post().to(sessions::link_provider)))
+        .service(resource("/v1/call/sessions/{id}/livekit-token").route(web::post().to(livekit::token)))
+        .service(
+            resource("/v1/webhooks/livekit")
+                .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))
+                .route(web::post().to(livekit::webhook)),
+        )
         .service(
             resource("/v1/realtime/sessions/{id}/events")
                 .app_data(BodyLimit(INGEST_BODY_LIMIT))

@@ -51,10 +51,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn system() -> Actor {
-        Actor {
-            kind: ActorKind::System,
-            id: "callstream".to_owned(),
-        }
+        Actor { kind: ActorKind::System, id: "callstream".to_owned() }
     }
 }
 
@@ -164,10 +161,7 @@ pub fn from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         schema_version: row.get(6)?,
         ts: row.get(7)?,
         recorded_at: row.get(8)?,
-        actor: Actor {
-            kind: ActorKind::parse(&row.get::<_, String>(9)?),
-            id: row.get(10)?,
-        },
+        actor: Actor { kind: ActorKind::parse(&row.get::<_, String>(9)?), id: row.get(10)? },
         payload: row.get(11)?,
         content_hash: hash_column(row, 12)?,
         prev_hash: hash_column(row, 13)?,
@@ -178,11 +172,7 @@ pub fn from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
     let bytes: Vec<u8> = row.get(index)?;
     bytes.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Blob,
-            "hash is not 32 bytes".into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Blob, "hash is not 32 bytes".into())
     })
 }
 
@@ -214,8 +204,7 @@ pub fn insert(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
 
 /// The last position and its hash: where the next append continues the chain.
 pub fn tip(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
-    let mut statement =
-        conn.prepare_cached("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")?;
+    let mut statement = conn.prepare_cached("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")?;
     let mut rows = statement.query([])?;
     match rows.next()? {
         None => Ok((0, GENESIS_HASH)),
@@ -224,8 +213,7 @@ pub fn tip(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
 }
 
 pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> {
-    let mut statement =
-        conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream_id = ?1")?;
+    let mut statement = conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream_id = ?1")?;
     statement.query_row([stream_id], |row| row.get(0))
 }
 
@@ -235,9 +223,8 @@ pub fn find_by_event_id(
     tenant_id: &str,
     event_id: &str,
 ) -> rusqlite::Result<Option<(String, u64, [u8; 32])>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT stream_id, seq, content_hash FROM events WHERE tenant_id = ?1 AND event_id = ?2",
-    )?;
+    let mut statement =
+        conn.prepare_cached("SELECT stream_id, seq, content_hash FROM events WHERE tenant_id = ?1 AND event_id = ?2")?;
     let mut rows = statement.query([tenant_id, event_id])?;
     match rows.next()? {
         None => Ok(None),

@@ -17,13 +17,13 @@ use crate::config::Durability;
 use crate::error::AppError;
 pub use writer::{AppendOutcome, Appended, WriteTx, Writer};
 
+/// The connection type queries take; use cases pass it along without knowing what it is.
+pub type Conn = rusqlite::Connection;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
@@ -48,26 +48,16 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
 /// Returns the write connection.
 pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir { path: dir.to_path_buf(), source })?;
     }
     let mut conn = Connection::open(path)?;
     configure(&conn, durability)?;
     schema::migrations().to_latest(&mut conn)?;
     let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
-        [epoch],
-    )?;
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
     if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
         let replayed = projections::rebuild(&mut conn)?;
-        tracing::info!(
-            replayed,
-            version = projections::PROJECTION_VERSION,
-            "projections rebuilt"
-        );
+        tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");
     }
     Ok(conn)
 }
@@ -105,29 +95,12 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(
-        path: &Path,
-        durability: Durability,
-    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+    pub fn open(path: &Path, durability: Durability) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let conn = open_for_writing(path, durability)?;
-        let epoch: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
-                row.get(0)
-            })?;
-        let (writer, handle) =
-            Writer::start(conn).map_err(|e| StoreError::Writer(e.to_string()))?;
-        let readers = Arc::new(ReadPool {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-        });
-        Ok((
-            Store {
-                writer,
-                readers,
-                epoch: epoch.into(),
-            },
-            handle,
-        ))
+        let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
+        let (writer, handle) = Writer::start(conn).map_err(|e| StoreError::Writer(e.to_string()))?;
+        let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
+        Ok((Store { writer, readers, epoch: epoch.into() }, handle))
     }
 
     /// Identifies this database's history; a client holding another epoch must reload.
@@ -169,9 +142,7 @@ impl ReadPool {
         }
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)
@@ -187,8 +158,5 @@ impl ReadPool {
 
 /// Meta values such as the epoch, for tools that open the file directly.
 pub fn meta_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-        row.get(0)
-    })
-    .optional()
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0)).optional()
 }

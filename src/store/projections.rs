@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::log::{self, StoredEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 1;
+pub const PROJECTION_VERSION: i64 = 2;
 
 /// Derived tables, in the order they are compared.
-pub const TABLES: &[&str] = &["sessions"];
+pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings"];
 
 const DDL: &str = r#"
 CREATE TABLE sessions (
@@ -29,6 +29,8 @@ CREATE TABLE sessions (
     provider_room_id        TEXT,
     provider_participant_id TEXT,
     provider_call_id        TEXT,
+    room_sid                TEXT,
+    room_state              TEXT,
     head_seq                INTEGER NOT NULL DEFAULT 0,
     event_count             INTEGER NOT NULL DEFAULT 0,
     created_position        INTEGER NOT NULL,
@@ -38,6 +40,35 @@ CREATE TABLE sessions (
 ) STRICT;
 CREATE INDEX sessions_by_owner ON sessions (tenant_id, owner_id, created_position DESC);
 CREATE INDEX sessions_by_tenant ON sessions (tenant_id, created_position DESC);
+CREATE INDEX sessions_by_provider_room ON sessions (provider, provider_room_id);
+
+-- One row per participant identity; the current connection's sid decides whether a late
+-- `left` (from an earlier connection) applies.
+CREATE TABLE session_participants (
+    session_id      TEXT NOT NULL,
+    participant_id  TEXT NOT NULL,
+    participant_sid TEXT,
+    name            TEXT,
+    kind            TEXT,
+    state           TEXT NOT NULL,
+    joined_at       TEXT NOT NULL,
+    left_at         TEXT,
+    left_reason     TEXT,
+    PRIMARY KEY (session_id, participant_id)
+) STRICT;
+
+-- Recordings (LiveKit egress); `ended` is final for a recording id.
+CREATE TABLE session_recordings (
+    session_id   TEXT NOT NULL,
+    recording_id TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    status       TEXT,
+    location     TEXT,
+    error        TEXT,
+    started_at   TEXT,
+    ended_at     TEXT,
+    PRIMARY KEY (session_id, recording_id)
+) STRICT;
 "#;
 
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
@@ -52,13 +83,9 @@ pub fn drop_all(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 pub fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT value FROM meta WHERE key = 'projection_version'",
-        [],
-        |row| row.get::<_, String>(0),
-    )
-    .optional()
-    .map(|v| v.and_then(|v| v.parse().ok()))
+    conn.query_row("SELECT value FROM meta WHERE key = 'projection_version'", [], |row| row.get::<_, String>(0))
+        .optional()
+        .map(|v| v.and_then(|v| v.parse().ok()))
 }
 
 pub fn set_version(conn: &Connection) -> rusqlite::Result<()> {
@@ -78,10 +105,7 @@ pub fn apply(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> 
     // Stream counters once per stream, not once per event: the hot path of batch ingest.
     let mut heads: Vec<(&str, u64, u64, &str)> = Vec::new();
     for event in events {
-        match heads
-            .iter_mut()
-            .find(|(stream, ..)| *stream == event.stream_id)
-        {
+        match heads.iter_mut().find(|(stream, ..)| *stream == event.stream_id) {
             Some(head) => {
                 head.1 = event.seq;
                 head.2 += 1;
@@ -105,9 +129,7 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
     match event.event_type.as_str() {
         "call.session.created" => {
             let payload = payload();
-            let metadata = payload
-                .get("metadata")
-                .map(crate::domain::canonical::to_canonical_string);
+            let metadata = payload.get("metadata").map(crate::domain::canonical::to_canonical_string);
             conn.prepare_cached(
                 "INSERT INTO sessions (session_id, tenant_id, owner_id, title, metadata, state, version, \
                  created_position, created_at, updated_at, last_event_at) \
@@ -156,17 +178,97 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
                 event.recorded_at,
             ])?;
         }
+        "call.participant.joined" => {
+            let payload = payload();
+            conn.prepare_cached(
+                "INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
+                 ON CONFLICT (session_id, participant_id) DO UPDATE SET participant_sid = excluded.participant_sid, \
+                 name = COALESCE(excluded.name, name), kind = COALESCE(excluded.kind, kind), state = 'joined', \
+                 joined_at = excluded.joined_at, left_at = NULL, left_reason = NULL",
+            )?
+            .execute(params![
+                event.stream_id,
+                text(&payload, "participantId"),
+                text(&payload, "participantSid"),
+                text(&payload, "name"),
+                text(&payload, "kind"),
+                event.recorded_at,
+            ])?;
+        }
+        "call.participant.left" => {
+            // A leave carrying the sid of an earlier connection is stale (the participant has
+            // reconnected since): it stays in the log and changes nothing here.
+            let payload = payload();
+            conn.prepare_cached(
+                "UPDATE session_participants SET state = 'left', left_at = ?4, left_reason = ?5 \
+                 WHERE session_id = ?1 AND participant_id = ?2 \
+                 AND (?3 IS NULL OR participant_sid IS NULL OR participant_sid = ?3)",
+            )?
+            .execute(params![
+                event.stream_id,
+                text(&payload, "participantId"),
+                text(&payload, "participantSid"),
+                event.recorded_at,
+                text(&payload, "reason"),
+            ])?;
+        }
+        "call.room.started" => {
+            // A late `started` for the room instance that already finished changes nothing; a new
+            // instance (another sid) restarts the room.
+            let payload = payload();
+            conn.prepare_cached(
+                "UPDATE sessions SET room_state = 'started', room_sid = COALESCE(?2, room_sid) \
+                 WHERE session_id = ?1 AND NOT (IFNULL(room_state, '') = 'finished' AND (?2 IS NULL OR IFNULL(room_sid = ?2, 0)))",
+            )?
+            .execute(params![event.stream_id, text(&payload, "roomSid")])?;
+        }
+        "call.room.finished" => {
+            let payload = payload();
+            conn.prepare_cached(
+                "UPDATE sessions SET room_state = 'finished', room_sid = COALESCE(?2, room_sid) WHERE session_id = ?1",
+            )?
+            .execute(params![event.stream_id, text(&payload, "roomSid")])?;
+        }
+        "call.recording.started" => {
+            conn.prepare_cached(
+                "INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)",
+            )?
+            .execute(params![event.stream_id, text(&payload(), "recordingId"), event.recorded_at])?;
+        }
+        "call.recording.updated" => {
+            let payload = payload();
+            conn.prepare_cached(
+                "INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'",
+            )?
+            .execute(params![event.stream_id, text(&payload, "recordingId"), text(&payload, "status")])?;
+        }
+        "call.recording.ended" => {
+            let payload = payload();
+            conn.prepare_cached(
+                "INSERT INTO session_recordings (session_id, recording_id, state, status, location, error, ended_at) \
+                 VALUES (?1, ?2, 'ended', ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET state = 'ended', status = excluded.status, \
+                 location = excluded.location, error = excluded.error, ended_at = excluded.ended_at",
+            )?
+            .execute(params![
+                event.stream_id,
+                text(&payload, "recordingId"),
+                text(&payload, "status"),
+                text(&payload, "location"),
+                text(&payload, "error"),
+                event.recorded_at,
+            ])?;
+        }
         _ => {}
     }
     Ok(())
 }
 
 /// Replay the whole log (read through `source`) into the projection tables of `target`.
-pub fn replay(
-    source: &Connection,
-    target: &Connection,
-    events_table: &str,
-) -> rusqlite::Result<u64> {
+pub fn replay(source: &Connection, target: &Connection, events_table: &str) -> rusqlite::Result<u64> {
     const CHUNK: usize = 4096;
     let mut statement = source.prepare(&format!(
         "SELECT {} FROM {events_table} WHERE position > ?1 ORDER BY position LIMIT {CHUNK}",
@@ -175,9 +277,7 @@ pub fn replay(
     let mut after = 0u64;
     let mut replayed = 0u64;
     loop {
-        let chunk: Vec<StoredEvent> = statement
-            .query_map([after], log::from_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let chunk: Vec<StoredEvent> = statement.query_map([after], log::from_row)?.collect::<rusqlite::Result<_>>()?;
         let Some(last) = chunk.last() else { break };
         after = last.position;
         apply(target, &chunk)?;

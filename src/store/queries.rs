@@ -19,6 +19,8 @@ pub struct SessionRecord {
     pub provider_room_id: Option<String>,
     pub provider_participant_id: Option<String>,
     pub provider_call_id: Option<String>,
+    pub room_sid: Option<String>,
+    pub room_state: Option<String>,
     pub head_seq: u64,
     pub event_count: u64,
     pub created_at: String,
@@ -27,8 +29,8 @@ pub struct SessionRecord {
 }
 
 const SESSION_COLUMNS: &str = "session_id, tenant_id, owner_id, title, metadata, state, version, failure_code, provider, \
-     provider_room_id, provider_participant_id, provider_call_id, head_seq, event_count, created_at, updated_at, \
-     last_event_at";
+     provider_room_id, provider_participant_id, provider_call_id, room_sid, room_state, head_seq, event_count, \
+     created_at, updated_at, last_event_at";
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -44,29 +46,24 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         provider_room_id: row.get(9)?,
         provider_participant_id: row.get(10)?,
         provider_call_id: row.get(11)?,
-        head_seq: row.get(12)?,
-        event_count: row.get(13)?,
-        created_at: row.get(14)?,
-        updated_at: row.get(15)?,
-        last_event_at: row.get(16)?,
+        room_sid: row.get(12)?,
+        room_state: row.get(13)?,
+        head_seq: row.get(14)?,
+        event_count: row.get(15)?,
+        created_at: row.get(16)?,
+        updated_at: row.get(17)?,
+        last_event_at: row.get(18)?,
     })
 }
 
 pub fn session(conn: &Connection, session_id: &str) -> rusqlite::Result<Option<SessionRecord>> {
-    conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"
-    ))?
-    .query_row([session_id], session_from_row)
-    .optional()
+    conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"))?
+        .query_row([session_id], session_from_row)
+        .optional()
 }
 
 /// Events of one stream with `seq > after`, in seq order.
-pub fn stream_events(
-    conn: &Connection,
-    stream_id: &str,
-    after: u64,
-    limit: u64,
-) -> rusqlite::Result<Vec<StoredEvent>> {
+pub fn stream_events(conn: &Connection, stream_id: &str, after: u64, limit: u64) -> rusqlite::Result<Vec<StoredEvent>> {
     conn.prepare_cached(&format!(
         "SELECT {} FROM events WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         log::SELECT_COLUMNS
@@ -76,11 +73,7 @@ pub fn stream_events(
 }
 
 /// Events in global position order after `after`.
-pub fn events_after_position(
-    conn: &Connection,
-    after: u64,
-    limit: u64,
-) -> rusqlite::Result<Vec<StoredEvent>> {
+pub fn events_after_position(conn: &Connection, after: u64, limit: u64) -> rusqlite::Result<Vec<StoredEvent>> {
     conn.prepare_cached(&format!(
         "SELECT {} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
         log::SELECT_COLUMNS
@@ -93,13 +86,20 @@ pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> 
     log::stream_head(conn, stream_id)
 }
 
-/// A stored response for an Idempotency-Key: `(request_hash, status, response)`.
+/// A stored response for an Idempotency-Key: `(request_hash, status, response)`. A key stored
+/// before `not_before` has expired: it is forgotten and may be used afresh.
 pub fn idempotent_response(
     conn: &Connection,
     tenant_id: &str,
     route: &str,
     key: &str,
+    not_before: &str,
 ) -> rusqlite::Result<Option<(Vec<u8>, u16, String)>> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND route = ?2 AND key = ?3 AND created_at < ?4",
+    )?
+    .execute([tenant_id, route, key, not_before])?;
+    prune_expired(conn, Retained::IdempotencyKeys, not_before)?;
     conn.prepare_cached(
         "SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = ?1 AND route = ?2 AND key = ?3",
     )?
@@ -124,4 +124,155 @@ pub fn store_idempotent_response(
     )?
     .execute(rusqlite::params![tenant_id, route, key, request_hash, status, response, created_at])?;
     Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantRecord {
+    pub participant_id: String,
+    pub participant_sid: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub state: String,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub left_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingRecord {
+    pub recording_id: String,
+    pub state: String,
+    pub status: Option<String>,
+    pub location: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+pub fn participants(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<ParticipantRecord>> {
+    conn.prepare_cached(
+        "SELECT participant_id, participant_sid, name, kind, state, joined_at, left_at, left_reason \
+         FROM session_participants WHERE session_id = ?1 ORDER BY joined_at, participant_id",
+    )?
+    .query_map([session_id], |row| {
+        Ok(ParticipantRecord {
+            participant_id: row.get(0)?,
+            participant_sid: row.get(1)?,
+            name: row.get(2)?,
+            kind: row.get(3)?,
+            state: row.get(4)?,
+            joined_at: row.get(5)?,
+            left_at: row.get(6)?,
+            left_reason: row.get(7)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn recordings(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<RecordingRecord>> {
+    conn.prepare_cached(
+        "SELECT recording_id, state, status, location, error, started_at, ended_at \
+         FROM session_recordings WHERE session_id = ?1 ORDER BY recording_id",
+    )?
+    .query_map([session_id], |row| {
+        Ok(RecordingRecord {
+            recording_id: row.get(0)?,
+            state: row.get(1)?,
+            status: row.get(2)?,
+            location: row.get(3)?,
+            error: row.get(4)?,
+            started_at: row.get(5)?,
+            ended_at: row.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+/// Which sessions a listing covers.
+#[derive(Debug, Clone)]
+pub struct SessionFilter {
+    pub tenant_id: String,
+    /// `Some` restricts to one owner's sessions.
+    pub owner_id: Option<String>,
+    pub state: Option<String>,
+    /// Only sessions created before this log position (the cursor).
+    pub before_position: Option<u64>,
+    pub limit: u64,
+}
+
+/// Newest first; returns the page and each row's `created_position` for the cursor.
+pub fn list_sessions(conn: &Connection, filter: &SessionFilter) -> rusqlite::Result<Vec<(SessionRecord, u64)>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS}, created_position FROM sessions \
+         WHERE tenant_id = ?1 AND (?2 IS NULL OR owner_id = ?2) AND (?3 IS NULL OR state = ?3) \
+         AND (?4 IS NULL OR created_position < ?4) ORDER BY created_position DESC LIMIT ?5"
+    );
+    conn.prepare_cached(&sql)?
+        .query_map(
+            rusqlite::params![filter.tenant_id, filter.owner_id, filter.state, filter.before_position, filter.limit],
+            |row| Ok((session_from_row(row)?, row.get(19)?)),
+        )?
+        .collect()
+}
+
+/// The session mapped to a provider room.
+pub fn session_by_room(conn: &Connection, provider: &str, room: &str) -> rusqlite::Result<Option<SessionRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE provider = ?1 AND provider_room_id = ?2 \
+         ORDER BY created_position DESC LIMIT 1"
+    ))?
+    .query_row([provider, room], session_from_row)
+    .optional()
+}
+
+pub fn webhook_receipt_exists(conn: &Connection, webhook_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM webhook_receipts WHERE webhook_id = ?1")?
+        .query_row([webhook_id], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+pub struct Receipt<'a> {
+    pub webhook_id: &'a str,
+    pub event: &'a str,
+    pub room_name: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub outcome: &'a str,
+    pub created_at: i64,
+    pub received_at: &'a str,
+}
+
+pub fn store_webhook_receipt(conn: &Connection, receipt: &Receipt<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO webhook_receipts (webhook_id, event, room_name, session_id, outcome, created_at, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(rusqlite::params![
+        receipt.webhook_id,
+        receipt.event,
+        receipt.room_name,
+        receipt.session_id,
+        receipt.outcome,
+        receipt.created_at,
+        receipt.received_at,
+    ])?;
+    Ok(())
+}
+
+/// Delete a bounded number of rows older than `cutoff` (RFC 3339), so retention never stalls the writer.
+pub fn prune_expired(conn: &Connection, table: Retained, cutoff: &str) -> rusqlite::Result<usize> {
+    let (table, column) = match table {
+        Retained::IdempotencyKeys => ("idempotency_keys", "created_at"),
+        Retained::WebhookReceipts => ("webhook_receipts", "received_at"),
+    };
+    conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 64)"
+    ))?
+    .execute([cutoff])
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Retained {
+    IdempotencyKeys,
+    WebhookReceipts,
 }

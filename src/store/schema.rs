@@ -6,8 +6,9 @@
 use rusqlite_migration::{M, Migrations};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -51,7 +52,24 @@ CREATE TABLE idempotency_keys (
 ) STRICT;
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 "#,
-    )])
+        ),
+        M::up(
+            r#"
+-- The LiveKit webhook replay guard: one receipt per webhook id, written in the same transaction as
+-- the events the webhook produced.
+CREATE TABLE webhook_receipts (
+    webhook_id  TEXT PRIMARY KEY,
+    event       TEXT NOT NULL,
+    room_name   TEXT,
+    session_id  TEXT,
+    outcome     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX webhook_receipts_by_age ON webhook_receipts (received_at);
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -31,15 +31,9 @@ impl VerifyReport {
 }
 
 pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
-    let conn = Connection::open_with_flags(
-        database,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-    )?;
+    let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
     let mut report = VerifyReport::default();
-    let mut statement = conn.prepare(&format!(
-        "SELECT {} FROM events ORDER BY position",
-        log::SELECT_COLUMNS
-    ))?;
+    let mut statement = conn.prepare(&format!("SELECT {} FROM events ORDER BY position", log::SELECT_COLUMNS))?;
     let mut rows = statement.query([])?;
     let mut previous_hash = GENESIS_HASH;
     let mut expected_position = 1u64;
@@ -49,29 +43,18 @@ pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
         report.events += 1;
         let head = heads.entry(event.stream_id.clone()).or_insert(0);
         let problem = if event.position != expected_position {
-            Some(format!(
-                "expected position {expected_position}, found {}",
-                event.position
-            ))
+            Some(format!("expected position {expected_position}, found {}", event.position))
         } else if event.prev_hash != previous_hash {
             Some("prev_hash does not match the previous event's hash".to_owned())
         } else if log::chain_hash(&event) != event.hash {
             Some("hash does not match the event's content".to_owned())
         } else if event.seq != *head + 1 {
-            Some(format!(
-                "stream {} expected seq {}, found {}",
-                event.stream_id,
-                *head + 1,
-                event.seq
-            ))
+            Some(format!("stream {} expected seq {}, found {}", event.stream_id, *head + 1, event.seq))
         } else {
             None
         };
         if let Some(reason) = problem {
-            report.first_broken = Some(Broken {
-                position: event.position,
-                reason,
-            });
+            report.first_broken = Some(Broken { position: event.position, reason });
             break;
         }
         *head = event.seq;

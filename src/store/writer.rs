@@ -94,10 +94,7 @@ impl WriteTx<'_> {
             match log::insert(self.conn, &candidate) {
                 Ok(()) => {
                     head = candidate.seq;
-                    self.tip = Tip {
-                        position: candidate.position,
-                        hash: candidate.hash,
-                    };
+                    self.tip = Tip { position: candidate.position, hash: candidate.hash };
                     outcomes.push(AppendOutcome {
                         event_id: candidate.event_id.clone(),
                         seq: candidate.seq,
@@ -123,12 +120,9 @@ impl WriteTx<'_> {
         index: usize,
         candidate: &StoredEvent,
     ) -> Result<AppendOutcome, AppError> {
-        let Some((stream, seq, content_hash)) =
-            log::find_by_event_id(self.conn, tenant_id, &candidate.event_id)?
+        let Some((stream, seq, content_hash)) = log::find_by_event_id(self.conn, tenant_id, &candidate.event_id)?
         else {
-            return Err(AppError::internal_msg(
-                "unique violation on events without an eventId match",
-            ));
+            return Err(AppError::internal_msg("unique violation on events without an eventId match"));
         };
         if stream == stream_id && content_hash == candidate.content_hash {
             let position = self.conn.query_row(
@@ -136,19 +130,11 @@ impl WriteTx<'_> {
                 rusqlite::params![stream, seq],
                 |row| row.get(0),
             )?;
-            return Ok(AppendOutcome {
-                event_id: candidate.event_id.clone(),
-                seq,
-                position,
-                duplicate: true,
-            });
+            return Ok(AppendOutcome { event_id: candidate.event_id.clone(), seq, position, duplicate: true });
         }
         Err(AppError::new(
             ErrorCode::EventIdConflict,
-            format!(
-                "eventId `{}` was already used in this tenant for different content",
-                candidate.event_id
-            ),
+            format!("eventId `{}` was already used in this tenant for different content", candidate.event_id),
         )
         .with_details(serde_json::json!({ "index": index, "eventId": candidate.event_id })))
     }
@@ -185,24 +171,12 @@ impl Writer {
         let (appended, _) = broadcast::channel(4096);
         let stats = Arc::new(WriterStats::default());
         stats.alive.store(true, Ordering::SeqCst);
-        let worker = WriterLoop {
-            conn,
-            tip: Tip { position, hash },
-            appended: appended.clone(),
-            stats: stats.clone(),
-        };
+        let worker = WriterLoop { conn, tip: Tip { position, hash }, appended: appended.clone(), stats: stats.clone() };
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
             .spawn(move || worker.run(receiver))
             .map_err(AppError::internal)?;
-        Ok((
-            Writer {
-                jobs,
-                appended,
-                stats,
-            },
-            handle,
-        ))
+        Ok((Writer { jobs, appended, stats }, handle))
     }
 
     /// Run `command` inside the next group's transaction and answer after it committed.
@@ -219,10 +193,9 @@ impl Writer {
             let completion: Completion = Box::new(move |committed| {
                 let outcome = match result {
                     Ok(value) if committed => Ok(value),
-                    Ok(_) => Err(AppError::new(
-                        ErrorCode::ServiceUnavailable,
-                        "the write could not be committed; retry",
-                    )),
+                    Ok(_) => {
+                        Err(AppError::new(ErrorCode::ServiceUnavailable, "the write could not be committed; retry"))
+                    }
                     Err(err) => Err(err),
                 };
                 let _ = reply.send(outcome);
@@ -239,18 +212,10 @@ impl Writer {
                 .with_details(serde_json::json!({ "retryAfterSecs": 1 })));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(AppError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "the writer has stopped",
-                ));
+                return Err(AppError::new(ErrorCode::ServiceUnavailable, "the writer has stopped"));
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(AppError::new(
-                ErrorCode::ServiceUnavailable,
-                "the writer has stopped",
-            ))
-        })
+        answer.await.unwrap_or_else(|_| Err(AppError::new(ErrorCode::ServiceUnavailable, "the writer has stopped")))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Appended> {
@@ -299,19 +264,15 @@ impl WriterLoop {
                 false
             }
             Ok(()) => {
-                let recorded_at =
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let mut healthy = true;
                 for job in group {
                     let (completion, settled) = self.run_job(job, &recorded_at);
                     healthy &= settled;
                     completions.push(completion);
                 }
-                let commit = if healthy {
-                    self.conn.execute_batch("COMMIT")
-                } else {
-                    Err(rusqlite::Error::InvalidQuery)
-                };
+                let commit =
+                    if healthy { self.conn.execute_batch("COMMIT") } else { Err(rusqlite::Error::InvalidQuery) };
                 match commit {
                     Ok(()) => true,
                     Err(err) => {
@@ -334,9 +295,7 @@ impl WriterLoop {
         }
         if committed {
             self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .commands_committed
-                .fetch_add(size, Ordering::Relaxed);
+            self.stats.commands_committed.fetch_add(size, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
             if end > start_tip.position {
                 let _ = self.appended.send(Appended { position: end });
@@ -348,19 +307,14 @@ impl WriterLoop {
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
     fn run_job(&mut self, job: Job, recorded_at: &str) -> (Completion, bool) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
-        let mut tx = WriteTx {
-            conn: &self.conn,
-            tip: self.tip,
-            recorded_at: recorded_at.to_owned(),
-        };
+        let mut tx = WriteTx { conn: &self.conn, tip: self.tip, recorded_at: recorded_at.to_owned() };
         let (ok, completion) = job(&mut tx);
         let tip_after = tx.tip;
         let settled = opened.and_then(|()| {
             if ok {
                 self.conn.execute_batch("RELEASE command")
             } else {
-                self.conn
-                    .execute_batch("ROLLBACK TO command; RELEASE command")
+                self.conn.execute_batch("ROLLBACK TO command; RELEASE command")
             }
         });
         match settled {

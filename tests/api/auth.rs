@@ -22,12 +22,7 @@ fn forge(app: &TestApp, edit: impl FnOnce(&mut Claims), secret: &str) -> String 
         iat: now,
     };
     edit(&mut claims);
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode")
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encode")
 }
 
 struct Route {
@@ -37,10 +32,7 @@ struct Route {
 }
 
 async fn call(app: &TestApp, route: &Route, token: Option<&str>) -> reqwest::Response {
-    let mut request = app.client.request(
-        route.method.clone(),
-        format!("{}{}", app.address, route.path),
-    );
+    let mut request = app.client.request(route.method.clone(), format!("{}{}", app.address, route.path));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -56,53 +48,27 @@ async fn every_route_enforces_the_auth_matrix() {
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
     let routes = vec![
-        Route {
-            method: Method::POST,
-            path: "/v1/call/sessions".into(),
-            body: Some(json!({})),
-        },
-        Route {
-            method: Method::GET,
-            path: format!("/v1/call/sessions/{session}"),
-            body: None,
-        },
+        Route { method: Method::POST, path: "/v1/call/sessions".into(), body: Some(json!({})) },
+        Route { method: Method::GET, path: format!("/v1/call/sessions/{session}"), body: None },
         Route {
             method: Method::POST,
             path: format!("/v1/realtime/sessions/{session}/events"),
             body: Some(json!({"events": [transcript(&session, "auth-e", "x")]})),
         },
-        Route {
-            method: Method::GET,
-            path: format!("/v1/realtime/sessions/{session}/events"),
-            body: None,
-        },
-        Route {
-            method: Method::GET,
-            path: "/v1/contract".into(),
-            body: None,
-        },
+        Route { method: Method::GET, path: format!("/v1/realtime/sessions/{session}/events"), body: None },
+        Route { method: Method::GET, path: "/v1/contract".into(), body: None },
     ];
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
         ("no token", None, StatusCode::UNAUTHORIZED, "AUTH_MISSING"),
-        (
-            "garbage",
-            Some("not-a-jwt".into()),
-            StatusCode::UNAUTHORIZED,
-            "AUTH_INVALID",
-        ),
+        ("garbage", Some("not-a-jwt".into()), StatusCode::UNAUTHORIZED, "AUTH_INVALID"),
         (
             "bad signature",
             Some(forge(&app, |_| {}, "another-secret-0123456789abcdef0123")),
             StatusCode::UNAUTHORIZED,
             "AUTH_INVALID",
         ),
-        (
-            "expired",
-            Some(forge(&app, |c| c.exp = now - 3600, SECRET)),
-            StatusCode::UNAUTHORIZED,
-            "AUTH_EXPIRED",
-        ),
+        ("expired", Some(forge(&app, |c| c.exp = now - 3600, SECRET)), StatusCode::UNAUTHORIZED, "AUTH_EXPIRED"),
         (
             "not yet valid",
             Some(forge(&app, |c| c.nbf = Some(now + 3600), SECRET)),
@@ -131,20 +97,8 @@ async fn every_route_enforces_the_auth_matrix() {
     for route in &routes {
         for (name, token, status, code) in &cases {
             let response = call(&app, route, token.as_deref()).await;
-            assert_eq!(
-                response.status(),
-                *status,
-                "{} {} with {name}",
-                route.method,
-                route.path
-            );
-            assert_eq!(
-                error_code(response).await,
-                *code,
-                "{} {} with {name}",
-                route.method,
-                route.path
-            );
+            assert_eq!(response.status(), *status, "{} {} with {name}", route.method, route.path);
+            assert_eq!(error_code(response).await, *code, "{} {} with {name}", route.method, route.path);
         }
     }
 
@@ -153,37 +107,12 @@ async fn every_route_enforces_the_auth_matrix() {
     let operator = app.token("ops", "t1", &[Role::Operator]);
     let expectations: Vec<(&Route, &str, StatusCode, Option<&str>)> = vec![
         (&routes[0], &other_tenant, StatusCode::CREATED, None),
-        (
-            &routes[0],
-            &operator,
-            StatusCode::FORBIDDEN,
-            Some("FORBIDDEN_ROLE"),
-        ),
-        (
-            &routes[1],
-            &other_tenant,
-            StatusCode::NOT_FOUND,
-            Some("SESSION_NOT_FOUND"),
-        ),
+        (&routes[0], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[1], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[1], &operator, StatusCode::OK, None),
-        (
-            &routes[2],
-            &other_tenant,
-            StatusCode::NOT_FOUND,
-            Some("SESSION_NOT_FOUND"),
-        ),
-        (
-            &routes[2],
-            &operator,
-            StatusCode::FORBIDDEN,
-            Some("FORBIDDEN_ROLE"),
-        ),
-        (
-            &routes[3],
-            &other_tenant,
-            StatusCode::NOT_FOUND,
-            Some("SESSION_NOT_FOUND"),
-        ),
+        (&routes[2], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[2], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[3], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[3], &operator, StatusCode::OK, None),
         (&routes[4], &other_tenant, StatusCode::OK, None),
     ];
@@ -194,11 +123,7 @@ async fn every_route_enforces_the_auth_matrix() {
             assert_eq!(error_code(response).await, code);
         }
     }
-    assert_eq!(
-        app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"],
-        1,
-        "no rejected call appended"
-    );
+    assert_eq!(app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "no rejected call appended");
 }
 
 #[tokio::test]
@@ -206,13 +131,8 @@ async fn a_service_may_publish_into_any_session_of_its_tenant() {
     let app = spawn_app().await;
     let session = app.create_session(&app.user("alice")).await;
     let agent = app.token("stt-worker", "t1", &[Role::Service]);
-    let response = app
-        .ingest(&agent, &session, vec![transcript(&session, "svc-1", "x")])
-        .await;
+    let response = app.ingest(&agent, &session, vec![transcript(&session, "svc-1", "x")]).await;
     assert_eq!(response.status(), StatusCode::OK);
     let stored = &app.replay(&agent, &session, 1, 1).await["events"][0];
-    assert_eq!(
-        stored["actor"],
-        json!({"kind": "service", "id": "stt-worker"})
-    );
+    assert_eq!(stored["actor"], json!({"kind": "service", "id": "stt-worker"}));
 }

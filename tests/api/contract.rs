@@ -16,27 +16,15 @@ fn fixtures() -> Value {
 }
 
 /// Send one fixture envelope to a fresh session of alice's; returns (status, body).
-async fn ingest_fixture(
-    app: &TestApp,
-    token: &str,
-    envelope: &Value,
-    unique: usize,
-) -> (StatusCode, Value, String) {
+async fn ingest_fixture(app: &TestApp, token: &str, envelope: &Value, unique: usize) -> (StatusCode, Value, String) {
     let session = app.create_session(token).await;
     let mut envelope = envelope.clone();
     if let Some(object) = envelope.as_object_mut() {
         if object.get("sessionId").is_some() {
             object.insert("sessionId".into(), json!(session));
         }
-        if object
-            .get("eventId")
-            .and_then(Value::as_str)
-            .is_some_and(|id| id.len() <= 100)
-        {
-            let id = format!(
-                "{}-{unique}",
-                object["eventId"].as_str().unwrap_or_default()
-            );
+        if object.get("eventId").and_then(Value::as_str).is_some_and(|id| id.len() <= 100) {
+            let id = format!("{}-{unique}", object["eventId"].as_str().unwrap_or_default());
             object.insert("eventId".into(), json!(id));
         }
     }
@@ -49,10 +37,8 @@ async fn ingest_fixture(
 async fn every_fixture_is_accepted_or_rejected_as_written() {
     let app = spawn_app().await;
     let alice = app.user("alice");
-    let envelope_schema: Value =
-        serde_json::from_str(callstream::app::contract::ENVELOPE_SCHEMA).expect("schema");
-    let stored_form =
-        jsonschema::draft202012::new(&envelope_schema).expect("envelope schema compiles");
+    let envelope_schema: Value = serde_json::from_str(callstream::app::contract::ENVELOPE_SCHEMA).expect("schema");
+    let stored_form = jsonschema::draft202012::new(&envelope_schema).expect("envelope schema compiles");
     let fixtures = fixtures();
     let mut unique = 0;
     for (type_name, cases) in fixtures["types"].as_object().expect("types") {
@@ -61,41 +47,19 @@ async fn every_fixture_is_accepted_or_rejected_as_written() {
             if case.get("via").is_some() {
                 continue; // checked by `created_events_match_their_contract`
             }
-            let (status, body, session) =
-                ingest_fixture(&app, &alice, &case["envelope"], unique).await;
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "{type_name} / {}: {body}",
-                case["name"]
-            );
+            let (status, body, session) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
+            assert_eq!(status, StatusCode::OK, "{type_name} / {}: {body}", case["name"]);
             let stored = &app.replay(&alice, &session, 1, 1).await["events"][0];
             assert_eq!(stored["type"], type_name.as_str());
-            assert!(
-                stored_form.is_valid(stored),
-                "stored form of {type_name} matches envelope.v1.json: {stored}"
-            );
+            assert!(stored_form.is_valid(stored), "stored form of {type_name} matches envelope.v1.json: {stored}");
         }
         for case in cases["invalid"].as_array().expect("invalid") {
             unique += 1;
-            let (status, body, session) =
-                ingest_fixture(&app, &alice, &case["envelope"], unique).await;
-            assert!(
-                status.is_client_error(),
-                "{type_name} / {}: {status}",
-                case["name"]
-            );
-            assert_eq!(
-                body["error"]["code"], case["expectedCode"],
-                "{type_name} / {}: {body}",
-                case["name"]
-            );
+            let (status, body, session) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
+            assert!(status.is_client_error(), "{type_name} / {}: {status}", case["name"]);
+            assert_eq!(body["error"]["code"], case["expectedCode"], "{type_name} / {}: {body}", case["name"]);
             if let Some(pointer) = case.get("expectedPointer") {
-                assert_eq!(
-                    &body["error"]["details"]["pointer"], pointer,
-                    "{type_name} / {}",
-                    case["name"]
-                );
+                assert_eq!(&body["error"]["details"]["pointer"], pointer, "{type_name} / {}", case["name"]);
             }
             assert_eq!(
                 app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"],
@@ -104,10 +68,7 @@ async fn every_fixture_is_accepted_or_rejected_as_written() {
             );
         }
     }
-    for case in fixtures["envelopeCases"]
-        .as_array()
-        .expect("envelope cases")
-    {
+    for case in fixtures["envelopeCases"].as_array().expect("envelope cases") {
         unique += 1;
         let (status, body, _) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
         match case.get("expectedCode") {
@@ -124,15 +85,10 @@ async fn created_events_match_their_contract() {
     let session = app.create_session(&alice).await;
     let created = &app.replay(&alice, &session, 0, 1).await["events"][0];
     assert_eq!(created["type"], "call.session.created");
-    let schema: Value = serde_json::from_str(
-        callstream::app::contract::schema("call.session.created.v1.json").expect("schema"),
-    )
-    .expect("json");
-    assert!(
-        jsonschema::draft202012::new(&schema)
-            .expect("compiles")
-            .is_valid(&created["payload"])
-    );
+    let schema: Value =
+        serde_json::from_str(callstream::app::contract::schema("call.session.created.v1.json").expect("schema"))
+            .expect("json");
+    assert!(jsonschema::draft202012::new(&schema).expect("compiles").is_valid(&created["payload"]));
 }
 
 #[test]
@@ -141,41 +97,20 @@ fn every_registered_type_has_a_schema_and_fixtures() {
     let registered: BTreeSet<String> = EventType::all().map(|t| t.as_str().to_owned()).collect();
     for name in &registered {
         let cases = &fixtures["types"][name];
-        assert!(
-            cases["valid"].as_array().is_some_and(|v| !v.is_empty()),
-            "{name} has no valid fixture"
-        );
-        assert!(
-            cases["invalid"].as_array().is_some_and(|v| !v.is_empty()),
-            "{name} has no must-reject fixture"
-        );
+        assert!(cases["valid"].as_array().is_some_and(|v| !v.is_empty()), "{name} has no valid fixture");
+        assert!(cases["invalid"].as_array().is_some_and(|v| !v.is_empty()), "{name} has no must-reject fixture");
     }
-    let in_fixtures: BTreeSet<String> = fixtures["types"]
-        .as_object()
-        .expect("types")
-        .keys()
-        .cloned()
-        .collect();
+    let in_fixtures: BTreeSet<String> = fixtures["types"].as_object().expect("types").keys().cloned().collect();
     assert_eq!(in_fixtures, registered, "fixtures for unregistered types");
 
-    let on_disk: BTreeSet<String> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas"))
-            .expect("schemas dir")
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| {
-                name != "envelope.v1.json" && name != "error_codes.json" && !name.starts_with("ws.")
-            })
-            .collect();
-    let expected: BTreeSet<String> = EventType::all()
-        .flat_map(|t| {
-            t.versions()
-                .map(move |v| format!("{}.v{v}.json", t.as_str()))
-        })
+    let on_disk: BTreeSet<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas"))
+        .expect("schemas dir")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name != "envelope.v1.json" && name != "error_codes.json" && !name.starts_with("ws."))
         .collect();
-    assert_eq!(
-        on_disk, expected,
-        "every schema file belongs to a registered type and version"
-    );
+    let expected: BTreeSet<String> =
+        EventType::all().flat_map(|t| t.versions().map(move |v| format!("{}.v{v}.json", t.as_str()))).collect();
+    assert_eq!(on_disk, expected, "every schema file belongs to a registered type and version");
 }
 
 #[test]
@@ -184,42 +119,22 @@ fn no_error_code_disappears() {
     let live = callstream::error::catalog();
     if std::env::var("UPDATE_CONTRACT").is_ok() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/error_codes.json");
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&live).expect("json") + "\n",
-        )
-        .expect("write");
+        std::fs::write(path, serde_json::to_string_pretty(&live).expect("json") + "\n").expect("write");
         return;
     }
     let codes = |v: &Value| -> BTreeSet<String> {
-        v["codes"]
-            .as_array()
-            .expect("codes")
-            .iter()
-            .map(|c| c["code"].as_str().expect("code").to_owned())
-            .collect()
+        v["codes"].as_array().expect("codes").iter().map(|c| c["code"].as_str().expect("code").to_owned()).collect()
     };
     let missing: Vec<_> = codes(&on_file).difference(&codes(&live)).cloned().collect();
-    assert!(
-        missing.is_empty(),
-        "error codes removed from the catalog: {missing:?}"
-    );
-    assert_eq!(
-        on_file, live,
-        "schemas/error_codes.json is stale: run with UPDATE_CONTRACT=1"
-    );
+    assert!(missing.is_empty(), "error codes removed from the catalog: {missing:?}");
+    assert_eq!(on_file, live, "schemas/error_codes.json is stale: run with UPDATE_CONTRACT=1");
 }
 
 #[tokio::test]
 async fn the_contract_endpoint_serves_the_catalog_and_schemas() {
     let app = spawn_app().await;
     let alice = app.user("alice");
-    let catalog: Value = app
-        .get("/v1/contract", &alice)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let catalog: Value = app.get("/v1/contract", &alice).await.json().await.expect("json");
     let types = catalog["types"].as_array().expect("types");
     assert_eq!(types.len(), EventType::all().count());
     assert_eq!(catalog["errorCodes"], callstream::error::catalog()["codes"]);
@@ -230,11 +145,6 @@ async fn the_contract_endpoint_serves_the_catalog_and_schemas() {
         let schema: Value = schema.json().await.expect("schema json");
         assert_eq!(schema["title"], entry["type"]);
     }
-    let envelope = app
-        .get(
-            catalog["envelope"]["schemaUrl"].as_str().expect("url"),
-            &alice,
-        )
-        .await;
+    let envelope = app.get(catalog["envelope"]["schemaUrl"].as_str().expect("url"), &alice).await;
     assert_eq!(envelope.status(), StatusCode::OK);
 }

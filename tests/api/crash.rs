@@ -23,11 +23,7 @@ struct Server {
 }
 
 fn start(data_dir: &std::path::Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut env = test_env(data_dir);
     env.insert("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"));
     env.insert("CALLSTREAM_DURABILITY", "full".to_owned());
@@ -39,18 +35,12 @@ fn start(data_dir: &std::path::Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn callstream");
-    Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    }
+    Server { child, address: format!("http://127.0.0.1:{port}") }
 }
 
 async fn wait_ready(client: &reqwest::Client, server: &Server) {
     for _ in 0..500 {
-        if let Ok(response) = client
-            .get(format!("{}/health/ready", server.address))
-            .send()
-            .await
+        if let Ok(response) = client.get(format!("{}/health/ready", server.address)).send().await
             && response.status().is_success()
         {
             return;
@@ -64,12 +54,8 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
 async fn acknowledged_events_survive_repeated_kill_9() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
-    let token = callstream::http::auth::mint(&config.jwt, "crash-user", "t1", &[Role::User], 3600)
-        .expect("mint");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let token = callstream::http::auth::mint(&config.jwt, "crash-user", "t1", &[Role::User], 3600).expect("mint");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sessions = Vec::new();
     // Each producer's batch that was in flight when the server died, retried after the restart.
@@ -92,26 +78,15 @@ async fn acknowledged_events_survive_repeated_kill_9() {
         }
         let mut producers = Vec::new();
         for (producer, retry) in pending.iter_mut().enumerate() {
-            let (client, address, token, acked, session) = (
-                client.clone(),
-                server.address.clone(),
-                token.clone(),
-                acked.clone(),
-                sessions[producer].clone(),
-            );
+            let (client, address, token, acked, session) =
+                (client.clone(), server.address.clone(), token.clone(), acked.clone(), sessions[producer].clone());
             let mut batch = retry.take();
             let first_batch = next_batch + producer * 10_000;
             producers.push(tokio::spawn(async move {
                 for n in 0.. {
                     let events = batch.take().unwrap_or_else(|| {
                         (0..10)
-                            .map(|i| {
-                                transcript(
-                                    &session,
-                                    &format!("c{cycle}-b{}-{i}", first_batch + n),
-                                    "x",
-                                )
-                            })
+                            .map(|i| transcript(&session, &format!("c{cycle}-b{}-{i}", first_batch + n), "x"))
                             .collect()
                     });
                     let sent = client
@@ -151,45 +126,28 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     for (producer, batch) in pending.into_iter().enumerate() {
         if let Some(events) = batch {
             let response = client
-                .post(format!(
-                    "{}/v1/realtime/sessions/{}/events",
-                    server.address, sessions[producer]
-                ))
+                .post(format!("{}/v1/realtime/sessions/{}/events", server.address, sessions[producer]))
                 .bearer_auth(&token)
                 .json(&json!({ "events": events }))
                 .send()
                 .await
                 .expect("retry");
-            assert!(
-                response.status().is_success(),
-                "a retry after a crash is safe"
-            );
+            assert!(response.status().is_success(), "a retry after a crash is safe");
         }
     }
     server.child.kill().expect("kill");
     server.child.wait().expect("reap");
 
     let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() > 1000,
-        "the test ingested too little to mean anything: {}",
-        acked.len()
-    );
+    assert!(acked.len() > 1000, "the test ingested too little to mean anything: {}", acked.len());
     let conn = rusqlite::Connection::open(config.database_path()).expect("open");
-    let mut count = conn
-        .prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1")
-        .expect("prepare");
+    let mut count =
+        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
     for event_id in &acked {
-        let n: i64 = count
-            .query_row([event_id], |row| row.get(0))
-            .expect("count");
+        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
         assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
     }
     let report = callstream::store::verify::verify(&config.database_path()).expect("verify");
     assert!(report.is_ok(), "{report:?}");
-    println!(
-        "crash test: {} acknowledged events over {CYCLES} kills, {} in the log",
-        acked.len(),
-        report.events
-    );
+    println!("crash test: {} acknowledged events over {CYCLES} kills, {} in the log", acked.len(), report.events);
 }

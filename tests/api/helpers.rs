@@ -58,16 +58,10 @@ pub async fn spawn_app_in(data_dir: tempfile::TempDir) -> TestApp {
     LazyLock::force(&TRACING);
     let config = test_config(data_dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app =
-        callstream::Application::build_with_listener(config.clone(), listener).expect("build app");
+    let app = callstream::Application::build_with_listener(config.clone(), listener).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        config,
-        data_dir,
-    }
+    TestApp { address, client: reqwest::Client::new(), config, data_dir }
 }
 
 impl TestApp {
@@ -84,50 +78,28 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(format!("{}{path}", self.address)).bearer_auth(token).json(body).send().await.expect("request")
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request")
     }
 
     /// Create a session as `token` and return its id.
     pub async fn create_session(&self, token: &str) -> String {
-        let response = self
-            .post("/v1/call/sessions", token, &json!({"title": "test call"}))
-            .await;
+        let response = self.post("/v1/call/sessions", token, &json!({"title": "test call"})).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.expect("json");
         body["sessionId"].as_str().expect("sessionId").to_owned()
     }
 
     pub async fn ingest(&self, token: &str, session: &str, events: Vec<Value>) -> Response {
-        self.post(
-            &format!("/v1/realtime/sessions/{session}/events"),
-            token,
-            &json!({ "events": events }),
-        )
-        .await
+        self.post(&format!("/v1/realtime/sessions/{session}/events"), token, &json!({ "events": events })).await
     }
 
     pub async fn replay(&self, token: &str, session: &str, after: u64, limit: u64) -> Value {
-        let response = self
-            .get(
-                &format!("/v1/realtime/sessions/{session}/events?after={after}&limit={limit}"),
-                token,
-            )
-            .await;
+        let response =
+            self.get(&format!("/v1/realtime/sessions/{session}/events?after={after}&limit={limit}"), token).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("json")
     }
@@ -145,20 +117,10 @@ pub fn transcript(session: &str, event_id: &str, text: &str) -> Value {
 
 /// Read an error body and return its code, checking the shared shape on the way.
 pub async fn error_code(response: Response) -> String {
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let request_id = response.headers().get("x-request-id").map(|v| v.to_str().unwrap_or_default().to_owned());
     let body: Value = response.json().await.expect("error body is JSON");
     let error = &body["error"];
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message in {body}"
-    );
-    assert_eq!(
-        error["requestId"].as_str().map(str::to_owned),
-        request_id,
-        "requestId echoes the header"
-    );
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(error["requestId"].as_str().map(str::to_owned), request_id, "requestId echoes the header");
     error["code"].as_str().expect("code").to_owned()
 }

@@ -49,20 +49,10 @@ async fn malformed_bodies_get_stable_codes() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_stable_codes() {
     let app = spawn_app().await;
-    let missing = app
-        .client
-        .get(format!("{}/v2/nothing", app.address))
-        .send()
-        .await
-        .expect("send");
+    let missing = app.client.get(format!("{}/v2/nothing", app.address)).send().await.expect("send");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(missing).await, "ROUTE_NOT_FOUND");
-    let wrong_method = app
-        .client
-        .delete(format!("{}/v1/call/sessions", app.address))
-        .send()
-        .await
-        .expect("send");
+    let wrong_method = app.client.delete(format!("{}/v1/call/sessions", app.address)).send().await.expect("send");
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(wrong_method).await, "METHOD_NOT_ALLOWED");
 }
@@ -85,10 +75,7 @@ async fn request_ids_are_kept_or_generated() {
         .send()
         .await
         .expect("send");
-    let generated = unsafe_id.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let generated = unsafe_id.headers()["x-request-id"].to_str().expect("ascii").to_owned();
     assert_ne!(generated, "bad id");
     let body: Value = unsafe_id.json().await.expect("json");
     assert_eq!(body["error"]["requestId"], generated.as_str());
@@ -97,19 +84,9 @@ async fn request_ids_are_kept_or_generated() {
 #[tokio::test]
 async fn health_reports_live_and_ready() {
     let app = spawn_app().await;
-    let live = app
-        .client
-        .get(format!("{}/health/live", app.address))
-        .send()
-        .await
-        .expect("send");
+    let live = app.client.get(format!("{}/health/live", app.address)).send().await.expect("send");
     assert_eq!(live.status(), StatusCode::OK);
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("send");
+    let ready = app.client.get(format!("{}/health/ready", app.address)).send().await.expect("send");
     assert_eq!(ready.status(), StatusCode::OK);
     let body: Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");

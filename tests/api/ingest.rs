@@ -8,54 +8,28 @@ async fn a_batch_gets_gapless_seqs_and_replays_in_order() {
     let app = spawn_app().await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let events = (0..5)
-        .map(|i| transcript(&session, &format!("e{i}"), &format!("text {i}")))
-        .collect();
+    let events = (0..5).map(|i| transcript(&session, &format!("e{i}"), &format!("text {i}"))).collect();
     let response = app.ingest(&alice, &session, events).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("json");
-    let seqs: Vec<u64> = body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["seq"].as_u64().expect("seq"))
-        .collect();
+    let seqs: Vec<u64> =
+        body["results"].as_array().expect("results").iter().map(|r| r["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, vec![2, 3, 4, 5, 6], "seq 1 is call.session.created");
     assert_eq!(body["headSeq"], 6);
 
     let page = app.replay(&alice, &session, 2, 2).await;
-    let replayed: Vec<u64> = page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect();
+    let replayed: Vec<u64> =
+        page["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
     assert_eq!(replayed, vec![3, 4]);
     assert_eq!(page["diagnostics"]["headSeq"], 6);
     assert_eq!(page["diagnostics"]["hasMore"], true);
     assert_eq!(page["diagnostics"]["nextAfter"], 4);
-    assert!(
-        page["diagnostics"]["epoch"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("ep_"))
-    );
+    assert!(page["diagnostics"]["epoch"].as_str().is_some_and(|e| e.starts_with("ep_")));
     let first = &page["events"][0];
-    for key in [
-        "eventId",
-        "sessionId",
-        "ts",
-        "type",
-        "payload",
-        "schemaVersion",
-        "seq",
-        "position",
-        "recordedAt",
-        "actor",
-    ] {
-        assert!(
-            first.get(key).is_some(),
-            "served event lacks {key}: {first}"
-        );
+    for key in
+        ["eventId", "sessionId", "ts", "type", "payload", "schemaVersion", "seq", "position", "recordedAt", "actor"]
+    {
+        assert!(first.get(key).is_some(), "served event lacks {key}: {first}");
     }
     assert_eq!(first["actor"], json!({"kind": "user", "id": "alice"}));
 }
@@ -66,34 +40,17 @@ async fn repeating_an_event_id_is_idempotent_and_other_content_conflicts() {
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
     let event = transcript(&session, "once", "hello");
-    assert_eq!(
-        app.ingest(&alice, &session, vec![event.clone()])
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.ingest(&alice, &session, vec![event.clone()]).await.status(), StatusCode::OK);
 
-    let again: Value = app
-        .ingest(&alice, &session, vec![event.clone()])
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        again["results"][0],
-        json!({"eventId": "once", "seq": 2, "position": 2, "duplicate": true})
-    );
+    let again: Value = app.ingest(&alice, &session, vec![event.clone()]).await.json().await.expect("json");
+    assert_eq!(again["results"][0], json!({"eventId": "once", "seq": 2, "position": 2, "duplicate": true}));
 
     let mut changed = event.clone();
     changed["payload"]["text"] = json!("goodbye");
     let conflict = app.ingest(&alice, &session, vec![changed]).await;
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(conflict).await, "EVENT_ID_CONFLICT");
-    assert_eq!(
-        app.replay(&alice, &session, 0, 100).await["diagnostics"]["headSeq"],
-        2,
-        "nothing appended"
-    );
+    assert_eq!(app.replay(&alice, &session, 0, 100).await["diagnostics"]["headSeq"], 2, "nothing appended");
 }
 
 #[tokio::test]
@@ -101,21 +58,12 @@ async fn a_batch_is_all_or_nothing() {
     let app = spawn_app().await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    assert_eq!(
-        app.ingest(&alice, &session, vec![transcript(&session, "taken", "a")])
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.ingest(&alice, &session, vec![transcript(&session, "taken", "a")]).await.status(), StatusCode::OK);
 
     // An invalid envelope at index 2: nothing of the batch is appended, and the index is named.
     let mut bad = transcript(&session, "b2", "x");
     bad["payload"]["revision"] = json!(-1);
-    let batch = vec![
-        transcript(&session, "b0", "x"),
-        transcript(&session, "b1", "x"),
-        bad,
-    ];
+    let batch = vec![transcript(&session, "b0", "x"), transcript(&session, "b1", "x"), bad];
     let response = app.ingest(&alice, &session, batch).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.expect("json");
@@ -127,10 +75,7 @@ async fn a_batch_is_all_or_nothing() {
     let mut reused = transcript(&session, "taken", "other text");
     reused["payload"]["segmentId"] = json!("zzz");
     let batch = vec![transcript(&session, "c0", "x"), reused];
-    assert_eq!(
-        app.ingest(&alice, &session, batch).await.status(),
-        StatusCode::CONFLICT
-    );
+    assert_eq!(app.ingest(&alice, &session, batch).await.status(), StatusCode::CONFLICT);
 
     let replay = app.replay(&alice, &session, 0, 100).await;
     assert_eq!(replay["diagnostics"]["headSeq"], 2);
@@ -144,17 +89,9 @@ async fn duplicates_inside_one_batch_point_at_the_first() {
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
     let event = transcript(&session, "twice", "same");
-    let body: Value = app
-        .ingest(&alice, &session, vec![event.clone(), event])
-        .await
-        .json()
-        .await
-        .expect("json");
+    let body: Value = app.ingest(&alice, &session, vec![event.clone(), event]).await.json().await.expect("json");
     assert_eq!(body["results"][0]["duplicate"], false);
-    assert_eq!(
-        body["results"][1],
-        json!({"eventId": "twice", "seq": 2, "position": 2, "duplicate": true})
-    );
+    assert_eq!(body["results"][1], json!({"eventId": "twice", "seq": 2, "position": 2, "duplicate": true}));
 }
 
 #[tokio::test]
@@ -167,33 +104,23 @@ async fn batch_limits_and_session_mismatch_have_codes() {
     assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(empty).await, "BATCH_EMPTY");
 
-    let many = (0..501)
-        .map(|i| transcript(&session, &format!("m{i}"), "x"))
-        .collect();
+    let many = (0..501).map(|i| transcript(&session, &format!("m{i}"), "x")).collect();
     let too_many = app.ingest(&alice, &session, many).await;
     assert_eq!(too_many.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(too_many).await, "BATCH_TOO_LARGE");
 
     let big_text = "x".repeat(9_000);
-    let big = (0..120)
-        .map(|i| transcript(&session, &format!("big{i}"), &big_text))
-        .collect();
+    let big = (0..120).map(|i| transcript(&session, &format!("big{i}"), &big_text)).collect();
     let oversized = app.ingest(&alice, &session, big).await;
     assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(oversized).await, "PAYLOAD_TOO_LARGE");
 
     let other = app.create_session(&alice).await;
-    let mismatch = app
-        .ingest(&alice, &session, vec![transcript(&other, "mm", "x")])
-        .await;
+    let mismatch = app.ingest(&alice, &session, vec![transcript(&other, "mm", "x")]).await;
     assert_eq!(mismatch.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(mismatch).await, "SESSION_MISMATCH");
 
-    assert_eq!(
-        app.replay(&alice, &session, 0, 100).await["diagnostics"]["headSeq"],
-        1,
-        "nothing appended"
-    );
+    assert_eq!(app.replay(&alice, &session, 0, 100).await["diagnostics"]["headSeq"], 1, "nothing appended");
 }
 
 #[tokio::test]
@@ -203,10 +130,7 @@ async fn legacy_keys_are_normalized() {
     let session = app.create_session(&alice).await;
     let legacy = json!({"eventId": "legacy", "sessionId": session, "timestamp": "2026-11-23T10:00:00+02:00",
         "type": "transcript.segment.partial", "payload": {"segmentId": "s", "revision": 0, "text": "he"}, "version": 1});
-    assert_eq!(
-        app.ingest(&alice, &session, vec![legacy]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.ingest(&alice, &session, vec![legacy]).await.status(), StatusCode::OK);
     let stored = &app.replay(&alice, &session, 1, 1).await["events"][0];
     assert_eq!(stored["ts"], "2026-11-23T10:00:00+02:00");
     assert_eq!(stored["schemaVersion"], 1);
@@ -223,32 +147,14 @@ async fn lifecycle_events_through_ingest_follow_the_state_machine() {
                "payload": {"from": from, "to": to}, "schemaVersion": 1})
     };
     let ok = app
-        .ingest(
-            &alice,
-            &session,
-            vec![
-                change("l1", "created", "connecting"),
-                change("l2", "connecting", "active"),
-            ],
-        )
+        .ingest(&alice, &session, vec![change("l1", "created", "connecting"), change("l2", "connecting", "active")])
         .await;
     assert_eq!(ok.status(), StatusCode::OK);
-    let view: Value = app
-        .get(&format!("/v1/call/sessions/{session}"), &alice)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let view: Value = app.get(&format!("/v1/call/sessions/{session}"), &alice).await.json().await.expect("json");
     assert_eq!(view["state"], "active");
     assert_eq!(view["version"], 3);
 
-    let skip = app
-        .ingest(
-            &alice,
-            &session,
-            vec![change("l3", "created", "connecting")],
-        )
-        .await;
+    let skip = app.ingest(&alice, &session, vec![change("l3", "created", "connecting")]).await;
     assert_eq!(skip.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(skip).await, "INVALID_TRANSITION");
 }
@@ -260,18 +166,13 @@ async fn concurrent_producers_get_unique_gapless_seqs() {
     let session = app.create_session(&alice).await;
     let mut tasks = Vec::new();
     for producer in 0..8 {
-        let (client, address, token, session) = (
-            app.client.clone(),
-            app.address.clone(),
-            alice.clone(),
-            session.clone(),
-        );
+        let (client, address, token, session) =
+            (app.client.clone(), app.address.clone(), alice.clone(), session.clone());
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for batch in 0..10 {
-                let events: Vec<Value> = (0..5)
-                    .map(|i| transcript(&session, &format!("p{producer}-b{batch}-{i}"), "x"))
-                    .collect();
+                let events: Vec<Value> =
+                    (0..5).map(|i| transcript(&session, &format!("p{producer}-b{batch}-{i}"), "x")).collect();
                 let response = client
                     .post(format!("{address}/v1/realtime/sessions/{session}/events"))
                     .bearer_auth(&token)
@@ -286,10 +187,7 @@ async fn concurrent_producers_get_unique_gapless_seqs() {
                     .iter()
                     .map(|r| r["seq"].as_u64().expect("seq"))
                     .collect();
-                assert!(
-                    batch_seqs.windows(2).all(|w| w[1] == w[0] + 1),
-                    "a batch is contiguous: {batch_seqs:?}"
-                );
+                assert!(batch_seqs.windows(2).all(|w| w[1] == w[0] + 1), "a batch is contiguous: {batch_seqs:?}");
                 seqs.extend(batch_seqs);
             }
             seqs

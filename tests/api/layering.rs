@@ -14,9 +14,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 fn offending_lines(module: &str, forbidden: &[&str]) -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src")
-        .join(module);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(module);
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     assert!(!files.is_empty(), "no sources under src/{module}");
@@ -24,16 +22,8 @@ fn offending_lines(module: &str, forbidden: &[&str]) -> Vec<String> {
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");
         for (number, line) in text.lines().enumerate() {
-            if forbidden
-                .iter()
-                .any(|crate_name| line.contains(&format!("{crate_name}::")))
-            {
-                offending.push(format!(
-                    "{}:{}: {}",
-                    file.display(),
-                    number + 1,
-                    line.trim()
-                ));
+            if forbidden.iter().any(|crate_name| line.contains(&format!("{crate_name}::"))) {
+                offending.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
             }
         }
     }
@@ -42,18 +32,8 @@ fn offending_lines(module: &str, forbidden: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_domain_does_no_io() {
-    let offending = offending_lines(
-        "domain",
-        &[
-            "actix_web",
-            "actix_ws",
-            "rusqlite",
-            "tokio",
-            "reqwest",
-            "std::fs",
-            "std::net",
-        ],
-    );
+    let offending =
+        offending_lines("domain", &["actix_web", "actix_ws", "rusqlite", "tokio", "reqwest", "std::fs", "std::net"]);
     assert!(offending.is_empty(), "{offending:#?}");
 }
 

@@ -12,18 +12,11 @@ const STATES: [&str; 5] = ["created", "connecting", "active", "ended", "failed"]
 
 fn dump_sessions(path: &std::path::Path) -> Vec<Vec<String>> {
     let conn = rusqlite::Connection::open(path).expect("open");
-    let mut statement = conn
-        .prepare("SELECT * FROM sessions ORDER BY session_id")
-        .expect("prepare");
+    let mut statement = conn.prepare("SELECT * FROM sessions ORDER BY session_id").expect("prepare");
     let columns = statement.column_count();
     statement
         .query_map([], |row| {
-            (0..columns)
-                .map(|i| {
-                    row.get::<_, rusqlite::types::Value>(i)
-                        .map(|v| format!("{v:?}"))
-                })
-                .collect()
+            (0..columns).map(|i| row.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect()
         })
         .expect("query")
         .collect::<Result<_, _>>()
@@ -32,10 +25,7 @@ fn dump_sessions(path: &std::path::Path) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn rebuild_equals_live_after_a_randomized_workload() {
-    let seed: u64 = std::env::var("REBUILD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("REBUILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("REBUILD_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let app = spawn_app().await;
@@ -53,32 +43,23 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         let (session, owner) = sessions[rng.random_range(0..sessions.len())].clone();
         let token = &users[owner];
         let events: Vec<Value> = match roll {
-            10..=59 => (0..rng.random_range(1..20))
-                .map(|i| transcript(&session, &format!("op{op}-{i}"), "words"))
-                .collect(),
+            10..=59 => {
+                (0..rng.random_range(1..20)).map(|i| transcript(&session, &format!("op{op}-{i}"), "words")).collect()
+            }
             60..=69 if !sent.is_empty() => {
                 let (_, _, earlier) = sent[rng.random_range(0..sent.len())].clone();
                 vec![earlier]
             }
             70..=84 => {
-                let (from, to) = (
-                    STATES[rng.random_range(0..5)],
-                    STATES[rng.random_range(0..5)],
-                );
-                vec![
-                    json!({"eventId": format!("op{op}-t"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
-                    "type": "call.session.state_changed", "payload": {"from": from, "to": to}, "schemaVersion": 1}),
-                ]
+                let (from, to) = (STATES[rng.random_range(0..5)], STATES[rng.random_range(0..5)]);
+                vec![json!({"eventId": format!("op{op}-t"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+                    "type": "call.session.state_changed", "payload": {"from": from, "to": to}, "schemaVersion": 1})]
             }
-            85..=89 => vec![
-                json!({"eventId": format!("op{op}-f"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
-                "type": "call.session.failed", "payload": {"code": "RANDOM_FAILURE"}, "schemaVersion": 1}),
-            ],
-            90..=94 => vec![
-                json!({"eventId": format!("op{op}-p"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+            85..=89 => vec![json!({"eventId": format!("op{op}-f"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+                "type": "call.session.failed", "payload": {"code": "RANDOM_FAILURE"}, "schemaVersion": 1})],
+            90..=94 => vec![json!({"eventId": format!("op{op}-p"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
                 "type": "call.session.provider_linked", "payload": {"provider": "livekit", "providerRoomId": format!("room-{op}")},
-                "schemaVersion": 1}),
-            ],
+                "schemaVersion": 1})],
             _ => {
                 let mut bad = transcript(&session, &format!("op{op}-bad"), "x");
                 bad["payload"]["revision"] = json!("not a number");
@@ -90,17 +71,10 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
             accepted += 1;
             sent.extend(events.into_iter().map(|e| (owner, session.clone(), e)));
         } else {
-            assert!(
-                response.status().is_client_error(),
-                "seed {seed}: {}",
-                response.status()
-            );
+            assert!(response.status().is_client_error(), "seed {seed}: {}", response.status());
         }
     }
-    assert!(
-        accepted > 50,
-        "seed {seed}: the workload should mostly succeed"
-    );
+    assert!(accepted > 50, "seed {seed}: the workload should mostly succeed");
 
     let report = callstream::store::verify::verify(&app.database()).expect("verify");
     assert!(report.is_ok(), "seed {seed}: {report:?}");
@@ -119,15 +93,8 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     // The comparison can fail: damage one projection row and it is named.
     rusqlite::Connection::open(&copy)
         .expect("open")
-        .execute(
-            "UPDATE sessions SET state = 'ended' WHERE rowid = (SELECT MIN(rowid) FROM sessions)",
-            [],
-        )
+        .execute("UPDATE sessions SET state = 'ended' WHERE rowid = (SELECT MIN(rowid) FROM sessions)", [])
         .expect("sabotage");
     let differences = callstream::store::projections::diff_against_rebuild(&copy).expect("diff");
-    assert_eq!(
-        differences,
-        vec![("sessions".to_owned(), 2)],
-        "one row differs, counted from both sides"
-    );
+    assert_eq!(differences, vec![("sessions".to_owned(), 2)], "one row differs, counted from both sides");
 }

@@ -8,13 +8,7 @@ use crate::helpers::{error_code, spawn_app};
 async fn a_created_session_is_readable_by_its_owner() {
     let app = spawn_app().await;
     let alice = app.user("alice");
-    let response = app
-        .post(
-            "/v1/call/sessions",
-            &alice,
-            &json!({"title": "Standup", "metadata": {"team": "a"}}),
-        )
-        .await;
+    let response = app.post("/v1/call/sessions", &alice, &json!({"title": "Standup", "metadata": {"team": "a"}})).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let created: Value = response.json().await.expect("json");
     assert_eq!(created["state"], "created");
@@ -23,12 +17,7 @@ async fn a_created_session_is_readable_by_its_owner() {
     let id = created["sessionId"].as_str().expect("id");
     assert!(id.starts_with("cs_"));
 
-    let fetched: Value = app
-        .get(&format!("/v1/call/sessions/{id}"), &alice)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let fetched: Value = app.get(&format!("/v1/call/sessions/{id}"), &alice).await.json().await.expect("json");
     assert_eq!(fetched, created);
 }
 
@@ -71,24 +60,13 @@ async fn concurrent_retries_with_one_key_create_one_session() {
             .bearer_auth(&alice)
             .header("Idempotency-Key", "race")
             .json(&json!({"title": "race"}));
-        tasks.push(tokio::spawn(async move {
-            request
-                .send()
-                .await
-                .expect("send")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }));
+        tasks.push(tokio::spawn(
+            async move { request.send().await.expect("send").json::<Value>().await.expect("json") },
+        ));
     }
     let mut ids = Vec::new();
     for task in tasks {
-        ids.push(
-            task.await.expect("task")["sessionId"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        );
+        ids.push(task.await.expect("task")["sessionId"].as_str().expect("id").to_owned());
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
@@ -103,18 +81,12 @@ async fn sessions_of_others_do_not_exist_for_the_caller() {
     let bob = app.get(&path, &app.user("bob")).await;
     assert_eq!(bob.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(bob).await, "SESSION_NOT_FOUND");
-    let other_tenant = app
-        .get(&path, &app.token("alice", "t2", &[Role::User]))
-        .await;
+    let other_tenant = app.get(&path, &app.token("alice", "t2", &[Role::User])).await;
     assert_eq!(other_tenant.status(), StatusCode::NOT_FOUND);
-    let missing = app
-        .get("/v1/call/sessions/cs_nope", &app.user("alice"))
-        .await;
+    let missing = app.get("/v1/call/sessions/cs_nope", &app.user("alice")).await;
     assert_eq!(error_code(missing).await, "SESSION_NOT_FOUND");
 
-    let operator = app
-        .get(&path, &app.token("ops", "t1", &[Role::Operator]))
-        .await;
+    let operator = app.get(&path, &app.token("ops", "t1", &[Role::Operator])).await;
     assert_eq!(operator.status(), StatusCode::OK);
 }
 
@@ -122,11 +94,7 @@ async fn sessions_of_others_do_not_exist_for_the_caller() {
 async fn bad_create_bodies_are_rejected() {
     let app = spawn_app().await;
     let alice = app.user("alice");
-    for body in [
-        json!({"title": "x".repeat(201)}),
-        json!({"unknown": 1}),
-        json!({"metadata": [1]}),
-    ] {
+    for body in [json!({"title": "x".repeat(201)}), json!({"unknown": 1}), json!({"metadata": [1]})] {
         let response = app.post("/v1/call/sessions", &alice, &body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error_code(response).await, "VALIDATION_FAILED");

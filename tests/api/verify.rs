@@ -10,10 +10,7 @@ fn verify_binary(data_dir: &std::path::Path) -> (bool, String) {
         .env("CALLSTREAM_DATA_DIR", data_dir)
         .output()
         .expect("run verify");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[tokio::test]
@@ -32,15 +29,8 @@ async fn verify_names_the_first_tampered_position() {
     let app = spawn_app().await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let events = (0..6)
-        .map(|i| transcript(&session, &format!("v{i}"), "original"))
-        .collect();
-    assert!(
-        app.ingest(&alice, &session, events)
-            .await
-            .status()
-            .is_success()
-    );
+    let events = (0..6).map(|i| transcript(&session, &format!("v{i}"), "original")).collect();
+    assert!(app.ingest(&alice, &session, events).await.status().is_success());
 
     let (ok, output) = verify_binary(app.data_dir.path());
     assert!(ok, "{output}");

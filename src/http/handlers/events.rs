@@ -21,8 +21,7 @@ pub async fn ingest(
     id: web::Path<String>,
     Json(body): Json<IngestBody>,
 ) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok()
-        .json(events::ingest(&state, &principal, id.into_inner(), body.events).await?))
+    Ok(HttpResponse::Ok().json(events::ingest(&state, &principal, id.into_inner(), body.events).await?))
 }
 
 #[derive(Deserialize)]
@@ -47,6 +46,5 @@ pub async fn replay(
         ));
     }
     let after = query.after.unwrap_or(0);
-    Ok(HttpResponse::Ok()
-        .json(events::replay(&state, &principal, id.into_inner(), after, limit).await?))
+    Ok(HttpResponse::Ok().json(events::replay(&state, &principal, id.into_inner(), after, limit).await?))
 }

@@ -13,9 +13,5 @@ pub async fn live() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let Readiness { ready, checks } = readiness(&state).await;
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

@@ -1,6 +1,7 @@
 pub mod contract;
 pub mod events;
 pub mod health;
+pub mod livekit;
 pub mod sessions;
 
 use actix_web::HttpResponse;
@@ -9,16 +10,10 @@ use crate::error::{AppError, ErrorCode};
 
 /// Unknown routes.
 pub async fn route_not_found() -> Result<HttpResponse, AppError> {
-    Err(AppError::new(
-        ErrorCode::RouteNotFound,
-        "no route matches this path",
-    ))
+    Err(AppError::new(ErrorCode::RouteNotFound, "no route matches this path"))
 }
 
 /// Known routes, wrong method.
 pub async fn method_not_allowed() -> Result<HttpResponse, AppError> {
-    Err(AppError::new(
-        ErrorCode::MethodNotAllowed,
-        "this route does not accept that HTTP method",
-    ))
+    Err(AppError::new(ErrorCode::MethodNotAllowed, "this route does not accept that HTTP method"))
 }

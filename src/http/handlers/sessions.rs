@@ -13,10 +13,7 @@ pub async fn create(
     req: HttpRequest,
     Json(body): Json<sessions::CreateSession>,
 ) -> Result<HttpResponse, AppError> {
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
     let (status, body) = sessions::create(&state, &principal, body, key).await?;
     Ok(HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED)).json(body))
 }
@@ -28,4 +25,42 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(sessions::get(&state, &principal, id.into_inner()).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u64>,
+    cursor: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /v1/call/sessions?limit=&cursor=&state=`
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let ListQuery { limit, cursor, state: state_filter } = query.into_inner();
+    Ok(HttpResponse::Ok().json(sessions::list(&state, &principal, limit, cursor, state_filter).await?))
+}
+
+/// `POST /v1/call/sessions/{id}/state`
+pub async fn transition(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    Json(body): Json<sessions::TransitionRequest>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(sessions::transition(&state, &principal, id.into_inner(), body).await?))
+}
+
+/// `POST /v1/call/sessions/{id}/provider`
+pub async fn link_provider(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    Json(body): Json<sessions::ProviderRequest>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(sessions::link_provider(&state, &principal, id.into_inner(), body).await?))
 }
