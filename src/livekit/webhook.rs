@@ -114,8 +114,10 @@ fn payload(fields: &[(&str, Option<String>)]) -> Value {
 }
 
 /// Map a track type as LiveKit sends it (`AUDIO`, `VIDEO`, `DATA` or the enum number) to ours.
+/// protobuf JSON leaves out enum defaults, so a track without `type` is `AUDIO` (0).
 fn track_kind(value: Option<&Value>) -> Option<String> {
-    let kind = match value? {
+    let kind = match value.unwrap_or(&Value::Null) {
+        Value::Null => "audio".into(),
         Value::String(s) => s.to_ascii_lowercase(),
         Value::Number(n) => match n.as_u64()? {
             0 => "audio".into(),
@@ -166,7 +168,7 @@ pub fn translate(webhook: &Webhook) -> Option<Translation> {
         "track_published" | "track_unpublished" => {
             let mut fields = payload(&[("trackSid", text(b, "/track/sid")), ("participantId", participant())]);
             if webhook.event == "track_published" {
-                if let Some(kind) = track_kind(b.pointer("/track/type")) {
+                if let Some(kind) = b.pointer("/track").and_then(|_| track_kind(b.pointer("/track/type"))) {
                     fields["kind"] = json!(kind);
                 }
                 if let Some(source) = text(b, "/track/source") {

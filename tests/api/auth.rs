@@ -57,6 +57,22 @@ async fn every_route_enforces_the_auth_matrix() {
         },
         Route { method: Method::GET, path: format!("/v1/realtime/sessions/{session}/events"), body: None },
         Route { method: Method::GET, path: "/v1/contract".into(), body: None },
+        Route { method: Method::GET, path: "/v1/call/sessions".into(), body: None },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/call/sessions/{session}/state"),
+            body: Some(json!({"to": "connecting"})),
+        },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/call/sessions/{session}/provider"),
+            body: Some(json!({"provider": "livekit", "providerRoomId": "r"})),
+        },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/call/sessions/{session}/livekit-token"),
+            body: Some(json!({})),
+        },
     ];
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
@@ -115,6 +131,14 @@ async fn every_route_enforces_the_auth_matrix() {
         (&routes[3], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[3], &operator, StatusCode::OK, None),
         (&routes[4], &other_tenant, StatusCode::OK, None),
+        (&routes[5], &other_tenant, StatusCode::OK, None),
+        (&routes[5], &operator, StatusCode::OK, None),
+        (&routes[6], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[6], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[7], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[7], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[8], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[8], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
     ];
     for (route, token, status, code) in expectations {
         let response = call(&app, route, Some(token)).await;

@@ -7,6 +7,8 @@ mod helpers;
 mod http_edges;
 mod ingest;
 mod layering;
+mod lifecycle;
+mod livekit;
 mod rebuild;
 mod sessions;
 mod verify;

@@ -57,7 +57,14 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
             }
             85..=89 => vec![json!({"eventId": format!("op{op}-f"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
                 "type": "call.session.failed", "payload": {"code": "RANDOM_FAILURE"}, "schemaVersion": 1})],
-            90..=94 => vec![json!({"eventId": format!("op{op}-p"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+            90..=92 => {
+                let (participant, sid) =
+                    (format!("p{}", rng.random_range(0..3)), format!("PA_{}", rng.random_range(0..3)));
+                let event_type = if rng.random_bool(0.5) { "call.participant.joined" } else { "call.participant.left" };
+                vec![json!({"eventId": format!("op{op}-pj"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+                    "type": event_type, "payload": {"participantId": participant, "participantSid": sid}, "schemaVersion": 1})]
+            }
+            93..=94 => vec![json!({"eventId": format!("op{op}-p"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
                 "type": "call.session.provider_linked", "payload": {"provider": "livekit", "providerRoomId": format!("room-{op}")},
                 "schemaVersion": 1})],
             _ => {
