@@ -175,13 +175,13 @@ pub async fn list(
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(AppError::new(ErrorCode::QueryInvalid, format!("`limit` must be between 1 and {MAX_LIST_LIMIT}")));
     }
-    if let Some(filter) = &state_filter {
-        if SessionState::parse(filter).is_none() {
-            return Err(AppError::new(
-                ErrorCode::QueryInvalid,
-                "`state` must be one of created, connecting, active, ended, failed",
-            ));
-        }
+    if let Some(filter) = &state_filter
+        && SessionState::parse(filter).is_none()
+    {
+        return Err(AppError::new(
+            ErrorCode::QueryInvalid,
+            "`state` must be one of created, connecting, active, ended, failed",
+        ));
     }
     let before_position = cursor.as_deref().map(decode_cursor).transpose()?;
     let tenant_wide = principal.has(Role::Operator) || principal.has(Role::Service);

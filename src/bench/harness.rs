@@ -8,10 +8,15 @@ use std::time::Duration;
 use crate::config::{JwtConfig, Secret};
 use crate::domain::principal::Role;
 
+const BENCH_LIVEKIT_KEY: &str = "bench-key";
+
 pub struct ChildServer {
     child: Child,
     pub address: String,
     pub data_dir: PathBuf,
+    /// The LiveKit key and the secret every secret variable is set to.
+    pub livekit_key: String,
+    pub secret: String,
     jwt: JwtConfig,
 }
 
@@ -36,7 +41,7 @@ impl ChildServer {
             .env("CALLSTREAM_JWT_AUDIENCE", &jwt.audience)
             .env("CALLSTREAM_RESUME_SECRET", &secret)
             .env("CALLSTREAM_METER_SIGNING_KEYS", format!("bench:{secret}"))
-            .env("LIVEKIT_API_KEY", "bench-key")
+            .env("LIVEKIT_API_KEY", BENCH_LIVEKIT_KEY)
             .env("LIVEKIT_API_SECRET", &secret)
             .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
             .env("CALLSTREAM_DURABILITY", durability)
@@ -45,7 +50,14 @@ impl ChildServer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start callstream serve: {e}"))?;
-        let server = ChildServer { child, address: format!("http://127.0.0.1:{port}"), data_dir, jwt };
+        let server = ChildServer {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            livekit_key: BENCH_LIVEKIT_KEY.to_owned(),
+            secret,
+            jwt,
+        };
         let client = reqwest::Client::new();
         for _ in 0..1000 {
             if let Ok(response) = client.get(format!("{}/health/ready", server.address)).send().await
