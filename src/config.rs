@@ -75,6 +75,22 @@ pub struct Config {
     pub livekit_token_ttl_secs: u64,
     /// How long a stored Idempotency-Key answer is replayed before the key may be reused.
     pub idempotency_retention_secs: u64,
+    pub realtime: RealtimeConfig,
+}
+
+/// WebSocket behaviour (docs/realtime.md).
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// How long after a disconnect a resume token stays valid.
+    pub reconnect_window_secs: u64,
+    /// Server ping interval.
+    pub heartbeat_secs: u64,
+    /// Silence after which the server closes a connection (4002).
+    pub idle_timeout_secs: u64,
+    /// A send blocked longer than this marks a slow consumer (4008).
+    pub send_timeout_ms: u64,
+    /// Unsent events behind head beyond which a connection is a slow consumer (4008).
+    pub max_lag: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +208,13 @@ impl Config {
             bounded(&get, "CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS", 600, 60, MAX_LIVEKIT_TOKEN_TTL_SECS)?;
         let idempotency_retention_secs =
             bounded(&get, "CALLSTREAM_IDEMPOTENCY_RETENTION_SECS", 86_400, 60, 30 * 86_400)?;
+        let realtime = RealtimeConfig {
+            reconnect_window_secs: bounded(&get, "CALLSTREAM_RECONNECT_WINDOW_SECS", 120, 1, 86_400)?,
+            heartbeat_secs: bounded(&get, "CALLSTREAM_WS_HEARTBEAT_SECS", 15, 1, 300)?,
+            idle_timeout_secs: bounded(&get, "CALLSTREAM_WS_IDLE_TIMEOUT_SECS", 30, 2, 600)?,
+            send_timeout_ms: bounded(&get, "CALLSTREAM_WS_SEND_TIMEOUT_MS", 5000, 10, 60_000)?,
+            max_lag: bounded(&get, "CALLSTREAM_WS_MAX_LAG", 10_000, 10, 10_000_000)?,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -203,6 +226,7 @@ impl Config {
             webhook_tolerance_secs,
             livekit_token_ttl_secs,
             idempotency_retention_secs,
+            realtime,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod livekit;
+pub mod realtime;
 pub mod store;
 pub mod telemetry;
 
@@ -43,7 +44,10 @@ impl Application {
     ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
         let port = listener.local_addr()?.port();
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
-        let state = AppState { store, config: Arc::new(config) };
+        let hub = realtime::hub::Hub::default();
+        let state = AppState { store: store.clone(), config: Arc::new(config), hub: hub.clone() };
+        let commits = store.writer.subscribe();
+        tokio::spawn(hub.run(store, commits));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -60,6 +64,10 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     pub fn state(&self) -> &AppState {

@@ -4,7 +4,9 @@ pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
+pub mod realtime;
 pub mod sessions;
+pub mod transcripts;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub hub: crate::realtime::hub::Hub,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

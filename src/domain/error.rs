@@ -70,6 +70,13 @@ error_codes! {
     ProviderCorrelationImmutable = "PROVIDER_CORRELATION_IMMUTABLE" => (409, "session", "Provider correlation cannot change once the session is active."),
     SessionTerminated = "SESSION_TERMINATED" => (410, "session", "The session has ended or failed; it accepts no new connections or tokens."),
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => (409, "session", "The Idempotency-Key was already used with a different request body."),
+    // Realtime
+    WsFrameInvalid = "WS_FRAME_INVALID" => (400, "realtime", "A WebSocket frame is not valid JSON or not a known `op` with the right fields; the connection stays open."),
+    WsUpgradeRequired = "WS_UPGRADE_REQUIRED" => (426, "realtime", "The WebSocket route was called without a WebSocket upgrade."),
+    AckBeyondHead = "ACK_BEYOND_HEAD" => (400, "realtime", "An ack names a seq the session has not reached."),
+    ResumeTokenInvalid = "RESUME_TOKEN_INVALID" => (401, "realtime", "The resume token is malformed, forged, for another session or caller, or already used."),
+    ResumeWindowExpired = "RESUME_WINDOW_EXPIRED" => (410, "realtime", "The reconnect window after the disconnect has passed; open a new connection."),
+    EpochChanged = "EPOCH_CHANGED" => (409, "realtime", "The resume token belongs to another database history (epoch); reload from scratch."),
     // LiveKit webhooks
     WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => (401, "webhook", "The webhook's Authorization JWT is missing, malformed, signed with another key, or its sha256 claim does not match the raw body."),
     WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),

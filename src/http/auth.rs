@@ -57,6 +57,11 @@ pub fn mint(config: &JwtConfig, sub: &str, tenant: &str, roles: &[Role], ttl_sec
 
 /// Verify a bearer token and turn its claims into a principal.
 pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppError> {
+    authenticate_with_expiry(config, token).map(|(principal, _)| principal)
+}
+
+/// As `authenticate`, also returning the token's `exp` (Unix seconds), for long-lived connections.
+pub fn authenticate_with_expiry(config: &JwtConfig, token: &str) -> Result<(Principal, i64), AppError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&[&config.issuer]);
     validation.set_audience(&[&config.audience]);
@@ -88,7 +93,7 @@ pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppErr
     if roles.is_empty() {
         return Err(invalid("the token carries no roles"));
     }
-    Ok(Principal { user_id, tenant_id, roles })
+    Ok((Principal { user_id, tenant_id, roles }, claims.exp))
 }
 
 fn invalid(message: &str) -> AppError {

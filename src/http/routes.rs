@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use super::body::BodyLimit;
-use super::handlers::{self, contract, events, health, livekit, sessions};
+use super::handlers::{self, contract, events, health, livekit, realtime, sessions};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
@@ -35,6 +35,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/call/sessions/{id}/state").route(web::post().to(sessions::transition)))
         .service(resource("/v1/call/sessions/{id}/provider").route(web::post().to(sessions::link_provider)))
         .service(resource("/v1/call/sessions/{id}/livekit-token").route(web::post().to(livekit::token)))
+        .service(resource("/v1/call/sessions/{id}/reconnect").route(web::post().to(realtime::reconnect)))
+        .service(resource("/v1/realtime/sessions/{id}/ws").route(web::get().to(realtime::connect)))
+        .service(resource("/v1/realtime/sessions/{id}/transcript").route(web::get().to(realtime::transcript)))
+        .service(resource("/v1/realtime/sessions/{id}/transcript-snapshots").route(web::get().to(realtime::snapshots)))
+        .service(
+            resource("/v1/realtime/sessions/{id}/transcript-snapshots/compact")
+                .route(web::post().to(realtime::compact)),
+        )
         .service(
             resource("/v1/webhooks/livekit")
                 .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))

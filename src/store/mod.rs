@@ -5,6 +5,7 @@ pub mod log;
 pub mod projections;
 pub mod queries;
 mod schema;
+pub mod snapshots;
 pub mod verify;
 pub mod writer;
 
@@ -55,6 +56,9 @@ pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connectio
     schema::migrations().to_latest(&mut conn)?;
     let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
+    // Sockets do not survive a restart: their reconnect windows start now.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now])?;
     if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
         let replayed = projections::rebuild(&mut conn)?;
         tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::log::{self, StoredEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 2;
+pub const PROJECTION_VERSION: i64 = 3;
 
 /// Derived tables, in the order they are compared.
-pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings"];
+pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings", "transcript_segments"];
 
 const DDL: &str = r#"
 CREATE TABLE sessions (
@@ -69,6 +69,28 @@ CREATE TABLE session_recordings (
     ended_at     TEXT,
     PRIMARY KEY (session_id, recording_id)
 ) STRICT;
+
+-- The current transcript: per segment, the winning event by (kind rank, revision):
+-- partial 0 < final 1 < edited 2, then the higher revision. Ties keep the first.
+CREATE TABLE transcript_segments (
+    session_id  TEXT NOT NULL,
+    segment_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    kind_rank   INTEGER NOT NULL,
+    revision    INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    speaker     TEXT,
+    start_ms    INTEGER,
+    end_ms      INTEGER,
+    confidence  REAL,
+    language    TEXT,
+    edited_by   TEXT,
+    first_seq   INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (session_id, segment_id)
+) STRICT;
+CREATE INDEX transcript_segments_in_order ON transcript_segments (session_id, start_ms, first_seq);
 "#;
 
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
@@ -262,9 +284,57 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
                 event.recorded_at,
             ])?;
         }
+        "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited" => {
+            apply_transcript(conn, event)?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+fn apply_transcript(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+    let payload = event.payload_json();
+    let (kind, rank) = transcript_kind(&event.event_type);
+    let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
+    let int = |key: &str| payload.get(key).and_then(Value::as_i64);
+    conn.prepare_cached(
+        "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, text, speaker, \
+         start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?3, ?14) \
+         ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
+         kind_rank = excluded.kind_rank, revision = excluded.revision, text = excluded.text, \
+         speaker = COALESCE(excluded.speaker, speaker), start_ms = COALESCE(excluded.start_ms, start_ms), \
+         end_ms = COALESCE(excluded.end_ms, end_ms), confidence = COALESCE(excluded.confidence, confidence), \
+         language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
+         updated_at = excluded.updated_at \
+         WHERE (excluded.kind_rank, excluded.revision) > (kind_rank, revision)",
+    )?
+    .execute(params![
+        event.stream_id,
+        text("segmentId"),
+        event.seq,
+        kind,
+        rank,
+        int("revision").unwrap_or(0),
+        text("text").unwrap_or_default(),
+        text("speaker"),
+        int("startMs"),
+        int("endMs"),
+        payload.get("confidence").and_then(Value::as_f64),
+        text("language"),
+        text("editedBy"),
+        event.recorded_at,
+    ])?;
+    Ok(())
+}
+
+/// `(kind, rank)` of a transcript event type: an edit beats a final beats a partial.
+pub fn transcript_kind(event_type: &str) -> (&'static str, i64) {
+    match event_type {
+        "transcript.segment.edited" => ("edited", 2),
+        "transcript.segment.final" => ("final", 1),
+        _ => ("partial", 0),
+    }
 }
 
 /// Replay the whole log (read through `source`) into the projection tables of `target`.

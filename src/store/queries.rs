@@ -276,3 +276,165 @@ pub enum Retained {
     IdempotencyKeys,
     WebhookReceipts,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub tenant_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub acked_seq: u64,
+    pub generation: u64,
+    pub disconnected_at: Option<String>,
+}
+
+pub fn connection(conn: &Connection, connection_id: &str) -> rusqlite::Result<Option<ConnectionRecord>> {
+    conn.prepare_cached(
+        "SELECT connection_id, tenant_id, session_id, user_id, acked_seq, generation, disconnected_at \
+         FROM ws_connections WHERE connection_id = ?1",
+    )?
+    .query_row([connection_id], |row| {
+        Ok(ConnectionRecord {
+            connection_id: row.get(0)?,
+            tenant_id: row.get(1)?,
+            session_id: row.get(2)?,
+            user_id: row.get(3)?,
+            acked_seq: row.get(4)?,
+            generation: row.get(5)?,
+            disconnected_at: row.get(6)?,
+        })
+    })
+    .optional()
+}
+
+pub fn insert_connection(conn: &Connection, record: &ConnectionRecord, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ws_connections (connection_id, tenant_id, session_id, user_id, acked_seq, generation, created_at, connected_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(rusqlite::params![
+        record.connection_id,
+        record.tenant_id,
+        record.session_id,
+        record.user_id,
+        record.acked_seq,
+        record.generation,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Rotate the resume generation if it is still `expected`; false when another resume won.
+pub fn rotate_connection(conn: &Connection, connection_id: &str, expected: u64, now: &str) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE ws_connections SET generation = generation + 1, connected_at = ?3, disconnected_at = NULL \
+             WHERE connection_id = ?1 AND generation = ?2",
+        )?
+        .execute(rusqlite::params![connection_id, expected, now])?;
+    Ok(changed == 1)
+}
+
+/// Monotonic checkpoint: lower or repeated acks change nothing.
+pub fn record_ack(conn: &Connection, connection_id: &str, seq: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE ws_connections SET acked_seq = ?2 WHERE connection_id = ?1 AND acked_seq < ?2")?
+        .execute(rusqlite::params![connection_id, seq])?;
+    Ok(())
+}
+
+/// Mark a socket gone, unless a newer resume already took the connection over.
+pub fn mark_disconnected(conn: &Connection, connection_id: &str, generation: u64, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE ws_connections SET disconnected_at = ?3 WHERE connection_id = ?1 AND generation = ?2 AND disconnected_at IS NULL",
+    )?
+    .execute(rusqlite::params![connection_id, generation, now])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRecord {
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub speaker: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub confidence: Option<f64>,
+    pub language: Option<String>,
+    pub edited_by: Option<String>,
+    pub updated_at: String,
+}
+
+/// The current transcript, in speaking order (start time, then first appearance).
+pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<SegmentRecord>> {
+    conn.prepare_cached(
+        "SELECT segment_id, seq, kind, revision, text, speaker, start_ms, end_ms, confidence, language, edited_by, updated_at \
+         FROM transcript_segments WHERE session_id = ?1 ORDER BY start_ms IS NULL, start_ms, first_seq",
+    )?
+    .query_map([session_id], |row| {
+        Ok(SegmentRecord {
+            segment_id: row.get(0)?,
+            seq: row.get(1)?,
+            kind: row.get(2)?,
+            revision: row.get(3)?,
+            text: row.get(4)?,
+            speaker: row.get(5)?,
+            start_ms: row.get(6)?,
+            end_ms: row.get(7)?,
+            confidence: row.get(8)?,
+            language: row.get(9)?,
+            edited_by: row.get(10)?,
+            updated_at: row.get(11)?,
+        })
+    })?
+    .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    pub snapshot_id: u64,
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub recorded_at: String,
+    pub current: bool,
+}
+
+pub fn transcript_snapshots(
+    conn: &Connection,
+    session_id: &str,
+    after_id: u64,
+    limit: u64,
+) -> rusqlite::Result<Vec<SnapshotRecord>> {
+    conn.prepare_cached(
+        "SELECT t.snapshot_id, t.segment_id, t.seq, t.kind, t.revision, t.text, t.recorded_at, \
+         EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) \
+         FROM transcript_snapshots t WHERE t.session_id = ?1 AND t.snapshot_id > ?2 ORDER BY t.snapshot_id LIMIT ?3",
+    )?
+    .query_map(rusqlite::params![session_id, after_id, limit], |row| {
+        Ok(SnapshotRecord {
+            snapshot_id: row.get(0)?,
+            segment_id: row.get(1)?,
+            seq: row.get(2)?,
+            kind: row.get(3)?,
+            revision: row.get(4)?,
+            text: row.get(5)?,
+            recorded_at: row.get(6)?,
+            current: row.get(7)?,
+        })
+    })?
+    .collect()
+}
+
+/// `(snapshots, superseded)` of a session.
+pub fn snapshot_stats(conn: &Connection, session_id: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached(
+        "SELECT COUNT(*), COALESCE(SUM(NOT EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
+         AND s.segment_id = t.segment_id AND s.seq = t.seq)), 0) FROM transcript_snapshots t WHERE t.session_id = ?1",
+    )?
+    .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
+}

@@ -69,6 +69,37 @@ CREATE TABLE webhook_receipts (
 CREATE INDEX webhook_receipts_by_age ON webhook_receipts (received_at);
 "#,
         ),
+        M::up(
+            r#"
+-- Realtime connections: the server-side checkpoint (acked seq) and the resume token generation.
+CREATE TABLE ws_connections (
+    connection_id   TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL,
+    session_id      TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    acked_seq       INTEGER NOT NULL DEFAULT 0,
+    generation      INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    connected_at    TEXT NOT NULL,
+    disconnected_at TEXT
+) STRICT;
+CREATE INDEX ws_connections_by_session ON ws_connections (session_id);
+
+-- Append-only history of transcript changes (one row per event that changed a segment's current
+-- text). Retention compaction deletes superseded rows; events are never touched.
+CREATE TABLE transcript_snapshots (
+    snapshot_id INTEGER PRIMARY KEY,
+    session_id  TEXT NOT NULL,
+    segment_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX transcript_snapshots_by_session ON transcript_snapshots (session_id, seq);
+"#,
+        ),
     ])
 }
 

@@ -18,10 +18,11 @@ const MAX_GROUP: usize = 1024;
 /// Commands waiting for the writer before callers are told to back off.
 pub const QUEUE_CAPACITY: usize = 8192;
 
-/// A committed append, broadcast after COMMIT so realtime fan-out can catch up from the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one group commit appended: the new head seq of every stream it touched. Broadcast after
+/// COMMIT — keys, not payloads: subscribers catch up from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
-    pub position: u64,
+    pub heads: Arc<Vec<(String, u64)>>,
 }
 
 type Completion = Box<dyn FnOnce(bool) + Send>;
@@ -39,6 +40,8 @@ pub struct WriteTx<'a> {
     conn: &'a Connection,
     tip: Tip,
     recorded_at: String,
+    /// Streams this command appended to, with their new heads.
+    heads: Vec<(String, u64)>,
 }
 
 /// The outcome of appending one event.
@@ -110,6 +113,13 @@ impl WriteTx<'_> {
             }
         }
         projections::apply(self.conn, &stored)?;
+        super::snapshots::record_live(self.conn, &stored)?;
+        if let Some(last) = stored.last() {
+            match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {
+                Some(entry) => entry.1 = last.seq,
+                None => self.heads.push((stream_id.to_owned(), last.seq)),
+            }
+        }
         Ok((outcomes, stored))
     }
 
@@ -254,6 +264,7 @@ impl WriterLoop {
         let size = group.len() as u64;
         let start_tip = self.tip;
         let mut completions = Vec::with_capacity(group.len());
+        let mut heads: Vec<(String, u64)> = Vec::new();
         let committed = match self.conn.execute_batch("BEGIN IMMEDIATE") {
             Err(err) => {
                 tracing::error!(error = %err, "writer could not begin a transaction");
@@ -267,9 +278,15 @@ impl WriterLoop {
                 let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let mut healthy = true;
                 for job in group {
-                    let (completion, settled) = self.run_job(job, &recorded_at);
+                    let (completion, settled, job_heads) = self.run_job(job, &recorded_at);
                     healthy &= settled;
                     completions.push(completion);
+                    for (stream, head) in job_heads {
+                        match heads.iter_mut().find(|(s, _)| *s == stream) {
+                            Some(entry) => entry.1 = entry.1.max(head),
+                            None => heads.push((stream, head)),
+                        }
+                    }
                 }
                 let commit =
                     if healthy { self.conn.execute_batch("COMMIT") } else { Err(rusqlite::Error::InvalidQuery) };
@@ -289,7 +306,6 @@ impl WriterLoop {
                 Err(_) => start_tip,
             };
         }
-        let end = self.tip.position;
         for completion in completions {
             completion(committed);
         }
@@ -297,19 +313,21 @@ impl WriterLoop {
             self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
             self.stats.commands_committed.fetch_add(size, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
-            if end > start_tip.position {
-                let _ = self.appended.send(Appended { position: end });
+            if !heads.is_empty() {
+                let _ = self.appended.send(Appended { heads: Arc::new(heads) });
             }
         }
     }
 
     /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
-    fn run_job(&mut self, job: Job, recorded_at: &str) -> (Completion, bool) {
+    fn run_job(&mut self, job: Job, recorded_at: &str) -> (Completion, bool, Vec<(String, u64)>) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
-        let mut tx = WriteTx { conn: &self.conn, tip: self.tip, recorded_at: recorded_at.to_owned() };
+        let mut tx =
+            WriteTx { conn: &self.conn, tip: self.tip, recorded_at: recorded_at.to_owned(), heads: Vec::new() };
         let (ok, completion) = job(&mut tx);
         let tip_after = tx.tip;
+        let heads = if ok { tx.heads } else { Vec::new() };
         let settled = opened.and_then(|()| {
             if ok {
                 self.conn.execute_batch("RELEASE command")
@@ -322,11 +340,11 @@ impl WriterLoop {
                 if ok {
                     self.tip = tip_after;
                 }
-                (completion, true)
+                (completion, true, heads)
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not settle a command's savepoint");
-                (completion, false)
+                (completion, false, Vec::new())
             }
         }
     }

@@ -37,7 +37,14 @@ pub fn test_env(data_dir: &std::path::Path) -> HashMap<&'static str, String> {
 }
 
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    let env = test_env(data_dir);
+    test_config_with(data_dir, &[])
+}
+
+pub fn test_config_with(data_dir: &std::path::Path, overrides: &[(&'static str, &str)]) -> Config {
+    let mut env = test_env(data_dir);
+    for (name, value) in overrides {
+        env.insert(name, (*value).to_owned());
+    }
     Config::load(|name| env.get(name).cloned(), None).expect("test config is valid")
 }
 
@@ -46,6 +53,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub data_dir: tempfile::TempDir,
+    pub server: actix_web::dev::ServerHandle,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -55,16 +63,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// Start a server on an existing data dir (e.g. to test a restart).
 pub async fn spawn_app_in(data_dir: tempfile::TempDir) -> TestApp {
+    spawn_configured(data_dir, &[]).await
+}
+
+/// Start a server with some variables overridden.
+pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
+    spawn_configured(tempfile::tempdir().expect("temp dir"), overrides).await
+}
+
+async fn spawn_configured(data_dir: tempfile::TempDir, overrides: &[(&'static str, &str)]) -> TestApp {
     LazyLock::force(&TRACING);
-    let config = test_config(data_dir.path());
+    let config = test_config_with(data_dir.path(), overrides);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app = callstream::Application::build_with_listener(config.clone(), listener).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let server = app.server_handle();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), config, data_dir }
+    TestApp { address, client: reqwest::Client::new(), config, data_dir, server }
 }
 
 impl TestApp {
+    /// Stop the server gracefully and hand back its data dir.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.stop(true).await;
+        self.data_dir
+    }
+
     pub fn database(&self) -> PathBuf {
         self.config.database_path()
     }

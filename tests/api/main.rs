@@ -9,6 +9,8 @@ mod ingest;
 mod layering;
 mod lifecycle;
 mod livekit;
+mod realtime;
 mod rebuild;
 mod sessions;
 mod verify;
+mod ws;

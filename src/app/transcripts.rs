@@ -1,0 +1,111 @@
+//! The transcript of a session, its snapshot history, and retention compaction.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::sessions::visible_session;
+use crate::domain::principal::{Ownership, Principal};
+use crate::error::{AppError, ErrorCode};
+use crate::store::{queries, snapshots};
+
+/// `GET /v1/realtime/sessions/{id}/transcript`: the winning revision of every segment.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn transcript(state: &AppState, principal: &Principal, session_id: String) -> Result<Value, AppError> {
+    visible_session(state, principal, session_id.clone()).await?;
+    let (segments, head) = state
+        .store
+        .read(move |conn| Ok((queries::transcript(conn, &session_id)?, queries::stream_head(conn, &session_id)?)))
+        .await?;
+    let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+    let segments: Vec<Value> = segments
+        .into_iter()
+        .map(|s| {
+            json!({
+                "segmentId": s.segment_id, "seq": s.seq, "kind": s.kind, "revision": s.revision, "text": s.text,
+                "speaker": s.speaker, "startMs": s.start_ms, "endMs": s.end_ms, "confidence": s.confidence,
+                "language": s.language, "editedBy": s.edited_by, "updatedAt": s.updated_at,
+            })
+        })
+        .collect();
+    Ok(json!({ "segments": segments, "text": text, "headSeq": head, "epoch": state.store.epoch() }))
+}
+
+pub const MAX_SNAPSHOT_LIMIT: u64 = 1000;
+
+/// `GET /v1/realtime/sessions/{id}/transcript-snapshots?after=&limit=`.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn snapshots(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    after: u64,
+    limit: u64,
+) -> Result<Value, AppError> {
+    if !(1..=MAX_SNAPSHOT_LIMIT).contains(&limit) {
+        return Err(AppError::new(
+            ErrorCode::QueryInvalid,
+            format!("`limit` must be between 1 and {MAX_SNAPSHOT_LIMIT}"),
+        ));
+    }
+    visible_session(state, principal, session_id.clone()).await?;
+    let (rows, (total, superseded)) = state
+        .store
+        .read(move |conn| {
+            Ok((
+                queries::transcript_snapshots(conn, &session_id, after, limit)?,
+                queries::snapshot_stats(conn, &session_id)?,
+            ))
+        })
+        .await?;
+    let next_after = rows.last().map(|r| r.snapshot_id);
+    let snapshots: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "snapshotId": r.snapshot_id, "segmentId": r.segment_id, "seq": r.seq, "kind": r.kind,
+                "revision": r.revision, "text": r.text, "recordedAt": r.recorded_at, "current": r.current,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "snapshots": snapshots,
+        "nextAfter": next_after,
+        "stats": { "snapshots": total, "superseded": superseded, "current": total - superseded },
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompactRequest {
+    /// Only superseded snapshots recorded at least this long ago are deleted (default 0: all).
+    pub older_than_secs: Option<u64>,
+}
+
+/// `POST /v1/realtime/sessions/{id}/transcript-snapshots/compact`: delete superseded snapshots,
+/// never events and never a segment's current snapshot. Owner, operator or service.
+#[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
+pub async fn compact(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+    request: CompactRequest,
+) -> Result<Value, AppError> {
+    let record = visible_session(state, principal, session_id.clone()).await?;
+    principal.session_access(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id }).map_err(|_| {
+        AppError::new(ErrorCode::ForbiddenRole, "your roles do not allow compacting this session's snapshots")
+    })?;
+    let older_than = chrono::Duration::seconds(request.older_than_secs.unwrap_or(0).min(10 * 365 * 86_400) as i64);
+    let stats = state
+        .store
+        .writer
+        .execute(move |tx| {
+            let now = chrono::DateTime::parse_from_rfc3339(tx.recorded_at()).map_err(AppError::internal)?;
+            // Strictly before the cutoff; a zero age covers everything recorded up to now.
+            let before = (now - older_than + chrono::Duration::milliseconds(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            Ok(snapshots::compact(tx.conn(), &session_id, &before)?)
+        })
+        .await?;
+    Ok(json!({ "examined": stats.examined, "deleted": stats.deleted, "kept": stats.kept }))
+}

@@ -1,0 +1,272 @@
+//! One WebSocket connection: welcome, replay from the checkpoint, live events from the store as
+//! the session's head moves, acks, publishes, token refresh, heartbeats and the close codes.
+//!
+//! There is one cursor, `last_sent`: replay and live traffic are the same loop reading
+//! `seq > last_sent` from the store, so they merge with no gap, no duplicate and no reordering.
+
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage as Message, AggregatedMessageStream, CloseCode, CloseReason};
+use rand::Rng;
+use serde_json::Value;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::protocol::{ClientFrame, ServerFrame, close, parse_client_frame};
+use crate::app::AppState;
+use crate::app::events::{append_checked, parse_batch};
+use crate::app::realtime::{self, Opened};
+use crate::domain::principal::Principal;
+use crate::error::{AppError, ErrorCode};
+use crate::store::queries;
+
+/// Events read from the store per round trip while catching up.
+const CATCH_UP_CHUNK: u64 = 256;
+/// Largest client frame accepted (a publish carries one envelope).
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+pub struct Connection {
+    state: AppState,
+    principal: Principal,
+    opened: Opened,
+    /// Unix seconds when the caller's bearer token expires.
+    token_expires_at: i64,
+    last_sent: u64,
+    acked: u64,
+}
+
+/// Why the loop ended: a close frame to send (code, reason) or the peer is already gone.
+enum Ending {
+    Close(u16, String),
+    Gone,
+}
+
+/// A close reason with a retry hint, so clients back off with jitter instead of stampeding.
+fn hint(reason: &str, resumable: bool) -> String {
+    if !resumable {
+        return format!(r#"{{"reason":"{reason}","resumable":false}}"#);
+    }
+    let retry_after_ms = rand::rng().random_range(250..2_250);
+    format!(r#"{{"reason":"{reason}","resumable":true,"retryAfterMs":{retry_after_ms}}}"#)
+}
+
+fn is_terminal_event(event: &crate::store::log::StoredEvent) -> bool {
+    event.event_type == "call.session.failed"
+        || (event.event_type == "call.session.state_changed"
+            && event.payload_json().get("to").and_then(Value::as_str) == Some("ended"))
+}
+
+impl Connection {
+    pub fn new(state: AppState, principal: Principal, token_expires_at: i64, opened: Opened) -> Connection {
+        let start = opened.replay_from;
+        Connection { state, principal, opened, token_expires_at, last_sent: start, acked: start }
+    }
+
+    pub async fn run(mut self, mut socket: actix_ws::Session, mut incoming: AggregatedMessageStream) {
+        let connection_id = self.opened.connection_id.clone();
+        let (registration, mut superseded) = self.state.hub.register(&connection_id);
+        let mut heads = self.state.hub.watch(&self.opened.session_id);
+        let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads).await;
+        self.state.hub.unregister(&connection_id, registration);
+        if let Ending::Close(code, reason) = ending {
+            let close = socket.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(reason) }));
+            let _ = timeout(Duration::from_millis(500), close).await;
+        }
+        if let Err(err) = realtime::disconnected(&self.state, connection_id, self.opened.generation).await {
+            tracing::warn!(error = %err, "could not record a disconnect");
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut actix_ws::Session,
+        incoming: &mut AggregatedMessageStream,
+        superseded: &mut tokio::sync::oneshot::Receiver<()>,
+        heads: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Ending {
+        let realtime = self.state.config.realtime.clone();
+        let head = match self.head().await {
+            Ok(head) => head,
+            Err(_) => return Ending::Close(close::INTERNAL, hint("internal", true)),
+        };
+        let window = chrono::Duration::seconds(realtime.reconnect_window_secs as i64);
+        let welcome = ServerFrame::Welcome {
+            connection_id: self.opened.connection_id.clone(),
+            epoch: self.state.store.epoch().to_owned(),
+            head_seq: head,
+            replay_from: self.opened.replay_from,
+            resume_token: self.opened.resume_token.clone(),
+            resume_expires_at: (chrono::Utc::now() + window).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            reconnect_window_secs: realtime.reconnect_window_secs,
+        };
+        if socket.text(welcome.to_text()).await.is_err() {
+            return Ending::Gone;
+        }
+        if let Some(ending) = self.catch_up(socket, heads).await {
+            return ending;
+        }
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(realtime.heartbeat_secs));
+        heartbeat.tick().await;
+        let idle_limit = Duration::from_secs(realtime.idle_timeout_secs);
+        let mut last_seen = Instant::now();
+        loop {
+            let expiry = sleep_until(self.token_deadline());
+            tokio::select! {
+                biased;
+                _ = &mut *superseded => return Ending::Close(close::SUPERSEDED, hint("superseded by a newer connection", false)),
+                _ = expiry => {
+                    let frame = ServerFrame::Error { code: ErrorCode::AuthExpired.as_str(), message: "the bearer token expired; resume with a fresh one".into(), reference: None };
+                    let _ = socket.text(frame.to_text()).await;
+                    return Ending::Close(close::AUTH_EXPIRED, hint("token expired", true));
+                }
+                message = incoming.recv() => {
+                    last_seen = Instant::now();
+                    match message {
+                        None | Some(Err(_)) => return Ending::Gone,
+                        Some(Ok(Message::Close(_))) => return Ending::Gone,
+                        Some(Ok(Message::Ping(bytes))) => { if socket.pong(&bytes).await.is_err() { return Ending::Gone } }
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(reply) = self.handle(&text).await {
+                                if socket.text(reply.to_text()).await.is_err() { return Ending::Gone }
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            let frame = ServerFrame::Error { code: ErrorCode::WsFrameInvalid.as_str(), message: "frames are JSON text".into(), reference: None };
+                            if socket.text(frame.to_text()).await.is_err() { return Ending::Gone }
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+                changed = heads.changed() => {
+                    if changed.is_err() { return Ending::Close(close::INTERNAL, hint("shutting down", true)) }
+                    if let Some(ending) = self.catch_up(socket, heads).await { return ending }
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > idle_limit {
+                        return Ending::Close(close::IDLE_TIMEOUT, hint("no traffic from the client", true));
+                    }
+                    if socket.ping(b"").await.is_err() { return Ending::Gone }
+                }
+            }
+        }
+    }
+
+    fn token_deadline(&self) -> Instant {
+        let remaining = self.token_expires_at - chrono::Utc::now().timestamp();
+        Instant::now() + Duration::from_secs(remaining.max(0) as u64)
+    }
+
+    async fn head(&self) -> Result<u64, AppError> {
+        let session_id = self.opened.session_id.clone();
+        self.state.store.read(move |conn| Ok(queries::stream_head(conn, &session_id)?)).await
+    }
+
+    /// Send everything after `last_sent`, in seq order, until the store has no more.
+    async fn catch_up(
+        &mut self,
+        socket: &mut actix_ws::Session,
+        heads: &tokio::sync::watch::Receiver<u64>,
+    ) -> Option<Ending> {
+        let realtime = &self.state.config.realtime;
+        let send_timeout = Duration::from_millis(realtime.send_timeout_ms);
+        loop {
+            let head = *heads.borrow();
+            if head.saturating_sub(self.last_sent) > realtime.max_lag {
+                return Some(Ending::Close(close::SLOW_CONSUMER, hint("slow consumer", true)));
+            }
+            let (session_id, after) = (self.opened.session_id.clone(), self.last_sent);
+            let events = match self
+                .state
+                .store
+                .read(move |conn| Ok(queries::stream_events(conn, &session_id, after, CATCH_UP_CHUNK)?))
+                .await
+            {
+                Ok(events) => events,
+                Err(_) => return Some(Ending::Close(close::INTERNAL, hint("internal", true))),
+            };
+            if events.is_empty() {
+                return None;
+            }
+            for event in &events {
+                let frame = ServerFrame::Event { event: event.to_json() };
+                match timeout(send_timeout, socket.text(frame.to_text())).await {
+                    Err(_) => return Some(Ending::Close(close::SLOW_CONSUMER, hint("slow consumer", true))),
+                    Ok(Err(_)) => return Some(Ending::Gone),
+                    Ok(Ok(())) => self.last_sent = event.seq,
+                }
+                if is_terminal_event(event) {
+                    return Some(Ending::Close(close::SESSION_TERMINATED, hint("session terminated", false)));
+                }
+            }
+        }
+    }
+
+    /// Answer one client frame; `None` when nothing is to be said.
+    async fn handle(&mut self, text: &str) -> Option<ServerFrame> {
+        let error = |err: AppError, reference: Option<String>| {
+            let (code, message) = match &err {
+                AppError::Rejected(r) => (r.code.as_str(), r.message.clone()),
+                AppError::Internal(_) => (ErrorCode::Internal.as_str(), "An unexpected error occurred.".to_owned()),
+            };
+            Some(ServerFrame::Error { code, message, reference })
+        };
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(message) => {
+                return Some(ServerFrame::Error { code: ErrorCode::WsFrameInvalid.as_str(), message, reference: None });
+            }
+        };
+        match frame {
+            ClientFrame::Ping => Some(ServerFrame::Pong),
+            ClientFrame::Ack { seq } if seq <= self.acked => None,
+            ClientFrame::Ack { seq } => {
+                let (connection_id, session_id) = (self.opened.connection_id.clone(), self.opened.session_id.clone());
+                match realtime::ack(&self.state, connection_id, session_id, seq).await {
+                    Ok(()) => {
+                        self.acked = seq;
+                        None
+                    }
+                    Err(err) => error(err, None),
+                }
+            }
+            ClientFrame::Publish { event, reference } => {
+                let reference = reference.or_else(|| event.get("eventId").and_then(Value::as_str).map(str::to_owned));
+                let appended = match parse_batch(&self.opened.session_id, vec![event]) {
+                    Ok(events) => {
+                        append_checked(&self.state, &self.principal, self.opened.session_id.clone(), events).await
+                    }
+                    Err(err) => Err(err),
+                };
+                match appended.map(|mut outcomes| outcomes.pop()) {
+                    Ok(Some(outcome)) => Some(ServerFrame::Published {
+                        event_id: outcome.event_id,
+                        seq: outcome.seq,
+                        duplicate: outcome.duplicate,
+                        reference,
+                    }),
+                    Ok(None) => error(AppError::internal_msg("publish produced no outcome"), reference),
+                    Err(err) => error(err, reference),
+                }
+            }
+            ClientFrame::Refresh { token } => {
+                match crate::http::auth::authenticate_with_expiry(&self.state.config.jwt, &token) {
+                    Ok((principal, expires_at))
+                        if principal.user_id == self.principal.user_id
+                            && principal.tenant_id == self.principal.tenant_id =>
+                    {
+                        self.principal = principal;
+                        self.token_expires_at = expires_at;
+                        None
+                    }
+                    Ok(_) => error(
+                        AppError::new(
+                            ErrorCode::AuthInvalid,
+                            "a refreshed token must be for the same caller and tenant",
+                        ),
+                        None,
+                    ),
+                    Err(err) => error(err, None),
+                }
+            }
+        }
+    }
+}

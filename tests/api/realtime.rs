@@ -1,0 +1,347 @@
+//! The realtime protocol against the real server: replay + live, acks, resume, supersede,
+//! terminal sessions, publishing, slow consumers, restarts, token expiry and transcripts.
+
+use std::time::Duration;
+
+use callstream::domain::principal::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_in, spawn_app_with, transcript};
+use crate::ws::{Ended, connect, seqs, try_connect};
+
+async fn ingest_n(app: &TestApp, token: &str, session: &str, prefix: &str, n: usize) {
+    let events = (0..n).map(|i| transcript(session, &format!("{prefix}-{i}"), "words")).collect();
+    assert_eq!(app.ingest(token, session, events).await.status(), StatusCode::OK);
+}
+
+async fn reconnect(app: &TestApp, token: &str, session: &str, resume_token: &str) -> reqwest::Response {
+    app.post(&format!("/v1/call/sessions/{session}/reconnect"), token, &json!({"resumeToken": resume_token})).await
+}
+
+#[tokio::test]
+async fn replay_then_live_events_arrive_in_order_without_gaps() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    ingest_n(&app, &alice, &session, "before", 3).await;
+
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let welcome = ws.next().await;
+    assert_eq!(welcome["op"], "welcome");
+    assert_eq!((welcome["headSeq"].as_u64(), welcome["replayFrom"].as_u64()), (Some(4), Some(0)));
+    assert!(welcome["epoch"].as_str().is_some_and(|e| e.starts_with("ep_")));
+    assert!(welcome["resumeToken"].as_str().is_some());
+    assert_eq!(seqs(&ws.events(4).await), vec![1, 2, 3, 4]);
+
+    ingest_n(&app, &alice, &session, "live", 2).await;
+    let live = ws.events(2).await;
+    assert_eq!(seqs(&live), vec![5, 6]);
+    assert_eq!(live[0]["eventId"], "live-0");
+
+    let mut late = connect(&app, &alice, &session, "after=5").await;
+    assert_eq!(late.next().await["replayFrom"], 5);
+    assert_eq!(seqs(&late.events(1).await), vec![6]);
+}
+
+#[tokio::test]
+async fn a_resume_replays_exactly_what_was_not_acknowledged() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    ingest_n(&app, &alice, &session, "a", 5).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
+    ws.events(6).await;
+    ws.send(json!({"op": "ack", "seq": 4})).await;
+    ws.send(json!({"op": "ack", "seq": 2})).await; // lower: ignored
+    ws.send(json!({"op": "ping"})).await;
+    assert_eq!(ws.next().await["op"], "pong", "acks are processed in order before the ping");
+    ws.close().await;
+    ingest_n(&app, &alice, &session, "missed", 2).await;
+
+    let answer: Value = reconnect(&app, &alice, &session, &token).await.json().await.expect("json");
+    assert_eq!(answer["replayFrom"], 4);
+    let next_token = answer["resumeToken"].as_str().expect("token");
+    assert_ne!(next_token, token, "every resume rotates the token");
+    assert!(answer["wsUrl"].as_str().is_some_and(|u| u.contains("resumeToken=")));
+    let reused = reconnect(&app, &alice, &session, &token).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(reused).await, "RESUME_TOKEN_INVALID");
+
+    let mut resumed = connect(&app, &alice, &session, &format!("resumeToken={next_token}")).await;
+    let welcome = resumed.next().await;
+    assert_eq!(welcome["replayFrom"], 4);
+    let events = resumed.events(5).await;
+    assert_eq!(seqs(&events), vec![5, 6, 7, 8, 9]);
+    assert_eq!(events[4]["type"], "call.connection.resumed");
+    assert_eq!(events[4]["payload"]["replayFrom"], 4);
+}
+
+#[tokio::test]
+async fn two_resumes_with_one_token_have_one_winner() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
+    ws.close().await;
+    let (a, b) = tokio::join!(reconnect(&app, &alice, &session, &token), reconnect(&app, &alice, &session, &token));
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED]);
+}
+
+#[tokio::test]
+async fn a_resumed_connection_supersedes_the_old_socket() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut old = connect(&app, &alice, &session, "").await;
+    let token = old.next().await["resumeToken"].as_str().expect("token").to_owned();
+    old.events(1).await;
+    let mut new = connect(&app, &alice, &session, &format!("resumeToken={token}")).await;
+    assert_eq!(new.next().await["op"], "welcome");
+    let (_, ended) = old.drain().await;
+    assert!(matches!(ended, Ended::Closed(4001, _)), "{ended:?}");
+    // Stolen tokens are useless to others.
+    let bob = app.user("bob");
+    let refused = reconnect(&app, &bob, &session, &token).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    ws.next().await;
+    ws.events(1).await;
+    ws.send(json!({"op": "ack", "seq": 99})).await;
+    assert_eq!(ws.next().await["code"], "ACK_BEYOND_HEAD");
+    ws.send(json!({"op": "dance"})).await;
+    assert_eq!(ws.next().await["code"], "WS_FRAME_INVALID");
+    ws.socket.send(tokio_tungstenite::tungstenite::Message::Text("{not json".into())).await.expect("send");
+    assert_eq!(ws.next().await["code"], "WS_FRAME_INVALID");
+    ws.send(json!({"op": "publish", "event": {"eventId": "x"}, "ref": "r1"})).await;
+    let rejected = ws.next().await;
+    assert_eq!((rejected["code"].as_str(), rejected["ref"].as_str()), (Some("ENVELOPE_MISSING_KEY"), Some("r1")));
+    ws.send(json!({"op": "ping"})).await;
+    assert_eq!(ws.next().await["op"], "pong");
+}
+
+use futures_util::SinkExt;
+
+#[tokio::test]
+async fn publishing_over_the_socket_is_acknowledged_after_commit_and_fanned_out() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let agent = app.token("agent", "t1", &[Role::Service]);
+    let mut watcher = connect(&app, &alice, &session, "").await;
+    watcher.next().await;
+    watcher.events(1).await;
+    let mut publisher = connect(&app, &agent, &session, "after=1").await;
+    publisher.next().await;
+
+    publisher.send(json!({"op": "publish", "event": transcript(&session, "ws-1", "hello")})).await;
+    let published = publisher.next().await;
+    assert_eq!(published, json!({"op": "published", "eventId": "ws-1", "seq": 2, "duplicate": false, "ref": "ws-1"}));
+    assert_eq!(publisher.events(1).await[0]["seq"], 2, "the publisher's own stream carries it too");
+    publisher.send(json!({"op": "publish", "event": transcript(&session, "ws-1", "hello")})).await;
+    let again = publisher.next().await;
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["seq"], 2);
+
+    let seen = watcher.events(1).await;
+    assert_eq!((seen[0]["eventId"].as_str(), seen[0]["actor"]["kind"].as_str()), (Some("ws-1"), Some("service")));
+    let replay = app.replay(&alice, &session, 0, 10).await;
+    assert_eq!(replay["diagnostics"]["headSeq"], 2, "published means committed, once");
+}
+
+#[tokio::test]
+async fn a_failed_session_closes_its_sockets_with_4410() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
+    ws.events(1).await;
+    app.post(&format!("/v1/call/sessions/{session}/state"), &alice, &json!({"to": "failed", "code": "MEDIA_LOST"}))
+        .await;
+    let (frames, ended) = ws.drain().await;
+    assert_eq!(frames.last().map(|f| f["event"]["type"].clone()), Some(json!("call.session.failed")));
+    assert_eq!(frames.last().map(|f| f["event"]["payload"]["code"].clone()), Some(json!("MEDIA_LOST")));
+    assert!(matches!(ended, Ended::Closed(4410, _)), "{ended:?}");
+    let refused = reconnect(&app, &alice, &session, &token).await;
+    assert_eq!(refused.status(), StatusCode::GONE);
+    assert_eq!(error_code(refused).await, "SESSION_TERMINATED");
+    assert_eq!(try_connect(&app, &alice, &session, "").await.err(), Some(410));
+}
+
+#[tokio::test]
+async fn resume_works_across_a_server_restart() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    ingest_n(&app, &alice, &session, "r", 3).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
+    ws.events(4).await;
+    ws.send(json!({"op": "ack", "seq": 3})).await;
+    ws.send(json!({"op": "ping"})).await;
+    ws.next().await;
+    let data_dir = app.stop().await;
+    drop(ws);
+
+    let app = spawn_app_in(data_dir).await;
+    let answer: Value = reconnect(&app, &alice, &session, &token).await.json().await.expect("json");
+    assert_eq!(answer["replayFrom"], 3, "the checkpoint is on the server");
+    let mut resumed =
+        connect(&app, &alice, &session, &format!("resumeToken={}", answer["resumeToken"].as_str().expect("t"))).await;
+    resumed.next().await;
+    assert_eq!(seqs(&resumed.events(2).await), vec![4, 5]);
+}
+
+#[tokio::test]
+async fn resume_after_the_window_is_refused() {
+    let app = spawn_app_with(&[("CALLSTREAM_RECONNECT_WINDOW_SECS", "1")]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
+    ws.close().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = reconnect(&app, &alice, &session, &token).await;
+    assert_eq!(expired.status(), StatusCode::GONE);
+    assert_eq!(error_code(expired).await, "RESUME_WINDOW_EXPIRED");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_and_resumes_without_loss_while_others_keep_up() {
+    let app = spawn_app_with(&[("CALLSTREAM_WS_SEND_TIMEOUT_MS", "1000"), ("CALLSTREAM_WS_MAX_LAG", "300")]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut slow = connect(&app, &alice, &session, "").await;
+    let token = slow.next().await["resumeToken"].as_str().expect("token").to_owned();
+    let mut fast = connect(&app, &alice, &session, "").await;
+    fast.next().await;
+    // The fast reader keeps reading while the slow one reads nothing.
+    let fast_reader = tokio::spawn(async move { seqs(&fast.events(1201).await) });
+    let text = "x".repeat(8_000);
+    for batch in 0..12 {
+        let events = (0..100).map(|i| transcript(&session, &format!("s{batch}-{i}"), &text)).collect();
+        assert_eq!(app.ingest(&alice, &session, events).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        fast_reader.await.expect("fast reader"),
+        (1..=1201).collect::<Vec<u64>>(),
+        "other subscribers are unaffected"
+    );
+    let (frames, ended) = slow.drain().await;
+    assert!(frames.len() < 1201, "the slow consumer was cut off early ({} frames)", frames.len());
+    assert!(matches!(ended, Ended::Closed(4008, _) | Ended::Dropped), "{ended:?}");
+
+    let answer: Value = reconnect(&app, &alice, &session, &token).await.json().await.expect("json");
+    let mut resumed =
+        connect(&app, &alice, &session, &format!("resumeToken={}", answer["resumeToken"].as_str().expect("t"))).await;
+    assert_eq!(resumed.next().await["replayFrom"], 0);
+    let replayed = resumed.events(1202).await;
+    assert_eq!(seqs(&replayed), (1..=1202).collect::<Vec<u64>>(), "nothing lost, nothing twice");
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_the_socket_unless_refreshed() {
+    let app = spawn_app().await;
+    let session = app.create_session(&app.user("alice")).await;
+    let short = callstream::http::auth::mint(&app.config.jwt, "alice", "t1", &[Role::User], 2).expect("mint");
+    let mut refreshed = connect(&app, &short, &session, "").await;
+    refreshed.next().await;
+    refreshed.send(json!({"op": "refresh", "token": app.user("alice")})).await;
+    let mut expiring = connect(&app, &short, &session, "").await;
+    expiring.next().await;
+    let (frames, ended) = expiring.drain().await;
+    assert!(frames.iter().any(|f| f["code"] == "AUTH_EXPIRED"), "{frames:?}");
+    assert!(matches!(ended, Ended::Closed(4401, _)), "{ended:?}");
+    refreshed.send(json!({"op": "ping"})).await;
+    let mut frame = refreshed.next().await;
+    while frame["op"] == "event" {
+        frame = refreshed.next().await;
+    }
+    assert_eq!(frame["op"], "pong", "the refreshed connection outlives the first token");
+}
+
+#[tokio::test]
+async fn the_socket_enforces_auth_and_ownership() {
+    let app = spawn_app().await;
+    let session = app.create_session(&app.user("alice")).await;
+    let url = format!("{}/v1/realtime/sessions/{session}/ws", app.address.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    assert_eq!(try_connect(&app, &app.user("bob"), &session, "").await.err(), Some(404));
+    assert_eq!(try_connect(&app, &app.user("alice"), &session, "resumeToken=forged").await.err(), Some(401));
+    let plain = app.get(&format!("/v1/realtime/sessions/{session}/ws"), &app.user("alice")).await;
+    assert_eq!(error_code(plain).await, "WS_UPGRADE_REQUIRED");
+}
+
+#[tokio::test]
+async fn transcripts_follow_the_supersession_rules() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let segment = |id: &str, kind: &str, revision: u64, text: &str| {
+        let mut payload = json!({"segmentId": "seg-1", "revision": revision, "text": text});
+        if kind != "edited" {
+            payload["startMs"] = json!(0);
+        }
+        json!({"eventId": id, "sessionId": session, "ts": "2026-11-23T10:00:00Z", "type": format!("transcript.segment.{kind}"),
+               "payload": payload, "schemaVersion": 1})
+    };
+    let other = json!({"eventId": "o1", "sessionId": session, "ts": "2026-11-23T10:00:01Z", "type": "transcript.segment.final",
+                       "payload": {"segmentId": "seg-2", "revision": 1, "text": "second", "startMs": 2000}, "schemaVersion": 1});
+    let sequence = vec![
+        segment("p1", "partial", 1, "helo"),
+        segment("p2", "partial", 2, "hello wor"),
+        segment("p0", "partial", 1, "stale partial"),
+        segment("f3", "final", 3, "hello world"),
+        segment("p4", "partial", 4, "late partial after final"),
+        segment("f2", "final", 2, "stale final"),
+        other,
+        segment("e1", "edited", 1, "Hello, world!"),
+        segment("f9", "final", 9, "a later final cannot undo an edit"),
+    ];
+    for event in sequence {
+        assert_eq!(app.ingest(&alice, &session, vec![event]).await.status(), StatusCode::OK);
+    }
+    let current: Value =
+        app.get(&format!("/v1/realtime/sessions/{session}/transcript"), &alice).await.json().await.expect("json");
+    assert_eq!(current["text"], "Hello, world! second");
+    assert_eq!(current["segments"][0]["kind"], "edited");
+
+    let path = format!("/v1/realtime/sessions/{session}/transcript-snapshots");
+    let snapshots: Value = app.get(&path, &alice).await.json().await.expect("json");
+    let texts: Vec<&str> =
+        snapshots["snapshots"].as_array().expect("rows").iter().map(|s| s["text"].as_str().expect("text")).collect();
+    assert_eq!(
+        texts,
+        ["helo", "hello wor", "hello world", "second", "Hello, world!"],
+        "stale revisions leave no snapshot"
+    );
+    assert_eq!(snapshots["stats"], json!({"snapshots": 5, "superseded": 3, "current": 2}));
+
+    let compacted: Value = app.post(&format!("{path}/compact"), &alice, &json!({})).await.json().await.expect("json");
+    assert_eq!(compacted, json!({"examined": 5, "deleted": 3, "kept": 2}));
+    let after: Value = app.get(&path, &alice).await.json().await.expect("json");
+    assert_eq!(after["stats"], json!({"snapshots": 2, "superseded": 0, "current": 2}));
+    assert_eq!(
+        app.replay(&alice, &session, 0, 100).await["diagnostics"]["headSeq"],
+        10,
+        "compaction never touches events"
+    );
+    let unchanged: Value =
+        app.get(&format!("/v1/realtime/sessions/{session}/transcript"), &alice).await.json().await.expect("json");
+    assert_eq!(unchanged["text"], current["text"]);
+}
