@@ -24,6 +24,9 @@ pub enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Start an in-process server on a temporary database and drive a whole call through the
+    /// public API, printing a timeline.
+    Demo,
     /// Apply pending migrations to the database and exit.
     Migrate,
     /// Recompute the hash chain and compare projections with a rebuild; exit 1 on the first problem.
@@ -52,6 +55,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { dev } => serve(dev),
+        Command::Demo => crate::demo::run(),
         Command::Migrate => migrate(),
         Command::Verify => verify(),
         Command::Rebuild => rebuild(),

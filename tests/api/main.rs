@@ -3,6 +3,7 @@
 mod auth;
 mod contract;
 mod crash;
+mod demo;
 mod helpers;
 mod http_edges;
 mod ingest;

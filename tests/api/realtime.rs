@@ -345,3 +345,68 @@ async fn transcripts_follow_the_supersession_rules() {
         app.get(&format!("/v1/realtime/sessions/{session}/transcript"), &alice).await.json().await.expect("json");
     assert_eq!(unchanged["text"], current["text"]);
 }
+
+/// Resolves `https://callstream.dev/schemas/<file>` from `schemas/` (no network).
+struct LocalSchemas;
+
+impl jsonschema::Retrieve for LocalSchemas {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let file = uri.path().as_str().rsplit('/').next().unwrap_or_default().to_owned();
+        let path = format!("{}/schemas/{file}", env!("CARGO_MANIFEST_DIR"));
+        Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+    }
+}
+
+#[tokio::test]
+async fn every_frame_matches_the_ws_schema() {
+    let schema: Value = serde_json::from_str(include_str!("../../schemas/ws.v1.json")).expect("schema");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .with_retriever(LocalSchemas)
+        .build(&schema)
+        .expect("ws.v1.json compiles");
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    let client_frames = [
+        json!({"op": "ack", "seq": 1}),
+        json!({"op": "ping"}),
+        json!({"op": "publish", "event": transcript(&session, "schema-1", "hi"), "ref": "p1"}),
+        json!({"op": "ack", "seq": 9}),
+    ];
+    for frame in &client_frames {
+        assert!(validator.is_valid(frame), "client frame {frame}");
+    }
+    let mut frames = vec![ws.next().await];
+    for frame in client_frames {
+        ws.send(frame).await;
+    }
+    for _ in 0..5 {
+        frames.push(ws.next().await);
+    }
+    let ops: Vec<&str> = frames.iter().map(|f| f["op"].as_str().expect("op")).collect();
+    for op in ["welcome", "event", "pong", "published", "error"] {
+        assert!(ops.contains(&op), "{op} seen in {ops:?}");
+    }
+    for frame in &frames {
+        assert!(
+            validator.is_valid(frame),
+            "server frame {frame}: {:?}",
+            validator.iter_errors(frame).map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let app = spawn_app_with(&[("CALLSTREAM_WS_HEARTBEAT_SECS", "1"), ("CALLSTREAM_WS_IDLE_TIMEOUT_SECS", "2")]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let mut ws = connect(&app, &alice, &session, "").await;
+    ws.next().await;
+    // Not reading means not answering the server's pings.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, ended) = ws.drain().await;
+    assert!(matches!(ended, Ended::Closed(4002, _)), "{ended:?}");
+}
