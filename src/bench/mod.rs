@@ -2,6 +2,7 @@
 
 mod harness;
 pub mod ingest;
+pub mod realtime;
 pub mod webhooks;
 
 use std::process::ExitCode;
@@ -15,11 +16,20 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Signed LiveKit webhooks through the real endpoint: new ones, then the same again as replays.
     Webhooks(webhooks::WebhookArgs),
+    /// WebSocket fan-out: subscribers per session, a steady ingest rate, ingest→receive latency.
+    Fanout(realtime::FanoutArgs),
+    /// Many clients resuming at once after missing events; time until all replayed gaplessly.
+    Reconnect(realtime::ReconnectArgs),
+    /// Resident memory of the server holding many idle WebSocket connections.
+    Idle(realtime::IdleArgs),
 }
 
 pub fn run(command: BenchCommand) -> ExitCode {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args),
         BenchCommand::Webhooks(args) => webhooks::run(args),
+        BenchCommand::Fanout(args) => realtime::fanout(args),
+        BenchCommand::Reconnect(args) => realtime::reconnect(args),
+        BenchCommand::Idle(args) => realtime::idle(args),
     }
 }

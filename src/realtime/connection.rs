@@ -11,6 +11,7 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::hub::Feed;
 use super::protocol::{ClientFrame, ServerFrame, close, parse_client_frame};
 use crate::app::AppState;
 use crate::app::events::{append_checked, parse_batch};
@@ -32,6 +33,8 @@ pub struct Connection {
     token_expires_at: i64,
     last_sent: u64,
     acked: u64,
+    /// The highest head seen (from the store at welcome, then from the hub).
+    known_head: u64,
 }
 
 /// Why the loop ended: a close frame to send (code, reason) or the peer is already gone.
@@ -49,23 +52,17 @@ fn hint(reason: &str, resumable: bool) -> String {
     format!(r#"{{"reason":"{reason}","resumable":true,"retryAfterMs":{retry_after_ms}}}"#)
 }
 
-fn is_terminal_event(event: &crate::store::log::StoredEvent) -> bool {
-    event.event_type == "call.session.failed"
-        || (event.event_type == "call.session.state_changed"
-            && event.payload_json().get("to").and_then(Value::as_str) == Some("ended"))
-}
-
 impl Connection {
     pub fn new(state: AppState, principal: Principal, token_expires_at: i64, opened: Opened) -> Connection {
         let start = opened.replay_from;
-        Connection { state, principal, opened, token_expires_at, last_sent: start, acked: start }
+        Connection { state, principal, opened, token_expires_at, last_sent: start, acked: start, known_head: 0 }
     }
 
     pub async fn run(mut self, mut socket: actix_ws::Session, mut incoming: AggregatedMessageStream) {
         let connection_id = self.opened.connection_id.clone();
         let (registration, mut superseded) = self.state.hub.register(&connection_id);
-        let mut heads = self.state.hub.watch(&self.opened.session_id);
-        let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads).await;
+        let (mut heads, feed) = self.state.hub.watch(&self.opened.session_id);
+        let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;
         self.state.hub.unregister(&connection_id, registration);
         if let Ending::Close(code, reason) = ending {
             let close = socket.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(reason) }));
@@ -82,12 +79,14 @@ impl Connection {
         incoming: &mut AggregatedMessageStream,
         superseded: &mut tokio::sync::oneshot::Receiver<()>,
         heads: &mut tokio::sync::watch::Receiver<u64>,
+        feed: &Feed,
     ) -> Ending {
         let realtime = self.state.config.realtime.clone();
         let head = match self.head().await {
             Ok(head) => head,
             Err(_) => return Ending::Close(close::INTERNAL, hint("internal", true)),
         };
+        self.known_head = head;
         let window = chrono::Duration::seconds(realtime.reconnect_window_secs as i64);
         let welcome = ServerFrame::Welcome {
             connection_id: self.opened.connection_id.clone(),
@@ -101,7 +100,7 @@ impl Connection {
         if socket.text(welcome.to_text()).await.is_err() {
             return Ending::Gone;
         }
-        if let Some(ending) = self.catch_up(socket, heads).await {
+        if let Some(ending) = self.catch_up(socket, heads, feed).await {
             return ending;
         }
         let mut heartbeat = tokio::time::interval(Duration::from_secs(realtime.heartbeat_secs));
@@ -138,7 +137,7 @@ impl Connection {
                 }
                 changed = heads.changed() => {
                     if changed.is_err() { return Ending::Close(close::INTERNAL, hint("shutting down", true)) }
-                    if let Some(ending) = self.catch_up(socket, heads).await { return ending }
+                    if let Some(ending) = self.catch_up(socket, heads, feed).await { return ending }
                 }
                 _ = heartbeat.tick() => {
                     if last_seen.elapsed() > idle_limit {
@@ -165,19 +164,21 @@ impl Connection {
         &mut self,
         socket: &mut actix_ws::Session,
         heads: &tokio::sync::watch::Receiver<u64>,
+        feed: &Feed,
     ) -> Option<Ending> {
         let realtime = &self.state.config.realtime;
         let send_timeout = Duration::from_millis(realtime.send_timeout_ms);
         loop {
-            let head = *heads.borrow();
+            self.known_head = self.known_head.max(*heads.borrow());
+            let head = self.known_head;
             if head.saturating_sub(self.last_sent) > realtime.max_lag {
                 return Some(Ending::Close(close::SLOW_CONSUMER, hint("slow consumer", true)));
             }
-            let (session_id, after) = (self.opened.session_id.clone(), self.last_sent);
-            let events = match self
-                .state
-                .store
-                .read(move |conn| Ok(queries::stream_events(conn, &session_id, after, CATCH_UP_CHUNK)?))
+            if self.last_sent >= head {
+                return None;
+            }
+            let events = match feed
+                .after(&self.state.store, &self.opened.session_id, self.last_sent, head, CATCH_UP_CHUNK)
                 .await
             {
                 Ok(events) => events,
@@ -187,13 +188,12 @@ impl Connection {
                 return None;
             }
             for event in &events {
-                let frame = ServerFrame::Event { event: event.to_json() };
-                match timeout(send_timeout, socket.text(frame.to_text())).await {
+                match timeout(send_timeout, socket.text(event.text.to_string())).await {
                     Err(_) => return Some(Ending::Close(close::SLOW_CONSUMER, hint("slow consumer", true))),
                     Ok(Err(_)) => return Some(Ending::Gone),
                     Ok(Ok(())) => self.last_sent = event.seq,
                 }
-                if is_terminal_event(event) {
+                if event.terminal {
                     return Some(Ending::Close(close::SESSION_TERMINATED, hint("session terminated", false)));
                 }
             }

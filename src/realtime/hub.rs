@@ -3,16 +3,85 @@
 //! what it has not sent from the store. Also the registry that lets a resumed connection supersede
 //! its old socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot, watch};
 
+use super::protocol::ServerFrame;
+use crate::error::AppError;
 use crate::store::{Appended, Store, queries};
+
+/// One event, serialized once as its `event` frame, shared by every connection of the session.
+#[derive(Debug)]
+pub struct EventFrame {
+    pub seq: u64,
+    pub text: Arc<str>,
+    /// The session ends with this event (`call.session.failed`, or a transition to `ended`).
+    pub terminal: bool,
+}
+
+/// The recent events of one session, read from the store once for all its subscribers.
+#[derive(Default)]
+pub struct Feed {
+    recent: tokio::sync::Mutex<VecDeque<Arc<EventFrame>>>,
+}
+
+/// Recent events kept per watched session.
+const FEED_CAPACITY: usize = 1024;
+
+impl Feed {
+    /// Up to `limit` events with `seq > after`, in order, knowing the session reached `head`.
+    /// Served from the shared window when it covers `after` (the store is read only for what the
+    /// window lacks, once for all subscribers); a connection further behind reads the store itself.
+    pub async fn after(
+        &self,
+        store: &Store,
+        session_id: &str,
+        after: u64,
+        head: u64,
+        limit: u64,
+    ) -> Result<Vec<Arc<EventFrame>>, AppError> {
+        let mut recent = self.recent.lock().await;
+        let covered = recent.front().is_some_and(|first| first.seq <= after + 1) || recent.is_empty();
+        if !covered {
+            drop(recent);
+            return read(store, session_id, after, limit).await;
+        }
+        let cached_to = recent.back().map(|last| last.seq).unwrap_or(after).max(after);
+        let fresh = if cached_to < head { read(store, session_id, cached_to, limit).await? } else { Vec::new() };
+        if recent.back().is_some_and(|last| fresh.first().is_some_and(|f| f.seq != last.seq + 1)) {
+            recent.clear();
+        }
+        recent.extend(fresh);
+        while recent.len() > FEED_CAPACITY {
+            recent.pop_front();
+        }
+        Ok(recent.iter().filter(|e| e.seq > after).take(limit as usize).cloned().collect())
+    }
+}
+
+async fn read(store: &Store, session_id: &str, after: u64, limit: u64) -> Result<Vec<Arc<EventFrame>>, AppError> {
+    let session_id = session_id.to_owned();
+    store
+        .read(move |conn| {
+            Ok(queries::stream_events(conn, &session_id, after, limit)?
+                .into_iter()
+                .map(|event| {
+                    let terminal = event.event_type == "call.session.failed"
+                        || (event.event_type == "call.session.state_changed"
+                            && event.payload_json().get("to").and_then(serde_json::Value::as_str) == Some("ended"));
+                    let text = ServerFrame::Event { event: event.to_json() }.to_text();
+                    Arc::new(EventFrame { seq: event.seq, text: text.into(), terminal })
+                })
+                .collect())
+        })
+        .await
+}
 
 #[derive(Default)]
 struct Registry {
-    sessions: HashMap<String, watch::Sender<u64>>,
+    sessions: HashMap<String, (watch::Sender<u64>, Arc<Feed>)>,
     /// connection id → (registration number, signal to the socket currently holding it)
     sockets: HashMap<String, (u64, oneshot::Sender<()>)>,
     next_registration: u64,
@@ -28,15 +97,17 @@ impl Hub {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Follow a session's head.
-    pub fn watch(&self, session_id: &str) -> watch::Receiver<u64> {
+    /// Follow a session's head, and share its recent events.
+    pub fn watch(&self, session_id: &str) -> (watch::Receiver<u64>, Arc<Feed>) {
         let mut registry = self.lock();
-        registry.sessions.entry(session_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+        let (sender, feed) =
+            registry.sessions.entry(session_id.to_owned()).or_insert_with(|| (watch::channel(0).0, Arc::default()));
+        (sender.subscribe(), feed.clone())
     }
 
     fn publish(&self, session_id: &str, head: u64) {
         let mut registry = self.lock();
-        let Some(sender) = registry.sessions.get(session_id) else { return };
+        let Some((sender, _)) = registry.sessions.get(session_id) else { return };
         if sender.receiver_count() == 0 {
             registry.sessions.remove(session_id);
             return;

@@ -220,35 +220,36 @@ async fn resume_after_the_window_is_refused() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_and_resumes_without_loss_while_others_keep_up() {
-    let app = spawn_app_with(&[("CALLSTREAM_WS_SEND_TIMEOUT_MS", "1000"), ("CALLSTREAM_WS_MAX_LAG", "300")]).await;
+    let app = spawn_app_with(&[("CALLSTREAM_WS_SEND_TIMEOUT_MS", "1000"), ("CALLSTREAM_WS_MAX_LAG", "5000")]).await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let mut slow = connect(&app, &alice, &session, "").await;
+    // A small receive window, so the server's send buffer fills long before the test ends.
+    let mut slow = crate::ws::connect_with_receive_buffer(&app, &alice, &session, 16 * 1024).await;
     let token = slow.next().await["resumeToken"].as_str().expect("token").to_owned();
     let mut fast = connect(&app, &alice, &session, "").await;
     fast.next().await;
     // The fast reader keeps reading while the slow one reads nothing.
-    let fast_reader = tokio::spawn(async move { seqs(&fast.events(1201).await) });
+    let fast_reader = tokio::spawn(async move { seqs(&fast.events(2401).await) });
     let text = "x".repeat(8_000);
-    for batch in 0..12 {
+    for batch in 0..24 {
         let events = (0..100).map(|i| transcript(&session, &format!("s{batch}-{i}"), &text)).collect();
         assert_eq!(app.ingest(&alice, &session, events).await.status(), StatusCode::OK);
     }
     assert_eq!(
         fast_reader.await.expect("fast reader"),
-        (1..=1201).collect::<Vec<u64>>(),
+        (1..=2401).collect::<Vec<u64>>(),
         "other subscribers are unaffected"
     );
     let (frames, ended) = slow.drain().await;
-    assert!(frames.len() < 1201, "the slow consumer was cut off early ({} frames)", frames.len());
+    assert!(frames.len() < 2401, "the slow consumer was cut off early ({} frames)", frames.len());
     assert!(matches!(ended, Ended::Closed(4008, _) | Ended::Dropped), "{ended:?}");
 
     let answer: Value = reconnect(&app, &alice, &session, &token).await.json().await.expect("json");
     let mut resumed =
         connect(&app, &alice, &session, &format!("resumeToken={}", answer["resumeToken"].as_str().expect("t"))).await;
     assert_eq!(resumed.next().await["replayFrom"], 0);
-    let replayed = resumed.events(1202).await;
-    assert_eq!(seqs(&replayed), (1..=1202).collect::<Vec<u64>>(), "nothing lost, nothing twice");
+    let replayed = resumed.events(2402).await;
+    assert_eq!(seqs(&replayed), (1..=2402).collect::<Vec<u64>>(), "nothing lost, nothing twice");
 }
 
 #[tokio::test]

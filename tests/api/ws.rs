@@ -39,6 +39,19 @@ pub async fn try_connect(app: &TestApp, token: &str, session: &str, query: &str)
     }
 }
 
+/// A client whose TCP receive buffer is `bytes` small: a consumer that cannot keep up.
+pub async fn connect_with_receive_buffer(app: &TestApp, token: &str, session: &str, bytes: u32) -> Ws {
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().expect("address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    let stream = socket.connect(address).await.expect("connect");
+    let url = format!("ws://{address}/v1/realtime/sessions/{session}/ws?access_token={token}");
+    let (socket, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("handshake");
+    Ws { socket }
+}
+
 impl Ws {
     /// The next JSON frame (pings are answered by the library); panics after 5 s.
     pub async fn next(&mut self) -> Value {
