@@ -151,3 +151,131 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     assert!(report.is_ok(), "{report:?}");
     println!("crash test: {} acknowledged events over {CYCLES} kills, {} in the log", acked.len(), report.events);
 }
+
+/// `kill -9` while WebSocket clients are connected and publishing: no publish answered `published`
+/// is lost, and every subscriber resumes from its server-side checkpoint with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn socket_clients_survive_kill_9() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const SESSIONS: usize = 3;
+    const KILLS: usize = 6;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(data_dir.path());
+    let owner = callstream::http::auth::mint(&config.jwt, "ws-owner", "t1", &[Role::User], 3600).expect("mint");
+    let agent = callstream::http::auth::mint(&config.jwt, "ws-agent", "t1", &[Role::Service], 3600).expect("mint");
+    let client = reqwest::Client::new();
+    let published: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut sessions = Vec::new();
+    // Per session: the subscriber's newest resume token and the highest seq it has verified.
+    let mut subscribers: Vec<(Option<String>, u64)> = vec![(None, 0); SESSIONS];
+
+    for cycle in 0..=KILLS {
+        let mut server = start(data_dir.path());
+        wait_ready(&client, &server).await;
+        while sessions.len() < SESSIONS {
+            let body: Value = client
+                .post(format!("{}/v1/call/sessions", server.address))
+                .bearer_auth(&owner)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("create")
+                .json()
+                .await
+                .expect("json");
+            sessions.push(body["sessionId"].as_str().expect("id").to_owned());
+        }
+        let ws_base = server.address.replacen("http", "ws", 1);
+        let mut tasks = Vec::new();
+        for (index, session) in sessions.iter().enumerate() {
+            // The subscriber: resume (or start), check the replay is contiguous, ack as it goes.
+            let query = match &subscribers[index].0 {
+                Some(token) => format!("resumeToken={token}"),
+                None => "after=0".to_owned(),
+            };
+            let url = format!("{ws_base}/v1/realtime/sessions/{session}/ws?access_token={owner}&{query}");
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async(url).await.expect("subscriber connects after a crash");
+            let welcome: Value = match socket.next().await {
+                Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+                other => panic!("cycle {cycle}: expected welcome, got {other:?}"),
+            };
+            let replay_from = welcome["replayFrom"].as_u64().expect("replayFrom");
+            assert!(
+                replay_from <= subscribers[index].1,
+                "cycle {cycle}: the checkpoint never runs ahead of what was seen"
+            );
+            subscribers[index].0 = Some(welcome["resumeToken"].as_str().expect("token").to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut expected = replay_from + 1;
+                while let Some(Ok(message)) = socket.next().await {
+                    let Message::Text(text) = message else { continue };
+                    let frame: Value = serde_json::from_str(&text).expect("json");
+                    if frame["op"] != "event" {
+                        continue;
+                    }
+                    let seq = frame["event"]["seq"].as_u64().expect("seq");
+                    assert_eq!(seq, expected, "cycle {cycle}: replay and live are gapless");
+                    expected += 1;
+                    if seq % 5 == 0 {
+                        let _ = socket.send(Message::Text(json!({"op": "ack", "seq": seq}).to_string().into())).await;
+                    }
+                }
+                (index, expected - 1)
+            }));
+            // The publisher: one event at a time, recorded once answered `published`.
+            let url = format!("{ws_base}/v1/realtime/sessions/{session}/ws?access_token={agent}&after=0");
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("publisher connects");
+            let (published, session) = (published.clone(), session.clone());
+            tasks.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let event_id = format!("ws-c{cycle}-s{index}-{n}");
+                    let publish = json!({"op": "publish", "event": transcript(&session, &event_id, "x")});
+                    if socket.send(Message::Text(publish.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    loop {
+                        match socket.next().await {
+                            Some(Ok(Message::Text(text))) => {
+                                let frame: Value = serde_json::from_str(&text).expect("json");
+                                if frame["op"] == "published" {
+                                    assert_eq!(frame["eventId"], event_id.as_str());
+                                    published.lock().expect("lock").insert(event_id.clone());
+                                    break;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            _ => return (usize::MAX, 0),
+                        }
+                    }
+                }
+                (usize::MAX, 0)
+            }));
+        }
+        let lifetime = if cycle == KILLS { 300 } else { rand::rng().random_range(100..400) };
+        tokio::time::sleep(Duration::from_millis(lifetime)).await;
+        server.child.kill().expect("kill -9");
+        server.child.wait().expect("reap");
+        for task in tasks {
+            let (index, seen) = task.await.expect("client task");
+            if index != usize::MAX {
+                subscribers[index].1 = subscribers[index].1.max(seen);
+            }
+        }
+    }
+
+    let published = published.lock().expect("lock").clone();
+    assert!(published.len() > 100, "too little was published to mean anything: {}", published.len());
+    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
+    let mut count =
+        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
+    for event_id in &published {
+        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
+        assert_eq!(n, 1, "published event {event_id} present exactly once");
+    }
+    let report = callstream::store::verify::verify(&config.database_path()).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
+    println!("socket crash test: {} publishes acknowledged over {KILLS} kills", published.len());
+}
