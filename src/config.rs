@@ -76,6 +76,19 @@ pub struct Config {
     /// How long a stored Idempotency-Key answer is replayed before the key may be reused.
     pub idempotency_retention_secs: u64,
     pub realtime: RealtimeConfig,
+    pub orchestration: OrchestrationConfig,
+}
+
+/// In-call actions (docs/orchestration.md).
+#[derive(Debug, Clone)]
+pub struct OrchestrationConfig {
+    pub policy: crate::domain::policy::Policy,
+    /// Signs outbound requests (Standard Webhooks style) and confirmation tokens.
+    pub signing_secret: Secret,
+    /// Where `message.send` delivers; unset means the action fails with MESSAGE_SINK_NOT_CONFIGURED.
+    pub message_sink_url: Option<String>,
+    pub executor_timeout_ms: u64,
+    pub executor_attempts: u64,
 }
 
 /// WebSocket behaviour (docs/realtime.md).
@@ -147,6 +160,14 @@ impl DevSecrets {
     }
 }
 
+/// HMAC-SHA256(secret, label) as hex: a separate key for a separate purpose.
+fn derive_secret(secret: &str, label: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 32] = rand::rng().random();
@@ -215,6 +236,32 @@ impl Config {
             send_timeout_ms: bounded(&get, "CALLSTREAM_WS_SEND_TIMEOUT_MS", 5000, 10, 60_000)?,
             max_lag: bounded(&get, "CALLSTREAM_WS_MAX_LAG", 10_000, 10, 10_000_000)?,
         };
+        let policy = match get("CALLSTREAM_POLICY_FILE") {
+            None => crate::domain::policy::Policy::built_in(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| problem("CALLSTREAM_POLICY_FILE", format!("cannot be read: {e}")))?;
+                crate::domain::policy::Policy::parse(&text)
+                    .map_err(|e| problem("CALLSTREAM_POLICY_FILE", format!("is not a valid policy: {e}")))?
+            }
+        };
+        let signing_secret = match get("CALLSTREAM_OUTBOUND_SIGNING_SECRET") {
+            Some(value) => strong_secret("CALLSTREAM_OUTBOUND_SIGNING_SECRET", value)?,
+            // Derived, so a deployment that sets only the required secrets still signs with a key
+            // nobody else has.
+            None => Secret(derive_secret(jwt.secret.expose(), "callstream-outbound-signing")),
+        };
+        let message_sink_url = get("CALLSTREAM_MESSAGE_SINK_URL");
+        if message_sink_url.as_ref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return Err(problem("CALLSTREAM_MESSAGE_SINK_URL", "must be an http:// or https:// URL"));
+        }
+        let orchestration = OrchestrationConfig {
+            policy,
+            signing_secret,
+            message_sink_url,
+            executor_timeout_ms: bounded(&get, "CALLSTREAM_EXECUTOR_TIMEOUT_MS", 3000, 10, 60_000)?,
+            executor_attempts: bounded(&get, "CALLSTREAM_EXECUTOR_ATTEMPTS", 3, 1, 10)?,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -227,6 +274,7 @@ impl Config {
             livekit_token_ttl_secs,
             idempotency_retention_secs,
             realtime,
+            orchestration,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod livekit;
+pub mod orchestration;
 pub mod realtime;
 pub mod store;
 pub mod telemetry;
@@ -46,7 +47,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
         let hub = realtime::hub::Hub::default();
-        let state = AppState { store: store.clone(), config: Arc::new(config), hub: hub.clone() };
+        let state =
+            AppState { store: store.clone(), config: Arc::new(config), hub: hub.clone(), actions: Default::default() };
         let commits = store.writer.subscribe();
         tokio::spawn(hub.run(store, commits));
         let data = web::Data::new(state.clone());

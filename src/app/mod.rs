@@ -4,6 +4,7 @@ pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
+pub mod orchestration;
 pub mod realtime;
 pub mod sessions;
 pub mod transcripts;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub hub: crate::realtime::hub::Hub,
+    pub actions: orchestration::ActionRuntime,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

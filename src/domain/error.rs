@@ -77,6 +77,14 @@ error_codes! {
     ResumeTokenInvalid = "RESUME_TOKEN_INVALID" => (401, "realtime", "The resume token is malformed, forged, for another session or caller, or already used."),
     ResumeWindowExpired = "RESUME_WINDOW_EXPIRED" => (410, "realtime", "The reconnect window after the disconnect has passed; open a new connection."),
     EpochChanged = "EPOCH_CHANGED" => (409, "realtime", "The resume token belongs to another database history (epoch); reload from scratch."),
+    // Orchestration
+    ActionIdConflict = "ACTION_ID_CONFLICT" => (409, "orchestration", "The actionId was already used for another session, type or params."),
+    ActionNotFound = "ACTION_NOT_FOUND" => (404, "orchestration", "No such action is visible to the caller."),
+    ActionNotPending = "ACTION_NOT_PENDING" => (409, "orchestration", "The action is not waiting for a confirmation."),
+    ConfirmationTokenInvalid = "CONFIRMATION_TOKEN_INVALID" => (400, "orchestration", "The confirmation token is malformed or not signed by this server."),
+    ConfirmationTokenMismatch = "CONFIRMATION_TOKEN_MISMATCH" => (409, "orchestration", "The confirmation token is for another action or other params."),
+    ConfirmationTokenUsed = "CONFIRMATION_TOKEN_USED" => (409, "orchestration", "The confirmation token was already used or replaced by a newer one."),
+    ConfirmationTokenExpired = "CONFIRMATION_TOKEN_EXPIRED" => (410, "orchestration", "The confirmation token has expired; ask the owner to approve again."),
     // LiveKit webhooks
     WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => (401, "webhook", "The webhook's Authorization JWT is missing, malformed, signed with another key, or its sha256 claim does not match the raw body."),
     WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),

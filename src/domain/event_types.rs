@@ -42,6 +42,7 @@ registry! {
     "orchestration.action.decided" => [1],
     "orchestration.action.executed" => [1],
     "orchestration.action.failed" => [1],
+    "orchestration.note.created" => [1],
     "safety.confirmation.issued" => [1],
     "safety.approved" => [1],
     "safety.blocked" => [1],

@@ -5,5 +5,6 @@ pub mod envelope;
 pub mod error;
 pub mod event_types;
 pub mod ids;
+pub mod policy;
 pub mod principal;
 pub mod session;

@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use super::body::BodyLimit;
-use super::handlers::{self, contract, events, health, livekit, realtime, sessions};
+use super::handlers::{self, contract, events, health, livekit, orchestration, realtime, sessions};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
@@ -43,6 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/v1/realtime/sessions/{id}/transcript-snapshots/compact")
                 .route(web::post().to(realtime::compact)),
         )
+        .service(resource("/v1/orchestration/actions/execute").route(web::post().to(orchestration::execute)))
+        .service(resource("/v1/orchestration/actions/{actionId}").route(web::get().to(orchestration::get)))
+        .service(resource("/v1/actions/decision").route(web::post().to(orchestration::decision)))
         .service(
             resource("/v1/webhooks/livekit")
                 .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))

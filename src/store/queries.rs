@@ -438,3 +438,121 @@ pub fn snapshot_stats(conn: &Connection, session_id: &str) -> rusqlite::Result<(
     )?
     .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRecord {
+    pub tenant_id: String,
+    pub action_id: String,
+    pub session_id: String,
+    pub action_type: String,
+    pub params: String,
+    pub params_hash: String,
+    pub request_hash: Vec<u8>,
+    pub requested_by: String,
+    pub status: String,
+    pub ack: Option<String>,
+    pub confirm_nonce: Option<String>,
+    pub confirm_used: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn action(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<Option<ActionRecord>> {
+    conn.prepare_cached(
+        "SELECT tenant_id, action_id, session_id, type, params, params_hash, request_hash, requested_by, status, ack, \
+         confirm_nonce, confirm_used, created_at, updated_at FROM actions WHERE tenant_id = ?1 AND action_id = ?2",
+    )?
+    .query_row([tenant_id, action_id], |row| {
+        Ok(ActionRecord {
+            tenant_id: row.get(0)?,
+            action_id: row.get(1)?,
+            session_id: row.get(2)?,
+            action_type: row.get(3)?,
+            params: row.get(4)?,
+            params_hash: row.get(5)?,
+            request_hash: row.get(6)?,
+            requested_by: row.get(7)?,
+            status: row.get(8)?,
+            ack: row.get(9)?,
+            confirm_nonce: row.get(10)?,
+            confirm_used: row.get(11)?,
+            created_at: row.get(12)?,
+            updated_at: row.get(13)?,
+        })
+    })
+    .optional()
+}
+
+pub fn insert_action(conn: &Connection, record: &ActionRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO actions (tenant_id, action_id, session_id, type, params, params_hash, request_hash, requested_by, \
+         status, ack, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )?
+    .execute(rusqlite::params![
+        record.tenant_id,
+        record.action_id,
+        record.session_id,
+        record.action_type,
+        record.params,
+        record.params_hash,
+        record.request_hash,
+        record.requested_by,
+        record.status,
+        record.ack,
+        record.created_at,
+    ])?;
+    Ok(())
+}
+
+pub fn set_action_status(
+    conn: &Connection,
+    tenant_id: &str,
+    action_id: &str,
+    status: &str,
+    ack: Option<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE actions SET status = ?3, ack = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND action_id = ?2",
+    )?
+    .execute(rusqlite::params![tenant_id, action_id, status, ack, now])?;
+    Ok(())
+}
+
+/// A new confirmation replaces (and so invalidates) any earlier one.
+pub fn set_confirmation(
+    conn: &Connection,
+    tenant_id: &str,
+    action_id: &str,
+    nonce: &str,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE actions SET confirm_nonce = ?3, confirm_used = 0, updated_at = ?4 WHERE tenant_id = ?1 AND action_id = ?2",
+    )?
+    .execute(rusqlite::params![tenant_id, action_id, nonce, now])?;
+    Ok(())
+}
+
+pub fn spend_confirmation(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE actions SET confirm_used = 1 WHERE tenant_id = ?1 AND action_id = ?2")?
+        .execute([tenant_id, action_id])?;
+    Ok(())
+}
+
+/// `(all actions of the session, actions requested since `since`)`.
+pub fn action_usage(conn: &Connection, session_id: &str, since: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached("SELECT COUNT(*), COALESCE(SUM(created_at >= ?2), 0) FROM actions WHERE session_id = ?1")?
+        .query_row([session_id, since], |row| Ok((row.get(0)?, row.get(1)?)))
+}
+
+/// The orchestration and safety events of one action, in log order.
+pub fn action_history(conn: &Connection, session_id: &str, action_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM events WHERE stream_id = ?1 AND (type LIKE 'orchestration.%' OR type LIKE 'safety.%') \
+         AND json_extract(payload, '$.actionId') = ?2 ORDER BY seq",
+        log::SELECT_COLUMNS
+    ))?
+    .query_map([session_id, action_id], log::from_row)?
+    .collect()
+}

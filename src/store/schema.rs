@@ -100,6 +100,30 @@ CREATE TABLE transcript_snapshots (
 CREATE INDEX transcript_snapshots_by_session ON transcript_snapshots (session_id, seq);
 "#,
         ),
+        M::up(
+            r#"
+-- In-call actions: the idempotency record of each actionId (its request and its final ack) and
+-- the current confirmation nonce. The decisions and outcomes themselves are events.
+CREATE TABLE actions (
+    tenant_id     TEXT NOT NULL,
+    action_id     TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    type          TEXT NOT NULL,
+    params        TEXT NOT NULL,
+    params_hash   TEXT NOT NULL,
+    request_hash  BLOB NOT NULL,
+    requested_by  TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    ack           TEXT,
+    confirm_nonce TEXT,
+    confirm_used  INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, action_id)
+) STRICT;
+CREATE INDEX actions_by_session ON actions (session_id, created_at);
+"#,
+        ),
     ])
 }
 

@@ -1,0 +1,175 @@
+//! Executors behind a small registry. `note.create` is internal (its effect is an event in the
+//! session); `webhook.post` and `message.send` are outbound HTTP with a timeout, bounded retries
+//! with exponential backoff and jitter, failure classification into stable codes, and Standard
+//! Webhooks signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC>`).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::config::OrchestrationConfig;
+
+/// What an executor produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Executed { outcome_ref: String, attempts: u64, result: Value },
+    Failed { error_code: &'static str, attempts: u64, message: String },
+}
+
+/// How an action type is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// Runs inside the write transaction: appends `orchestration.note.created`.
+    Note,
+    /// An HTTP POST to the `url` param (allowlisted by policy).
+    Webhook,
+    /// An HTTP POST of `{to, text}` to the configured message sink.
+    Message,
+}
+
+/// The registry: action types that have an executor.
+pub fn executor_for(action_type: &str) -> Option<Executor> {
+    match action_type {
+        "note.create" => Some(Executor::Note),
+        "webhook.post" => Some(Executor::Webhook),
+        "message.send" => Some(Executor::Message),
+        _ => None,
+    }
+}
+
+/// Check an action's params before anything is appended; the message names what is wrong.
+pub fn validate_params(executor: Executor, params: &Value) -> Result<(), String> {
+    let text = |key: &str, max: usize| match params.get(key).and_then(Value::as_str) {
+        Some(value) if !value.is_empty() && value.chars().count() <= max => Ok(()),
+        _ => Err(format!("`params.{key}` must be a string of 1–{max} characters")),
+    };
+    match executor {
+        Executor::Note => text("text", 10_000),
+        Executor::Webhook => {
+            text("url", 2_000)?;
+            match params.get("body") {
+                None | Some(Value::Object(_)) => Ok(()),
+                Some(_) => Err("`params.body` must be an object".into()),
+            }
+        }
+        Executor::Message => {
+            text("to", 256)?;
+            text("text", 4_000)
+        }
+    }
+}
+
+/// Sign like Standard Webhooks: HMAC-SHA256 over `id.timestamp.body`, base64, versioned `v1,`.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Deliver an outbound action. `id` is the action id: the same for every attempt, so a receiver
+/// can de-duplicate.
+pub async fn deliver(
+    config: &OrchestrationConfig,
+    client: &reqwest::Client,
+    executor: Executor,
+    id: &str,
+    params: &Value,
+) -> Outcome {
+    let (url, body) = match executor {
+        Executor::Webhook => (
+            params.get("url").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            params.get("body").cloned().unwrap_or_else(|| json!({})),
+        ),
+        Executor::Message => match &config.message_sink_url {
+            Some(url) => (url.clone(), json!({"to": params["to"], "text": params["text"], "actionId": id})),
+            None => {
+                return Outcome::Failed {
+                    error_code: "MESSAGE_SINK_NOT_CONFIGURED",
+                    attempts: 0,
+                    message: "CALLSTREAM_MESSAGE_SINK_URL is not set".into(),
+                };
+            }
+        },
+        Executor::Note => {
+            return Outcome::Failed { error_code: "INTERNAL", attempts: 0, message: "not an outbound executor".into() };
+        }
+    };
+    let body = body.to_string();
+    let timeout = Duration::from_millis(config.executor_timeout_ms);
+    let mut attempts = 0;
+    let mut last = ("TARGET_UNREACHABLE", String::new());
+    while attempts < config.executor_attempts {
+        if attempts > 0 {
+            // 100 ms, 200 ms, 400 ms … plus up to 100 % jitter.
+            let base = 100u64 << (attempts - 1).min(6);
+            let jitter = rand::rng().random_range(0..=base);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        attempts += 1;
+        let timestamp = chrono::Utc::now().timestamp();
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sign(config.signing_secret.expose(), id, timestamp, &body))
+            .body(body.clone())
+            .send()
+            .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                let status = response.status().as_u16();
+                return Outcome::Executed {
+                    outcome_ref: format!("{url}#{id}"),
+                    attempts,
+                    result: json!({ "status": status, "elapsedMs": elapsed_ms }),
+                };
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let (code, retry) = match status {
+                    429 => ("TARGET_RATE_LIMITED", true),
+                    500..=599 => ("TARGET_5XX", true),
+                    _ => ("TARGET_REJECTED", false),
+                };
+                last = (code, format!("HTTP {status} after {elapsed_ms} ms"));
+                if !retry {
+                    break;
+                }
+            }
+            Err(err) if err.is_timeout() => {
+                last = ("TARGET_TIMEOUT", format!("no answer within {} ms", timeout.as_millis()))
+            }
+            Err(_) => last = ("TARGET_UNREACHABLE", "the target refused or dropped the connection".into()),
+        }
+    }
+    Outcome::Failed { error_code: last.0, attempts, message: last.1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        let signature = sign("secret", "msg_1", 1_700_000_000, r#"{"a":1}"#);
+        assert!(signature.starts_with("v1,"));
+        assert_eq!(signature, sign("secret", "msg_1", 1_700_000_000, r#"{"a":1}"#));
+        assert_ne!(signature, sign("secret", "msg_1", 1_700_000_001, r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn params_are_checked_per_executor() {
+        assert!(validate_params(Executor::Note, &json!({"text": "x"})).is_ok());
+        assert!(validate_params(Executor::Note, &json!({})).is_err());
+        assert!(validate_params(Executor::Webhook, &json!({"url": "http://x", "body": []})).is_err());
+        assert!(validate_params(Executor::Message, &json!({"to": "a", "text": "b"})).is_ok());
+    }
+}
