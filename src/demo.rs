@@ -37,6 +37,36 @@ struct Demo {
     base: String,
     client: reqwest::Client,
     started: Instant,
+    /// Messages the demo's message sink received: `(webhook-id, body)`.
+    delivered: Delivered,
+}
+
+type Delivered = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A stand-in for an SMS provider: accepts `message.send` deliveries on loopback.
+fn start_message_sink() -> Result<(String, Delivered), String> {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let delivered: Delivered = Default::default();
+    let log = delivered.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let url = format!("http://{}/messages", listener.local_addr().map_err(|e| e.to_string())?);
+    let server = HttpServer::new(move || {
+        let log = log.clone();
+        App::new().route(
+            "/messages",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                log.lock().unwrap_or_else(|p| p.into_inner()).push((id, String::from_utf8_lossy(&body).into_owned()));
+                async { HttpResponse::Ok().json(json!({"delivered": true})) }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(|e| e.to_string())?
+    .run();
+    actix_web::rt::spawn(server);
+    Ok((url, delivered))
 }
 
 impl Demo {
@@ -103,14 +133,22 @@ async fn drive() -> Result<(), String> {
     let data_dir = std::env::temp_dir().join(format!("callstream-demo-{}", uuid::Uuid::new_v4().simple()));
     let secrets = DevSecrets::generate();
     let dir = data_dir.display().to_string();
-    let config = Config::load(|name| (name == "CALLSTREAM_DATA_DIR").then(|| dir.clone()), Some(&secrets))
-        .map_err(|e| e.to_string())?;
+    let (sink_url, delivered) = start_message_sink()?;
+    let config = Config::load(
+        |name| match name {
+            "CALLSTREAM_DATA_DIR" => Some(dir.clone()),
+            "CALLSTREAM_MESSAGE_SINK_URL" => Some(sink_url.clone()),
+            _ => None,
+        },
+        Some(&secrets),
+    )
+    .map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let app = crate::Application::build_with_listener(config.clone(), listener).map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
     actix_web::rt::spawn(app.run_until_stopped());
-    let demo = Demo { base: base.clone(), client: reqwest::Client::new(), started: Instant::now() };
+    let demo = Demo { base: base.clone(), client: reqwest::Client::new(), started: Instant::now(), delivered };
     let result = script(&demo, &config).await;
     server.stop(true).await;
     let verified = crate::store::verify::verify(&config.database_path()).map_err(|e| e.to_string())?;
@@ -257,6 +295,39 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         demo.expect(Method::GET, &format!("/v1/realtime/sessions/{id}/transcript"), &ada, None, 200).await?;
     demo.step(&format!("transcript: \"{}\"", transcript["text"].as_str().unwrap_or_default()));
 
+    let mut action = json!({"actionId": "send-roadmap", "sessionId": id, "type": "message.send",
+                            "params": {"to": "+15550100", "text": "Here is the roadmap link"}});
+    let pending =
+        demo.expect(Method::POST, "/v1/orchestration/actions/execute", &agent, Some(action.clone()), 200).await?;
+    demo.step(&format!("the agent asks to send an SMS (sensitive) → {}", pending["ack"]));
+    let approval = demo
+        .expect(
+            Method::POST,
+            "/v1/actions/decision",
+            &ada,
+            Some(json!({"actionId": "send-roadmap", "decision": "approve"})),
+            200,
+        )
+        .await?;
+    demo.step(&format!(
+        "ada approves mid-call → a single-use confirmation token, valid until {}",
+        approval["expiresAt"]
+    ));
+    action["confirmationToken"] = approval["confirmationToken"].clone();
+    let executed =
+        demo.expect(Method::POST, "/v1/orchestration/actions/execute", &agent, Some(action.clone()), 200).await?;
+    let again = demo.expect(Method::POST, "/v1/orchestration/actions/execute", &agent, Some(action), 200).await?;
+    let deliveries = demo.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if executed != again || deliveries.len() != 1 {
+        return Err(format!("the action should run once: {executed} / {again}, {} deliveries", deliveries.len()));
+    }
+    demo.step(&format!(
+        "the agent retries with the token → {}; the SMS sink got {} signed delivery (webhook-id {}); a second retry answers the same",
+        executed["ack"],
+        deliveries.len(),
+        deliveries[0].0
+    ));
+
     demo.expect(
         Method::POST,
         &format!("/v1/call/sessions/{id}/state"),
@@ -265,7 +336,10 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         200,
     )
     .await?;
-    let last = next_event(&mut socket).await?;
+    let mut last = next_event(&mut socket).await?;
+    while last["type"] != "call.session.state_changed" {
+        last = next_event(&mut socket).await?;
+    }
     demo.step(&format!("session → ended; the socket receives seq {} ({}) and closes", last["seq"], last["type"]));
     let final_view = demo.expect(Method::GET, &format!("/v1/call/sessions/{id}"), &ada, None, 200).await?;
     demo.step(&format!(

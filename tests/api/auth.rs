@@ -73,6 +73,35 @@ async fn every_route_enforces_the_auth_matrix() {
             path: format!("/v1/call/sessions/{session}/livekit-token"),
             body: Some(json!({})),
         },
+        Route {
+            method: Method::POST,
+            path: "/v1/orchestration/actions/execute".into(),
+            body: Some(
+                json!({"actionId": "auth-a", "sessionId": session, "type": "note.create", "params": {"text": "x"}}),
+            ),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/actions/decision".into(),
+            body: Some(json!({"actionId": "auth-a", "decision": "approve"})),
+        },
+        Route { method: Method::GET, path: "/v1/orchestration/actions/auth-a".into(), body: None },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/call/sessions/{session}/reconnect"),
+            body: Some(json!({"resumeToken": "x.y"})),
+        },
+        Route { method: Method::GET, path: format!("/v1/realtime/sessions/{session}/transcript"), body: None },
+        Route {
+            method: Method::GET,
+            path: format!("/v1/realtime/sessions/{session}/transcript-snapshots"),
+            body: None,
+        },
+        Route {
+            method: Method::POST,
+            path: format!("/v1/realtime/sessions/{session}/transcript-snapshots/compact"),
+            body: Some(json!({})),
+        },
     ];
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
@@ -139,6 +168,16 @@ async fn every_route_enforces_the_auth_matrix() {
         (&routes[7], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
         (&routes[8], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[8], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[9], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[9], &operator, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[10], &other_tenant, StatusCode::NOT_FOUND, Some("ACTION_NOT_FOUND")),
+        (&routes[11], &other_tenant, StatusCode::NOT_FOUND, Some("ACTION_NOT_FOUND")),
+        (&routes[12], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[13], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[13], &operator, StatusCode::OK, None),
+        (&routes[14], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[15], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
+        (&routes[15], &operator, StatusCode::OK, None),
     ];
     for (route, token, status, code) in expectations {
         let response = call(&app, route, Some(token)).await;
@@ -148,6 +187,9 @@ async fn every_route_enforces_the_auth_matrix() {
         }
     }
     assert_eq!(app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "no rejected call appended");
+    // The owner can still do what strangers could not.
+    let executed = call(&app, &routes[9], Some(&alice)).await;
+    assert_eq!(executed.status(), StatusCode::OK);
 }
 
 #[tokio::test]
