@@ -278,10 +278,10 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, confirmation: Option<Confirmation>) 
     let executor = executors::executor_for(&c.action_type);
     let usage = Usage { actions_in_session: in_session, actions_last_minute: last_minute };
     let mut verdict = c.policy.evaluate(&c.principal.roles, &c.action_type, &c.params, usage, executor.is_some());
-    if let (Some(executor), Verdict::Approved { .. } | Verdict::NeedsConfirmation) = (executor, &verdict) {
-        if let Err(reason) = executors::validate_params(executor, &c.params) {
-            verdict = Verdict::Blocked { code: "PARAMS_INVALID", reason };
-        }
+    if let (Some(executor), Verdict::Approved { .. } | Verdict::NeedsConfirmation) = (executor, &verdict)
+        && let Err(reason) = executors::validate_params(executor, &c.params)
+    {
+        verdict = Verdict::Blocked { code: "PARAMS_INVALID", reason };
     }
     let requested = json!({ "actionId": c.action_id, "type": c.action_type, "params": c.params, "requestedBy": c.principal.user_id.as_str() });
     let decided = |decision: &str, reason: Option<&str>| {

@@ -70,6 +70,30 @@ impl ChildServer {
         Err("the server did not become ready within 10 s".into())
     }
 
+    /// Create `count` sessions as `token`'s owner; returns their ids.
+    pub async fn create_sessions(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        count: usize,
+    ) -> Result<Vec<String>, String> {
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let created: serde_json::Value = client
+                .post(format!("{}/v1/call/sessions", self.address))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"title": "bench"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            sessions.push(created["sessionId"].as_str().ok_or("no sessionId")?.to_owned());
+        }
+        Ok(sessions)
+    }
+
     pub fn token(&self, sub: &str, roles: &[Role]) -> Result<String, String> {
         crate::http::auth::mint(&self.jwt, sub, "bench", roles, 3600).map_err(|e| e.to_string())
     }

@@ -71,20 +71,7 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
     let user = server.token("bench-user", &[Role::User])?;
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().map_err(|e| e.to_string())?;
-    let mut sessions = Vec::with_capacity(args.sessions);
-    for _ in 0..args.sessions {
-        let created: Value = client
-            .post(format!("{}/v1/call/sessions", server.address))
-            .bearer_auth(&user)
-            .json(&json!({"title": "bench"}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        sessions.push(created["sessionId"].as_str().ok_or("no sessionId")?.to_owned());
-    }
+    let sessions = server.create_sessions(&client, &user, args.sessions).await?;
     let batches = args.events.div_ceil(args.batch);
     eprintln!("preparing {batches} request bodies …");
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(

@@ -79,29 +79,6 @@ pub fn idle(args: IdleArgs) -> ExitCode {
     runtime("idle", run_idle(args))
 }
 
-async fn create_sessions(
-    server: &ChildServer,
-    client: &reqwest::Client,
-    token: &str,
-    count: usize,
-) -> Result<Vec<String>, String> {
-    let mut sessions = Vec::with_capacity(count);
-    for _ in 0..count {
-        let created: Value = client
-            .post(format!("{}/v1/call/sessions", server.address))
-            .bearer_auth(token)
-            .json(&json!({}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        sessions.push(created["sessionId"].as_str().ok_or("no sessionId")?.to_owned());
-    }
-    Ok(sessions)
-}
-
 async fn open_socket(server: &ChildServer, token: &str, session: &str, query: &str) -> Result<(Socket, Value), String> {
     let url = format!(
         "{}/v1/realtime/sessions/{session}/ws?access_token={token}{query}",
@@ -140,7 +117,7 @@ async fn run_fanout(args: FanoutArgs) -> Result<(), String> {
     let server = ChildServer::start("full").await?;
     let client = reqwest::Client::new();
     let owner = server.token("bench-owner", &[Role::User])?;
-    let sessions = create_sessions(&server, &client, &owner, args.sessions).await?;
+    let sessions = server.create_sessions(&client, &owner, args.sessions).await?;
     eprintln!("opening {} subscribers …", args.sessions * args.subscribers_per_session);
     let origin = Instant::now();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -221,7 +198,7 @@ async fn run_reconnect(args: ReconnectArgs) -> Result<(), String> {
     let server = ChildServer::start("full").await?;
     let client = reqwest::Client::new();
     let owner = server.token("bench-owner", &[Role::User])?;
-    let sessions = create_sessions(&server, &client, &owner, args.sessions).await?;
+    let sessions = server.create_sessions(&client, &owner, args.sessions).await?;
     eprintln!("connecting {} clients …", args.clients);
     let mut tokens = Vec::with_capacity(args.clients);
     for n in 0..args.clients {
@@ -298,7 +275,7 @@ async fn run_idle(args: IdleArgs) -> Result<(), String> {
     let server = ChildServer::start("full").await?;
     let client = reqwest::Client::new();
     let owner = server.token("bench-owner", &[Role::User])?;
-    let sessions = create_sessions(&server, &client, &owner, args.sessions).await?;
+    let sessions = server.create_sessions(&client, &owner, args.sessions).await?;
     let baseline = server.rss_kib()?;
     eprintln!("opening {} idle connections (server RSS before: {} MiB) …", args.connections, baseline / 1024);
     let mut sockets = Vec::with_capacity(args.connections);

@@ -69,6 +69,29 @@ fn is_json(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
+/// Read the body, then parse it as JSON; with `optional`, an empty body is `None`.
+fn json_body<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    optional: bool,
+) -> LocalBoxFuture<'static, Result<Option<T>, AppError>> {
+    let json = is_json(req);
+    let raw = RawBody::from_request(req, payload);
+    Box::pin(async move {
+        let RawBody(body) = raw.await?;
+        if optional && body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !json {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body with `Content-Type: application/json`",
+            ));
+        }
+        parse(&body).map(Some)
+    })
+}
+
 /// A JSON body of type `T`.
 pub struct Json<T>(pub T);
 
@@ -77,17 +100,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = is_json(req);
-        let raw = RawBody::from_request(req, payload);
+        let body = json_body::<T>(req, payload, false);
         Box::pin(async move {
-            let RawBody(body) = raw.await?;
-            if !json {
-                return Err(AppError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "send the body with `Content-Type: application/json`",
-                ));
-            }
-            parse(&body).map(Json)
+            body.await?.map(Json).ok_or_else(|| AppError::new(ErrorCode::InvalidJson, "the body is empty"))
         })
     }
 }
@@ -100,21 +115,8 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
     type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = is_json(req);
-        let raw = RawBody::from_request(req, payload);
-        Box::pin(async move {
-            let RawBody(body) = raw.await?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJson(T::default()));
-            }
-            if !json {
-                return Err(AppError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "send the body with `Content-Type: application/json`",
-                ));
-            }
-            parse(&body).map(OptionalJson)
-        })
+        let body = json_body::<T>(req, payload, true);
+        Box::pin(async move { Ok(OptionalJson(body.await?.unwrap_or_default())) })
     }
 }
 

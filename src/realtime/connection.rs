@@ -124,9 +124,8 @@ impl Connection {
                         Some(Ok(Message::Close(_))) => return Ending::Gone,
                         Some(Ok(Message::Ping(bytes))) => { if socket.pong(&bytes).await.is_err() { return Ending::Gone } }
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(reply) = self.handle(&text).await {
-                                if socket.text(reply.to_text()).await.is_err() { return Ending::Gone }
-                            }
+                            if let Some(reply) = self.handle(&text).await
+                                && socket.text(reply.to_text()).await.is_err() { return Ending::Gone }
                         }
                         Some(Ok(Message::Binary(_))) => {
                             let frame = ServerFrame::Error { code: ErrorCode::WsFrameInvalid.as_str(), message: "frames are JSON text".into(), reference: None };

@@ -219,7 +219,7 @@ async fn socket_clients_survive_kill_9() {
                     let seq = frame["event"]["seq"].as_u64().expect("seq");
                     assert_eq!(seq, expected, "cycle {cycle}: replay and live are gapless");
                     expected += 1;
-                    if seq % 5 == 0 {
+                    if seq.is_multiple_of(5) {
                         let _ = socket.send(Message::Text(json!({"op": "ack", "seq": seq}).to_string().into())).await;
                     }
                 }
