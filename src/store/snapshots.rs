@@ -9,12 +9,14 @@ use super::log::StoredEvent;
 /// current text. Stale revisions (kept in the log) change nothing and leave no snapshot.
 pub fn record_live(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> {
     for event in events.iter().filter(|e| e.event_type.starts_with("transcript.segment.")) {
+        let segment_id = event.payload_json().get("segmentId").and_then(serde_json::Value::as_str).map(str::to_owned);
+        // By primary key: the segment's current row is this event's only if it won.
         conn.prepare_cached(
             "INSERT INTO transcript_snapshots (session_id, segment_id, seq, kind, revision, text, recorded_at) \
              SELECT session_id, segment_id, seq, kind, revision, text, updated_at FROM transcript_segments \
-             WHERE session_id = ?1 AND seq = ?2",
+             WHERE session_id = ?1 AND segment_id = ?2 AND seq = ?3",
         )?
-        .execute(params![event.stream_id, event.seq])?;
+        .execute(params![event.stream_id, segment_id, event.seq])?;
     }
     Ok(())
 }
