@@ -33,7 +33,7 @@ pub async fn transcript(state: &AppState, principal: &Principal, session_id: Str
 
 pub const MAX_SNAPSHOT_LIMIT: u64 = 1000;
 
-/// `GET /v1/realtime/sessions/{id}/transcript-snapshots?after=&limit=`.
+/// `GET /v1/realtime/sessions/{id}/transcript-snapshots?after=&limit=`: in seq order; `after` is a seq.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
 pub async fn snapshots(
     state: &AppState,
@@ -58,12 +58,12 @@ pub async fn snapshots(
             ))
         })
         .await?;
-    let next_after = rows.last().map(|r| r.snapshot_id);
+    let next_after = rows.last().map(|r| r.seq);
     let snapshots: Vec<Value> = rows
         .into_iter()
         .map(|r| {
             json!({
-                "snapshotId": r.snapshot_id, "segmentId": r.segment_id, "seq": r.seq, "kind": r.kind,
+                "segmentId": r.segment_id, "seq": r.seq, "kind": r.kind,
                 "revision": r.revision, "text": r.text, "recordedAt": r.recorded_at, "current": r.current,
             })
         })

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::log::{self, StoredEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 3;
+pub const PROJECTION_VERSION: i64 = 5;
 
 /// Derived tables, in the order they are compared.
 pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings", "transcript_segments"];
@@ -89,8 +89,7 @@ CREATE TABLE transcript_segments (
     first_seq   INTEGER NOT NULL,
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (session_id, segment_id)
-) STRICT;
-CREATE INDEX transcript_segments_in_order ON transcript_segments (session_id, start_ms, first_seq);
+) STRICT, WITHOUT ROWID;
 "#;
 
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
@@ -119,10 +118,17 @@ pub fn set_version(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Live appends also keep the append-only transcript history; a replay rebuilds projections only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
+}
+
 /// Apply events (in position order) to every projection.
-pub fn apply(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> {
+pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite::Result<()> {
     for event in events {
-        apply_lifecycle(conn, event)?;
+        apply_lifecycle(conn, event, mode)?;
     }
     // Stream counters once per stream, not once per event: the hot path of batch ingest.
     let mut heads: Vec<(&str, u64, u64, &str)> = Vec::new();
@@ -145,7 +151,7 @@ pub fn apply(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> 
     Ok(())
 }
 
-fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+fn apply_lifecycle(conn: &Connection, event: &StoredEvent, mode: Mode) -> rusqlite::Result<()> {
     let payload = || event.payload_json();
     let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     match event.event_type.as_str() {
@@ -285,20 +291,24 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             ])?;
         }
         "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited" => {
-            apply_transcript(conn, event)?;
+            apply_transcript(conn, event, mode)?;
         }
         _ => {}
     }
     Ok(())
 }
 
-fn apply_transcript(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+fn apply_transcript(conn: &Connection, event: &StoredEvent, mode: Mode) -> rusqlite::Result<()> {
     let payload = event.payload_json();
     let (kind, rank) = transcript_kind(&event.event_type);
     let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
     let int = |key: &str| payload.get(key).and_then(Value::as_i64);
-    conn.prepare_cached(
-        "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, text, speaker, \
+    let segment_id = text("segmentId");
+    let revision = int("revision").unwrap_or(0);
+    let body = text("text").unwrap_or_default();
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, text, speaker, \
          start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?3, ?14) \
          ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
@@ -308,23 +318,28 @@ fn apply_transcript(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<
          language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
          updated_at = excluded.updated_at \
          WHERE (excluded.kind_rank, excluded.revision) > (kind_rank, revision)",
-    )?
-    .execute(params![
-        event.stream_id,
-        text("segmentId"),
-        event.seq,
-        kind,
-        rank,
-        int("revision").unwrap_or(0),
-        text("text").unwrap_or_default(),
-        text("speaker"),
-        int("startMs"),
-        int("endMs"),
-        payload.get("confidence").and_then(Value::as_f64),
-        text("language"),
-        text("editedBy"),
-        event.recorded_at,
-    ])?;
+        )?
+        .execute(params![
+            event.stream_id,
+            segment_id,
+            event.seq,
+            kind,
+            rank,
+            revision,
+            body,
+            text("speaker"),
+            int("startMs"),
+            int("endMs"),
+            payload.get("confidence").and_then(Value::as_f64),
+            text("language"),
+            text("editedBy"),
+            event.recorded_at,
+        ])?;
+    // Only an event that became its segment's current text leaves a snapshot; stale revisions
+    // (kept in the log) leave none.
+    if changed == 1 && mode == Mode::Live {
+        super::snapshots::record(conn, event, segment_id.as_deref().unwrap_or_default(), kind, revision, &body)?;
+    }
     Ok(())
 }
 
@@ -350,7 +365,7 @@ pub fn replay(source: &Connection, target: &Connection, events_table: &str) -> r
         let chunk: Vec<StoredEvent> = statement.query_map([after], log::from_row)?.collect::<rusqlite::Result<_>>()?;
         let Some(last) = chunk.last() else { break };
         after = last.position;
-        apply(target, &chunk)?;
+        apply(target, &chunk, Mode::Replay)?;
         replayed += chunk.len() as u64;
     }
     Ok(replayed)

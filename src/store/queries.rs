@@ -394,7 +394,6 @@ pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<S
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRecord {
-    pub snapshot_id: u64,
     pub segment_id: String,
     pub seq: u64,
     pub kind: String,
@@ -407,24 +406,23 @@ pub struct SnapshotRecord {
 pub fn transcript_snapshots(
     conn: &Connection,
     session_id: &str,
-    after_id: u64,
+    after_seq: u64,
     limit: u64,
 ) -> rusqlite::Result<Vec<SnapshotRecord>> {
     conn.prepare_cached(
-        "SELECT t.snapshot_id, t.segment_id, t.seq, t.kind, t.revision, t.text, t.recorded_at, \
+        "SELECT t.segment_id, t.seq, t.kind, t.revision, t.text, t.recorded_at, \
          EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) \
-         FROM transcript_snapshots t WHERE t.session_id = ?1 AND t.snapshot_id > ?2 ORDER BY t.snapshot_id LIMIT ?3",
+         FROM transcript_snapshots t WHERE t.session_id = ?1 AND t.seq > ?2 ORDER BY t.seq LIMIT ?3",
     )?
-    .query_map(rusqlite::params![session_id, after_id, limit], |row| {
+    .query_map(rusqlite::params![session_id, after_seq, limit], |row| {
         Ok(SnapshotRecord {
-            snapshot_id: row.get(0)?,
-            segment_id: row.get(1)?,
-            seq: row.get(2)?,
-            kind: row.get(3)?,
-            revision: row.get(4)?,
-            text: row.get(5)?,
-            recorded_at: row.get(6)?,
-            current: row.get(7)?,
+            segment_id: row.get(0)?,
+            seq: row.get(1)?,
+            kind: row.get(2)?,
+            revision: row.get(3)?,
+            text: row.get(4)?,
+            recorded_at: row.get(5)?,
+            current: row.get(6)?,
         })
     })?
     .collect()

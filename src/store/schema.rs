@@ -124,6 +124,25 @@ CREATE TABLE actions (
 CREATE INDEX actions_by_session ON actions (session_id, created_at);
 "#,
         ),
+        M::up(
+            r#"
+-- Snapshots keyed by (session, seq) in one b-tree: one insert per transcript change instead of two.
+CREATE TABLE transcript_snapshots_v2 (
+    session_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    segment_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO transcript_snapshots_v2 (session_id, seq, segment_id, kind, revision, text, recorded_at)
+    SELECT session_id, seq, segment_id, kind, revision, text, recorded_at FROM transcript_snapshots;
+DROP TABLE transcript_snapshots;
+ALTER TABLE transcript_snapshots_v2 RENAME TO transcript_snapshots;
+"#,
+        ),
     ])
 }
 

@@ -5,19 +5,21 @@ use rusqlite::{Connection, params};
 
 use super::log::StoredEvent;
 
-/// After `projections::apply`: one snapshot row per transcript event that became its segment's
-/// current text. Stale revisions (kept in the log) change nothing and leave no snapshot.
-pub fn record_live(conn: &Connection, events: &[StoredEvent]) -> rusqlite::Result<()> {
-    for event in events.iter().filter(|e| e.event_type.starts_with("transcript.segment.")) {
-        let segment_id = event.payload_json().get("segmentId").and_then(serde_json::Value::as_str).map(str::to_owned);
-        // By primary key: the segment's current row is this event's only if it won.
-        conn.prepare_cached(
-            "INSERT INTO transcript_snapshots (session_id, segment_id, seq, kind, revision, text, recorded_at) \
-             SELECT session_id, segment_id, seq, kind, revision, text, updated_at FROM transcript_segments \
-             WHERE session_id = ?1 AND segment_id = ?2 AND seq = ?3",
-        )?
-        .execute(params![event.stream_id, segment_id, event.seq])?;
-    }
+/// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
+/// projection path only, so rebuilds never write history).
+pub fn record(
+    conn: &Connection,
+    event: &StoredEvent,
+    segment_id: &str,
+    kind: &str,
+    revision: i64,
+    text: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO transcript_snapshots (session_id, segment_id, seq, kind, revision, text, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![event.stream_id, segment_id, event.seq, kind, revision, text, event.recorded_at])?;
     Ok(())
 }
 

@@ -112,8 +112,7 @@ impl WriteTx<'_> {
                 Err(err) => return Err(err.into()),
             }
         }
-        projections::apply(self.conn, &stored)?;
-        super::snapshots::record_live(self.conn, &stored)?;
+        projections::apply(self.conn, &stored, projections::Mode::Live)?;
         if let Some(last) = stored.last() {
             match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {
                 Some(entry) => entry.1 = last.seq,
