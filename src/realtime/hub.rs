@@ -138,10 +138,6 @@ impl Hub {
         }
     }
 
-    pub fn connections(&self) -> usize {
-        self.lock().sockets.len()
-    }
-
     /// Forward the writer's commits until it stops. If we lag behind the broadcast, re-read the
     /// head of every watched session so nobody misses a wake-up.
     pub async fn run(self, store: Store, mut commits: broadcast::Receiver<Appended>) {

@@ -12,7 +12,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Durability;
 use crate::error::AppError;
@@ -158,9 +158,4 @@ impl ReadPool {
             idle.push(conn);
         }
     }
-}
-
-/// Meta values such as the epoch, for tools that open the file directly.
-pub fn meta_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0)).optional()
 }

@@ -72,16 +72,6 @@ pub fn stream_events(conn: &Connection, stream_id: &str, after: u64, limit: u64)
     .collect()
 }
 
-/// Events in global position order after `after`.
-pub fn events_after_position(conn: &Connection, after: u64, limit: u64) -> rusqlite::Result<Vec<StoredEvent>> {
-    conn.prepare_cached(&format!(
-        "SELECT {} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
-        log::SELECT_COLUMNS
-    ))?
-    .query_map(rusqlite::params![after, limit], log::from_row)?
-    .collect()
-}
-
 pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> {
     log::stream_head(conn, stream_id)
 }
