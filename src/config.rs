@@ -102,8 +102,9 @@ pub struct RealtimeConfig {
     pub idle_timeout_secs: u64,
     /// A send blocked longer than this marks a slow consumer (4008).
     pub send_timeout_ms: u64,
-    /// Unsent events behind head beyond which a connection is a slow consumer (4008).
-    pub max_lag: u64,
+    /// SO_SNDBUF of every accepted socket: with actix's 32-frame queue it bounds what one
+    /// connection can hold in flight, so a stalled reader blocks sends (4008) at a known size.
+    pub socket_send_buffer_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,7 +235,13 @@ impl Config {
             heartbeat_secs: bounded(&get, "CALLSTREAM_WS_HEARTBEAT_SECS", 15, 1, 300)?,
             idle_timeout_secs: bounded(&get, "CALLSTREAM_WS_IDLE_TIMEOUT_SECS", 30, 2, 600)?,
             send_timeout_ms: bounded(&get, "CALLSTREAM_WS_SEND_TIMEOUT_MS", 5000, 10, 60_000)?,
-            max_lag: bounded(&get, "CALLSTREAM_WS_MAX_LAG", 10_000, 10, 10_000_000)?,
+            socket_send_buffer_bytes: bounded(
+                &get,
+                "CALLSTREAM_SOCKET_SEND_BUFFER_BYTES",
+                256 * 1024,
+                4 * 1024,
+                64 * 1024 * 1024,
+            )?,
         };
         let policy = match get("CALLSTREAM_POLICY_FILE") {
             None => crate::domain::policy::Policy::built_in(),

@@ -33,6 +33,17 @@ pub struct Application {
     writer_thread: std::thread::JoinHandle<()>,
 }
 
+/// Linux autotunes a socket's send buffer up to several MB; a fixed size keeps what a stalled
+/// WebSocket reader can pin in kernel memory small and makes the slow-consumer cut-off (4008) come
+/// at a predictable point (docs/realtime.md).
+fn bound_send_buffer(connection: &dyn std::any::Any, bytes: usize) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Err(err) = socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    {
+        tracing::warn!(error = %err, "could not bound the socket send buffer");
+    }
+}
+
 impl Application {
     /// Open the store and bind the listener (port 0 picks a free port).
     pub fn build(config: Config) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
@@ -52,6 +63,7 @@ impl Application {
         let commits = store.writer.subscribe();
         tokio::spawn(hub.run(store, commits));
         let data = web::Data::new(state.clone());
+        let send_buffer = state.config.realtime.socket_send_buffer_bytes as usize;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -59,6 +71,7 @@ impl Application {
                 .configure(http::routes::configure)
                 .default_service(web::to(http::handlers::route_not_found))
         })
+        .on_connect(move |connection, _| bound_send_buffer(connection, send_buffer))
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
