@@ -176,12 +176,13 @@ fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
-pub fn insert(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
-    let mut statement = conn.prepare_cached(
-        "INSERT INTO events (position, tenant_id, stream_id, seq, event_id, type, schema_version, ts, recorded_at, \
-         actor_kind, actor_id, payload, content_hash, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
+/// The statement `insert` runs; prepare it once per batch (the SQL is long to hash and look up).
+pub const INSERT: &str = "INSERT INTO events (position, tenant_id, stream_id, seq, event_id, type, schema_version, ts, \
+     recorded_at, actor_kind, actor_id, payload, content_hash, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Insert one row with `statement` prepared from `INSERT`.
+pub fn insert(statement: &mut rusqlite::Statement<'_>, event: &StoredEvent) -> rusqlite::Result<()> {
     statement.execute(params![
         event.position,
         event.tenant_id,

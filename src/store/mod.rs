@@ -1,6 +1,7 @@
 //! The only module that knows rusqlite. The rest of the crate sees a narrow interface: run a
 //! command on the writer, run a query on a reader, verify, rebuild.
 
+mod checkpoint;
 pub mod log;
 pub mod projections;
 pub mod queries;
@@ -53,6 +54,9 @@ pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connectio
     }
     let mut conn = Connection::open(path)?;
     configure(&conn, durability)?;
+    // The writer touches every live session's pages in the log indexes and projections; a 64 MiB
+    // cache (SQLite's default is 2 MiB) keeps them in memory instead of re-reading the file.
+    conn.pragma_update(None, "cache_size", -64 * 1024)?;
     schema::migrations().to_latest(&mut conn)?;
     let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
@@ -102,7 +106,9 @@ impl Store {
     pub fn open(path: &Path, durability: Durability) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let conn = open_for_writing(path, durability)?;
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
-        let (writer, handle) = Writer::start(conn).map_err(|e| StoreError::Writer(e.to_string()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = checkpoint::start(path, durability)?;
+        let (writer, handle) = Writer::start(conn, checkpoints).map_err(|e| StoreError::Writer(e.to_string()))?;
         let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
         Ok((Store { writer, readers, epoch: epoch.into() }, handle))
     }

@@ -4,6 +4,8 @@
 //! Every column is a function of the events alone (never of wall-clock time or request data), so
 //! a rebuild yields exactly the live tables; `verify` and the rebuild test hold us to that.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
@@ -127,8 +129,17 @@ pub enum Mode {
 
 /// Apply events (in position order) to every projection.
 pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite::Result<()> {
+    let mut transcripts: Option<TranscriptWriter> = None;
     for event in events {
-        apply_lifecycle(conn, event, mode)?;
+        if is_transcript_type(&event.event_type) {
+            let writer = match &mut transcripts {
+                Some(writer) => writer,
+                None => transcripts.insert(TranscriptWriter::prepare(conn, mode)?),
+            };
+            writer.apply(event)?;
+        } else {
+            apply_lifecycle(conn, event)?;
+        }
     }
     // Stream counters once per stream, not once per event: the hot path of batch ingest.
     let mut heads: Vec<(&str, u64, u64, &str)> = Vec::new();
@@ -151,7 +162,7 @@ pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite:
     Ok(())
 }
 
-fn apply_lifecycle(conn: &Connection, event: &StoredEvent, mode: Mode) -> rusqlite::Result<()> {
+fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
     let payload = || event.payload_json();
     let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     match event.event_type.as_str() {
@@ -290,57 +301,93 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent, mode: Mode) -> rusqli
                 event.recorded_at,
             ])?;
         }
-        "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited" => {
-            apply_transcript(conn, event, mode)?;
-        }
         _ => {}
     }
     Ok(())
 }
 
-fn apply_transcript(conn: &Connection, event: &StoredEvent, mode: Mode) -> rusqlite::Result<()> {
-    let payload = event.payload_json();
-    let (kind, rank) = transcript_kind(&event.event_type);
-    let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
-    let int = |key: &str| payload.get(key).and_then(Value::as_i64);
-    let segment_id = text("segmentId");
-    let revision = int("revision").unwrap_or(0);
-    let body = text("text").unwrap_or_default();
-    let changed = conn
-        .prepare_cached(
+/// The fields of a `transcript.segment.*` payload the projection reads, borrowed from the stored
+/// JSON (the payload was validated against its schema on the way in).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SegmentPayload<'a> {
+    #[serde(borrow)]
+    segment_id: Option<Cow<'a, str>>,
+    revision: i64,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(borrow)]
+    speaker: Option<Cow<'a, str>>,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+    confidence: Option<f64>,
+    #[serde(borrow)]
+    language: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    edited_by: Option<Cow<'a, str>>,
+}
+
+fn is_transcript_type(event_type: &str) -> bool {
+    matches!(event_type, "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited")
+}
+
+/// The transcript statements, prepared once per batch of events.
+struct TranscriptWriter<'c> {
+    upsert: rusqlite::CachedStatement<'c>,
+    /// Live appends also keep the snapshot history; a replay does not.
+    snapshot: Option<rusqlite::CachedStatement<'c>>,
+}
+
+impl<'c> TranscriptWriter<'c> {
+    fn prepare(conn: &'c Connection, mode: Mode) -> rusqlite::Result<TranscriptWriter<'c>> {
+        let upsert = conn.prepare_cached(
             "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, text, speaker, \
-         start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?3, ?14) \
-         ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
-         kind_rank = excluded.kind_rank, revision = excluded.revision, text = excluded.text, \
-         speaker = COALESCE(excluded.speaker, speaker), start_ms = COALESCE(excluded.start_ms, start_ms), \
-         end_ms = COALESCE(excluded.end_ms, end_ms), confidence = COALESCE(excluded.confidence, confidence), \
-         language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
-         updated_at = excluded.updated_at \
-         WHERE (excluded.kind_rank, excluded.revision) > (kind_rank, revision)",
-        )?
-        .execute(params![
+             start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?3, ?14) \
+             ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
+             kind_rank = excluded.kind_rank, revision = excluded.revision, text = excluded.text, \
+             speaker = COALESCE(excluded.speaker, speaker), start_ms = COALESCE(excluded.start_ms, start_ms), \
+             end_ms = COALESCE(excluded.end_ms, end_ms), confidence = COALESCE(excluded.confidence, confidence), \
+             language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
+             updated_at = excluded.updated_at \
+             WHERE (excluded.kind_rank, excluded.revision) > (kind_rank, revision)",
+        )?;
+        let snapshot = match mode {
+            Mode::Live => Some(conn.prepare_cached(super::snapshots::INSERT)?),
+            Mode::Replay => None,
+        };
+        Ok(TranscriptWriter { upsert, snapshot })
+    }
+
+    fn apply(&mut self, event: &StoredEvent) -> rusqlite::Result<()> {
+        let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
+        let (kind, rank) = transcript_kind(&event.event_type);
+        let changed = self.upsert.execute(params![
             event.stream_id,
-            segment_id,
+            payload.segment_id,
             event.seq,
             kind,
             rank,
-            revision,
-            body,
-            text("speaker"),
-            int("startMs"),
-            int("endMs"),
-            payload.get("confidence").and_then(Value::as_f64),
-            text("language"),
-            text("editedBy"),
+            payload.revision,
+            payload.text,
+            payload.speaker,
+            payload.start_ms,
+            payload.end_ms,
+            payload.confidence,
+            payload.language,
+            payload.edited_by,
             event.recorded_at,
         ])?;
-    // Only an event that became its segment's current text leaves a snapshot; stale revisions
-    // (kept in the log) leave none.
-    if changed == 1 && mode == Mode::Live {
-        super::snapshots::record(conn, event, segment_id.as_deref().unwrap_or_default(), kind, revision, &body)?;
+        // Only an event that became its segment's current text leaves a snapshot; stale revisions
+        // (kept in the log) leave none.
+        if changed == 1
+            && let Some(snapshot) = &mut self.snapshot
+        {
+            let segment_id = payload.segment_id.as_deref().unwrap_or_default();
+            super::snapshots::record(snapshot, event, segment_id, kind, payload.revision, &payload.text)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `(kind, rank)` of a transcript event type: an edit beats a final beats a partial.

@@ -402,7 +402,8 @@ pub fn transcript_snapshots(
     conn.prepare_cached(
         "SELECT t.segment_id, t.seq, t.kind, t.revision, t.text, t.recorded_at, \
          EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) \
-         FROM transcript_snapshots t WHERE t.session_id = ?1 AND t.seq > ?2 ORDER BY t.seq LIMIT ?3",
+         FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
+         WHERE e.stream_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
     )?
     .query_map(rusqlite::params![session_id, after_seq, limit], |row| {
         Ok(SnapshotRecord {
@@ -422,7 +423,8 @@ pub fn transcript_snapshots(
 pub fn snapshot_stats(conn: &Connection, session_id: &str) -> rusqlite::Result<(u64, u64)> {
     conn.prepare_cached(
         "SELECT COUNT(*), COALESCE(SUM(NOT EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
-         AND s.segment_id = t.segment_id AND s.seq = t.seq)), 0) FROM transcript_snapshots t WHERE t.session_id = ?1",
+         AND s.segment_id = t.segment_id AND s.seq = t.seq)), 0) \
+         FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position WHERE e.stream_id = ?1",
     )?
     .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
 }

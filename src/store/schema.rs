@@ -143,6 +143,28 @@ DROP TABLE transcript_snapshots;
 ALTER TABLE transcript_snapshots_v2 RENAME TO transcript_snapshots;
 "#,
         ),
+        M::up(
+            r#"
+-- Snapshots keyed by the event's log position: every insert appends at the end of the b-tree
+-- (as the log does) instead of landing in the middle of one session's range. Reads reach a
+-- session's rows through the log's (stream_id, seq) index.
+CREATE TABLE transcript_snapshots_v3 (
+    position    INTEGER PRIMARY KEY,
+    session_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    segment_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+) STRICT;
+INSERT INTO transcript_snapshots_v3 (position, session_id, seq, segment_id, kind, revision, text, recorded_at)
+    SELECT e.position, t.session_id, t.seq, t.segment_id, t.kind, t.revision, t.text, t.recorded_at
+    FROM transcript_snapshots t JOIN events e ON e.stream_id = t.session_id AND e.seq = t.seq;
+DROP TABLE transcript_snapshots;
+ALTER TABLE transcript_snapshots_v3 RENAME TO transcript_snapshots;
+"#,
+        ),
     ])
 }
 
@@ -151,5 +173,30 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn snapshots_keep_their_rows_when_rekeyed_by_position() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        super::migrations().to_version(&mut conn, 5).expect("up to 5");
+        for (position, seq) in [(7, 1), (9, 2)] {
+            conn.execute(
+                "INSERT INTO events VALUES (?1, 't1', 's1', ?2, ?3, 'transcript.segment.final', 1, 'ts', 'at', \
+                 'user', 'u', '{}', x'00', x'00', x'00')",
+                rusqlite::params![position, seq, format!("e{seq}")],
+            )
+            .expect("event");
+            conn.execute(
+                "INSERT INTO transcript_snapshots VALUES ('s1', ?1, 'seg', 'final', 1, ?2, 'at')",
+                rusqlite::params![seq, format!("text {seq}")],
+            )
+            .expect("snapshot");
+        }
+        super::migrations().to_latest(&mut conn).expect("to latest");
+        let rows: Vec<(i64, i64, String)> = conn
+            .prepare("SELECT position, seq, text FROM transcript_snapshots ORDER BY position")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .expect("rows");
+        assert_eq!(rows, vec![(7, 1, "text 1".to_owned()), (9, 2, "text 2".to_owned())]);
     }
 }

@@ -5,21 +5,31 @@ use rusqlite::{Connection, params};
 
 use super::log::StoredEvent;
 
+/// The statement `record` runs.
+pub const INSERT: &str = "INSERT INTO transcript_snapshots \
+     (position, session_id, seq, segment_id, kind, revision, text, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
 /// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
-/// projection path only, so rebuilds never write history).
+/// projection path only, so rebuilds never write history). `statement` is prepared from `INSERT`.
 pub fn record(
-    conn: &Connection,
+    statement: &mut rusqlite::Statement<'_>,
     event: &StoredEvent,
     segment_id: &str,
     kind: &str,
     revision: i64,
     text: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO transcript_snapshots (session_id, segment_id, seq, kind, revision, text, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![event.stream_id, segment_id, event.seq, kind, revision, text, event.recorded_at])?;
+    statement.execute(params![
+        event.position,
+        event.stream_id,
+        event.seq,
+        segment_id,
+        kind,
+        revision,
+        text,
+        event.recorded_at
+    ])?;
     Ok(())
 }
 
@@ -33,12 +43,18 @@ pub struct CompactionStats {
 /// Delete a session's superseded snapshots recorded before `before` (RFC 3339), keeping every
 /// segment's current one.
 pub fn compact(conn: &Connection, session_id: &str, before: &str) -> rusqlite::Result<CompactionStats> {
-    let examined: u64 =
-        conn.query_row("SELECT COUNT(*) FROM transcript_snapshots WHERE session_id = ?1", [session_id], |r| r.get(0))?;
+    let examined: u64 = conn.query_row(
+        "SELECT COUNT(*) FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
+         WHERE e.stream_id = ?1",
+        [session_id],
+        |r| r.get(0),
+    )?;
     let deleted = conn.execute(
-        "DELETE FROM transcript_snapshots WHERE session_id = ?1 AND recorded_at < ?2 AND NOT EXISTS \
-         (SELECT 1 FROM transcript_segments s WHERE s.session_id = transcript_snapshots.session_id \
-          AND s.segment_id = transcript_snapshots.segment_id AND s.seq = transcript_snapshots.seq)",
+        "DELETE FROM transcript_snapshots WHERE position IN \
+         (SELECT t.position FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
+          WHERE e.stream_id = ?1 AND t.recorded_at < ?2 AND NOT EXISTS \
+          (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
+           AND s.segment_id = t.segment_id AND s.seq = t.seq))",
         params![session_id, before],
     )? as u64;
     Ok(CompactionStats { examined, deleted, kept: examined - deleted })

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::checkpoint::Nudge;
 use super::log::{self, Actor, NewEvent, StoredEvent};
 use super::projections;
 use crate::error::{AppError, ErrorCode};
@@ -74,6 +75,7 @@ impl WriteTx<'_> {
         events: Vec<NewEvent>,
     ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), AppError> {
         let mut head = log::stream_head(self.conn, stream_id)?;
+        let mut insert = self.conn.prepare_cached(log::INSERT)?;
         let mut outcomes = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
@@ -94,7 +96,7 @@ impl WriteTx<'_> {
                 hash: [0; 32],
             };
             candidate.hash = log::chain_hash(&candidate);
-            match log::insert(self.conn, &candidate) {
+            match log::insert(&mut insert, &candidate) {
                 Ok(()) => {
                     head = candidate.seq;
                     self.tip = Tip { position: candidate.position, hash: candidate.hash };
@@ -112,6 +114,7 @@ impl WriteTx<'_> {
                 Err(err) => return Err(err.into()),
             }
         }
+        drop(insert);
         projections::apply(self.conn, &stored, projections::Mode::Live)?;
         if let Some(last) = stored.last() {
             match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {
@@ -174,13 +177,20 @@ pub struct Writer {
 
 impl Writer {
     /// Start the writer thread on `conn`, continuing the chain from the log's current tip.
-    pub fn start(conn: Connection) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
+    /// `checkpoints` is nudged after every commit (automatic checkpoints are off on `conn`).
+    pub fn start(conn: Connection, checkpoints: Nudge) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
         let (position, hash) = log::tip(&conn)?;
         let (jobs, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (appended, _) = broadcast::channel(4096);
         let stats = Arc::new(WriterStats::default());
         stats.alive.store(true, Ordering::SeqCst);
-        let worker = WriterLoop { conn, tip: Tip { position, hash }, appended: appended.clone(), stats: stats.clone() };
+        let worker = WriterLoop {
+            conn,
+            tip: Tip { position, hash },
+            appended: appended.clone(),
+            stats: stats.clone(),
+            checkpoints,
+        };
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
             .spawn(move || worker.run(receiver))
@@ -241,6 +251,7 @@ struct WriterLoop {
     tip: Tip,
     appended: broadcast::Sender<Appended>,
     stats: Arc<WriterStats>,
+    checkpoints: Nudge,
 }
 
 impl WriterLoop {
@@ -309,6 +320,7 @@ impl WriterLoop {
             completion(committed);
         }
         if committed {
+            self.checkpoints.send();
             self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
             self.stats.commands_committed.fetch_add(size, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
