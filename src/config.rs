@@ -77,6 +77,26 @@ pub struct Config {
     pub idempotency_retention_secs: u64,
     pub realtime: RealtimeConfig,
     pub orchestration: OrchestrationConfig,
+    pub edge: EdgeConfig,
+}
+
+/// What the HTTP edge enforces before a handler runs (docs/operations.md).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Exact browser origins (`scheme://host[:port]`, lowercase) allowed cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// Requests per second per tenant, by route class; bursts of one second's worth.
+    pub rate_limits: RateLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// GET routes, WebSocket upgrades included.
+    pub read_per_sec: u64,
+    /// Commands: session changes, tokens, reconnects, actions.
+    pub write_per_sec: u64,
+    /// `POST /v1/realtime/sessions/{id}/events` (each request is a batch of up to 500 events).
+    pub ingest_per_sec: u64,
 }
 
 /// In-call actions (docs/orchestration.md).
@@ -269,6 +289,14 @@ impl Config {
             executor_timeout_ms: bounded(&get, "CALLSTREAM_EXECUTOR_TIMEOUT_MS", 3000, 10, 60_000)?,
             executor_attempts: bounded(&get, "CALLSTREAM_EXECUTOR_ATTEMPTS", 3, 1, 10)?,
         };
+        let edge = EdgeConfig {
+            cors_origins: cors_origins(get("CALLSTREAM_CORS_ORIGINS"))?,
+            rate_limits: RateLimits {
+                read_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_READ_PER_SEC", 2_000, 1, 1_000_000)?,
+                write_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", 1_000, 1, 1_000_000)?,
+                ingest_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC", 2_000, 1, 1_000_000)?,
+            },
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -282,12 +310,38 @@ impl Config {
             idempotency_retention_secs,
             realtime,
             orchestration,
+            edge,
         })
     }
 
     pub fn database_path(&self) -> PathBuf {
         database_path(&self.data_dir)
     }
+}
+
+/// A comma-separated list of exact origins; anything with a path, query or wildcard is refused so
+/// that a typo cannot open the API to every site.
+fn cors_origins(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let lower = origin.to_ascii_lowercase();
+            let host = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
+            match host {
+                Some(host)
+                    if !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) =>
+                {
+                    Ok(lower)
+                }
+                _ => Err(problem(
+                    "CALLSTREAM_CORS_ORIGINS",
+                    format!("`{origin}` is not an origin like https://app.example.com (no path, no wildcard)"),
+                )),
+            }
+        })
+        .collect()
 }
 
 pub fn database_path(data_dir: &Path) -> PathBuf {
@@ -407,6 +461,23 @@ mod tests {
         let mut env = full_env();
         env.insert("CALLSTREAM_LISTEN", "nowhere".into());
         assert_eq!(load(&env, None).expect_err("bad listen").variable, "CALLSTREAM_LISTEN");
+        for origin in ["*", "https://app.example.com/path", "app.example.com", "https://*.example.com"] {
+            let mut env = full_env();
+            env.insert("CALLSTREAM_CORS_ORIGINS", origin.into());
+            assert_eq!(load(&env, None).expect_err(origin).variable, "CALLSTREAM_CORS_ORIGINS");
+        }
+        let mut env = full_env();
+        env.insert("CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC", "0".into());
+        assert_eq!(load(&env, None).expect_err("zero rate").variable, "CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC");
+    }
+
+    #[test]
+    fn cors_origins_are_exact_and_lowercased() {
+        let mut env = full_env();
+        env.insert("CALLSTREAM_CORS_ORIGINS", "https://App.Example.com, http://localhost:5173".into());
+        let config = load(&env, None).expect("valid");
+        assert_eq!(config.edge.cors_origins, vec!["https://app.example.com", "http://localhost:5173"]);
+        assert!(load(&full_env(), None).expect("valid").edge.cors_origins.is_empty(), "none by default");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod livekit;
+pub mod metrics;
 pub mod orchestration;
 pub mod realtime;
 pub mod store;
@@ -58,8 +59,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
         let hub = realtime::hub::Hub::default();
-        let state =
-            AppState { store: store.clone(), config: Arc::new(config), hub: hub.clone(), actions: Default::default() };
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(config),
+            hub: hub.clone(),
+            actions: Default::default(),
+            metrics: Default::default(),
+            rate_limiter: Default::default(),
+        };
         let commits = store.writer.subscribe();
         tokio::spawn(hub.run(store, commits));
         let data = web::Data::new(state.clone());
@@ -67,6 +74,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .wrap(from_fn(http::edge::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes::configure)
                 .default_service(web::to(http::handlers::route_not_found))

@@ -23,6 +23,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub hub: crate::realtime::hub::Hub,
     pub actions: orchestration::ActionRuntime,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub rate_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

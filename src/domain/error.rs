@@ -50,6 +50,7 @@ error_codes! {
     QueryInvalid = "QUERY_INVALID" => (400, "request", "A query parameter is missing or has an invalid value."),
     RouteNotFound = "ROUTE_NOT_FOUND" => (404, "request", "No route matches this path."),
     MethodNotAllowed = "METHOD_NOT_ALLOWED" => (405, "request", "The route exists but not for this HTTP method."),
+    CorsOriginDenied = "CORS_ORIGIN_DENIED" => (403, "request", "A CORS preflight came from an origin that is not in CALLSTREAM_CORS_ORIGINS."),
     // Envelope contract
     EnvelopeNotObject = "ENVELOPE_NOT_OBJECT" => (400, "envelope", "An event envelope must be a JSON object."),
     EnvelopeMissingKey = "ENVELOPE_MISSING_KEY" => (400, "envelope", "A required envelope key is missing; the message names it."),
@@ -90,6 +91,7 @@ error_codes! {
     WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),
     WebhookInvalid = "WEBHOOK_INVALID" => (400, "webhook", "The signed body is not a LiveKit webhook event (not JSON, no `event`, or no `createdAt`)."),
     // Operational
+    RateLimited = "RATE_LIMITED" => (429, "operational", "The tenant exceeded its request rate for this route class; wait for Retry-After."),
     ServiceUnavailable = "SERVICE_UNAVAILABLE" => (503, "operational", "The service is starting, stopping or overloaded; retry with backoff."),
     Internal = "INTERNAL" => (500, "operational", "An unexpected failure; the request id identifies it in the logs."),
 }

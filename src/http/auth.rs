@@ -12,6 +12,7 @@ use crate::config::JwtConfig;
 use crate::domain::ids::{TenantId, UserId};
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
+use crate::http::rate_limit::RouteClass;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
@@ -115,6 +116,12 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, AppError> {
     Ok(token.trim())
 }
 
+/// Charge the request to the caller's tenant (docs/operations.md).
+pub fn limit(state: &AppState, req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+    let class = RouteClass::of(req.method(), req.match_pattern().as_deref());
+    state.rate_limiter.check(principal.tenant_id.as_str(), class, &state.config.edge.rate_limits)
+}
+
 impl FromRequest for Principal {
     type Error = AppError;
     type Future = Ready<Result<Principal, AppError>>;
@@ -124,7 +131,9 @@ impl FromRequest for Principal {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| AppError::internal_msg("application state missing"))?;
-            authenticate(&state.config.jwt, bearer_token(req)?)
+            let principal = authenticate(&state.config.jwt, bearer_token(req)?)?;
+            limit(state, req, &principal)?;
+            Ok(principal)
         })();
         ready(result)
     }

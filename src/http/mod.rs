@@ -2,6 +2,8 @@
 
 pub mod auth;
 pub mod body;
+pub mod edge;
 pub mod handlers;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;

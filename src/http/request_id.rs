@@ -7,7 +7,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web;
 use tracing::Instrument;
+
+use crate::app::AppState;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -47,12 +50,18 @@ pub async fn middleware(
         route = %route,
         traceparent = traceparent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
     );
+    let metrics = req.app_data::<web::Data<AppState>>().map(|state| state.metrics.clone());
+    let method = req.method().clone();
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.call(req).instrument(span.clone())).await?;
     let status = response.status().as_u16();
+    let elapsed = started.elapsed();
     span.in_scope(|| {
-        tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request finished");
+        tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request finished");
     });
+    if let Some(metrics) = metrics {
+        metrics.observe_request(method.as_str(), &route, status, elapsed);
+    }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(HeaderName::from_static(HEADER), value);

@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/v1/contract").route(web::get().to(contract::catalog)))
         .service(resource("/v1/contract/schemas/{file}").route(web::get().to(contract::schema)))
         .service(

@@ -65,8 +65,13 @@ impl Connection {
         let connection_id = self.opened.connection_id.clone();
         let (registration, mut superseded) = self.state.hub.register(&connection_id);
         let (mut heads, feed) = self.state.hub.watch(&self.opened.session_id);
+        self.state.metrics.ws_opened(self.opened.resumed);
         let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;
         self.state.hub.unregister(&connection_id, registration);
+        self.state.metrics.ws_closed(match &ending {
+            Ending::Close(code, _) => Some(*code),
+            Ending::Gone => None,
+        });
         if let Ending::Close(code, reason) = ending {
             let close = socket.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(reason) }));
             if timeout(CLOSE_LINGER, close).await.is_err() {

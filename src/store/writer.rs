@@ -165,6 +165,7 @@ pub struct WriterStats {
     pub groups_committed: AtomicU64,
     pub commands_committed: AtomicU64,
     pub last_group_size: AtomicU64,
+    pub events_appended: AtomicU64,
 }
 
 /// A cheap, cloneable handle to the writer thread.
@@ -323,6 +324,8 @@ impl WriterLoop {
             self.checkpoints.send();
             self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
             self.stats.commands_committed.fetch_add(size, Ordering::Relaxed);
+            // Positions are gapless, so the tip's advance is the number of events appended.
+            self.stats.events_appended.fetch_add(self.tip.position - start_tip.position, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
             if !heads.is_empty() {
                 let _ = self.appended.send(Appended { heads: Arc::new(heads) });

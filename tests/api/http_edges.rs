@@ -1,7 +1,10 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{error_code, spawn_app};
+use callstream::domain::principal::Role;
+use serde_json::json;
+
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn malformed_bodies_get_stable_codes() {
@@ -93,4 +96,76 @@ async fn health_reports_live_and_ready() {
     for check in ["writerAlive", "databaseWritable", "migrationsCurrent"] {
         assert_eq!(body["checks"][check], true, "{check}");
     }
+}
+
+#[tokio::test]
+async fn every_response_carries_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/health/live", "/v1/call/sessions", "/no/such/route"] {
+        let response = app.client.get(format!("{}{path}", app.address)).send().await.expect("request");
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert!(headers["content-security-policy"].to_str().expect("ascii").contains("default-src 'none'"), "{path}");
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn cors_allows_exactly_the_configured_origins() {
+    let app = spawn_app_with(&[("CALLSTREAM_CORS_ORIGINS", "https://app.example.com")]).await;
+    let url = format!("{}/v1/call/sessions", app.address);
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization, content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("preflight");
+    assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(allowed.headers()["access-control-allow-headers"].to_str().expect("ascii").contains("authorization"));
+    assert!(allowed.headers()["access-control-allow-methods"].to_str().expect("ascii").contains("POST"));
+
+    let denied = preflight("https://evil.example.net").await.expect("preflight");
+    assert!(denied.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(error_code(denied).await, "CORS_ORIGIN_DENIED");
+
+    let alice = app.user("alice");
+    let from = |origin: &'static str| app.client.get(&url).bearer_auth(&alice).header("Origin", origin).send();
+    let response = from("https://app.example.com").await.expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(response.headers()["access-control-expose-headers"].to_str().expect("ascii").contains("x-request-id"));
+    let foreign = from("https://evil.example.net").await.expect("get");
+    assert!(foreign.headers().get("access-control-allow-origin").is_none(), "the browser withholds the answer");
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_is_told_when_to_retry_and_nothing_happens() {
+    let app = spawn_app_with(&[("CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", "3")]).await;
+    let alice = app.user("alice");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.post("/v1/call/sessions", &alice, &json!({})).await);
+    }
+    let limited: Vec<_> = statuses.into_iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert!(limited.len() >= 2, "a burst of 3, then 429s: {} limited", limited.len());
+    let first = limited.into_iter().next().expect("a 429");
+    assert_eq!(first.headers()["retry-after"], "1");
+    let body: Value = first.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(body["error"]["details"]["class"], "write", "{body}");
+
+    let listed: Value = app.get("/v1/call/sessions", &alice).await.json().await.expect("json");
+    let created = listed["sessions"].as_array().map_or(0, Vec::len);
+    assert!((3..=4).contains(&created), "only admitted requests created sessions: {created}");
+    // Reads are another class, other tenants another bucket.
+    let bob = app.token("bob", "t2", &[Role::User]);
+    assert_eq!(app.post("/v1/call/sessions", &bob, &json!({})).await.status(), StatusCode::CREATED);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.post("/v1/call/sessions", &alice, &json!({})).await.status(), StatusCode::CREATED);
 }

@@ -10,6 +10,7 @@ mod ingest;
 mod layering;
 mod lifecycle;
 mod livekit;
+mod metrics;
 mod orchestration;
 mod realtime;
 mod rebuild;

@@ -9,6 +9,12 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: Prometheus text exposition (docs/operations.md).
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let text = state.metrics.render(&state.store.writer.stats, state.store.writer.queue_depth());
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
+}
+
 /// `GET /health/ready`: database writable, writer alive, migrations and projections current.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let Readiness { ready, checks } = readiness(&state).await;

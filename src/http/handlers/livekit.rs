@@ -24,7 +24,16 @@ pub async fn webhook(
     RawBody(body): RawBody,
 ) -> Result<HttpResponse, AppError> {
     let authorization = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    Ok(match livekit::receive_webhook(&state, authorization, &body).await? {
+    let outcome = livekit::receive_webhook(&state, authorization, &body).await;
+    let verdict = match &outcome {
+        Ok(WebhookOutcome::Appended { .. }) => ("appended", ""),
+        Ok(WebhookOutcome::Duplicate) => ("duplicate", ""),
+        Ok(WebhookOutcome::Accepted { .. }) => ("ignored", ""),
+        Err(AppError::Rejected(rejection)) => ("rejected", rejection.code.as_str()),
+        Err(AppError::Internal(_)) => ("failed", ""),
+    };
+    state.metrics.observe_webhook(verdict.0, verdict.1);
+    Ok(match outcome? {
         WebhookOutcome::Appended { session_id, event_type, seq } => HttpResponse::Ok()
             .json(json!({ "duplicate": false, "sessionId": session_id, "type": event_type, "seq": seq })),
         WebhookOutcome::Duplicate => HttpResponse::Ok().json(json!({ "duplicate": true })),
