@@ -122,6 +122,17 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
 /// A fresh server and database: HTTP ingest, then the baseline on the rows it wrote.
 async fn one_round(args: &IngestArgs) -> Result<Round, String> {
     let mut server = ChildServer::start(&args.durability).await?;
+    let (elapsed, mut latencies) = fill(&server, args).await?;
+    let http_rate = args.events as f64 / elapsed.as_secs_f64();
+    server.stop();
+
+    let baseline = baseline(&server, args)?;
+    latencies.sort_unstable();
+    Ok(Round { http_rate, elapsed, p50: percentile(&latencies, 50.0), p99: percentile(&latencies, 99.0), baseline })
+}
+
+/// Send `args.events` transcript events over HTTP to `server`; the wall time and each batch's latency.
+pub(super) async fn fill(server: &ChildServer, args: &IngestArgs) -> Result<(Duration, Vec<Duration>), String> {
     let user = server.token("bench-user", &[Role::User])?;
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().map_err(|e| e.to_string())?;
@@ -174,13 +185,7 @@ async fn one_round(args: &IngestArgs) -> Result<Round, String> {
     for worker in workers {
         latencies.extend(worker.await.map_err(|e| e.to_string())??);
     }
-    let elapsed = started.elapsed();
-    let http_rate = args.events as f64 / elapsed.as_secs_f64();
-    server.stop();
-
-    let baseline = baseline(&server, args)?;
-    latencies.sort_unstable();
-    Ok(Round { http_rate, elapsed, p50: percentile(&latencies, 50.0), p99: percentile(&latencies, 99.0), baseline })
+    Ok((started.elapsed(), latencies))
 }
 
 /// Insert the rows the server wrote into a fresh database with the same schema, timed.

@@ -3,6 +3,7 @@
 mod harness;
 pub mod ingest;
 pub mod realtime;
+pub mod rebuild;
 pub mod webhooks;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Reconnect(realtime::ReconnectArgs),
     /// Resident memory of the server holding many idle WebSocket connections.
     Idle(realtime::IdleArgs),
+    /// Drop and rebuild every projection from a log filled through the server.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 pub fn run(command: BenchCommand) -> ExitCode {
@@ -31,5 +34,6 @@ pub fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Fanout(args) => realtime::fanout(args),
         BenchCommand::Reconnect(args) => realtime::reconnect(args),
         BenchCommand::Idle(args) => realtime::idle(args),
+        BenchCommand::Rebuild(args) => rebuild::run(args),
     }
 }
