@@ -13,7 +13,7 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::{Ownership, Principal};
-use crate::domain::session::{ProviderCorrelation, SessionCommand, SessionState, decide};
+use crate::domain::session::{ProviderCorrelation, SessionCommand, decide};
 use crate::error::{AppError, ErrorCode};
 use crate::livekit::{token, webhook};
 use crate::store::log::{Actor, ActorKind};
@@ -49,7 +49,7 @@ pub async fn issue_token(
         .session_writer(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
         .map_err(|denied| session_denied(denied, &session_id))?;
     let room = match (&record.provider, &record.provider_room_id) {
-        (Some(provider), Some(room)) if provider == PROVIDER && !is_terminal(&record.state) => room.clone(),
+        (Some(provider), Some(room)) if provider == PROVIDER && !record.is_terminal() => room.clone(),
         _ => map_room(state, principal, session_id).await?,
     };
     let identity = principal.user_id.as_str();
@@ -62,10 +62,6 @@ pub async fn issue_token(
         "identity": identity,
         "expiresAt": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }))
-}
-
-fn is_terminal(state: &str) -> bool {
-    SessionState::parse(state).is_some_and(SessionState::is_terminal)
 }
 
 /// Persist the session ↔ room mapping on first use (room = session id); stable afterwards.

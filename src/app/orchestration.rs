@@ -21,7 +21,6 @@ use crate::domain::event_types::EventType;
 use crate::domain::ids::{EventId, SessionId};
 use crate::domain::policy::{Usage, Verdict};
 use crate::domain::principal::{Ownership, Principal, SessionAccess};
-use crate::domain::session::SessionState;
 use crate::error::{AppError, ErrorCode};
 use crate::orchestration::confirm::{self, Confirmation};
 use crate::orchestration::executors::{self, Executor, Outcome};
@@ -225,7 +224,7 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, confirmation: Option<Confirmation>) 
     c.principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, &c.session_id))?;
-    let terminal = SessionState::parse(&session.state).is_some_and(SessionState::is_terminal);
+    let terminal = session.is_terminal();
     let terminated = || {
         AppError::new(
             ErrorCode::SessionTerminated,

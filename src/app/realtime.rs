@@ -9,7 +9,6 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::Principal;
-use crate::domain::session::SessionState;
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::resume::{self, ResumeClaim};
 use crate::store::WriteTx;
@@ -48,7 +47,7 @@ pub async fn open(
     after: Option<u64>,
 ) -> Result<Opened, AppError> {
     let session = visible_session(state, principal, session_id.clone()).await?;
-    if SessionState::parse(&session.state).is_some_and(SessionState::is_terminal) {
+    if session.is_terminal() {
         return Err(terminated(&session_id, &session.state));
     }
     match resume_token {
@@ -142,7 +141,7 @@ fn resume_in_tx(
         })
         .ok_or_else(|| token_invalid("the resume token is not for this session and caller"))?;
     let session = queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
-    if SessionState::parse(&session.state).is_some_and(SessionState::is_terminal) {
+    if session.is_terminal() {
         return Err(terminated(session_id, &session.state));
     }
     if record.generation != claim.generation {
@@ -191,7 +190,7 @@ pub async fn reconnect(
     token: String,
 ) -> Result<Value, AppError> {
     let session = visible_session(state, principal, session_id.clone()).await?;
-    if SessionState::parse(&session.state).is_some_and(SessionState::is_terminal) {
+    if session.is_terminal() {
         return Err(terminated(&session_id, &session.state));
     }
     let opened = resume(state, principal, session_id, &token, false).await?;

@@ -28,6 +28,14 @@ pub struct SessionRecord {
     pub last_event_at: String,
 }
 
+impl SessionRecord {
+    /// Ended or failed: the session accepts no new connections, tokens or actions.
+    pub fn is_terminal(&self) -> bool {
+        crate::domain::session::SessionState::parse(&self.state)
+            .is_some_and(crate::domain::session::SessionState::is_terminal)
+    }
+}
+
 const SESSION_COLUMNS: &str = "session_id, tenant_id, owner_id, title, metadata, state, version, failure_code, provider, \
      provider_room_id, provider_participant_id, provider_call_id, room_sid, room_state, head_seq, event_count, \
      created_at, updated_at, last_event_at";
