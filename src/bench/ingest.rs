@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::harness::{ChildServer, percentile};
+use super::harness::{ChildServer, block_on, percentile};
 use crate::domain::principal::Role;
 use crate::store::log;
 
@@ -47,16 +47,7 @@ struct Round {
 }
 
 pub fn run(args: IngestArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime.block_on(bench(args)).unwrap_or_else(|err| {
-            eprintln!("bench ingest failed: {err}");
-            ExitCode::FAILURE
-        }),
-        Err(err) => {
-            eprintln!("cannot start a runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on("ingest", bench(args))
 }
 
 fn body_for(session: &str, batch_index: usize, size: usize) -> Vec<u8> {
@@ -76,7 +67,7 @@ fn body_for(session: &str, batch_index: usize, size: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({ "events": events })).unwrap_or_default()
 }
 
-async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
+async fn bench(args: IngestArgs) -> Result<(), String> {
     if !(1..=500).contains(&args.batch) {
         return Err("--batch must be 1..=500".into());
     }
@@ -116,7 +107,7 @@ async fn bench(args: IngestArgs) -> Result<ExitCode, String> {
         "  ratio:             {:.0} % of the baseline",
         median(rounds.iter().map(|r| r.http_rate / r.baseline).collect()) * 100.0
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A fresh server and database: HTTP ingest, then the baseline on the rows it wrote.

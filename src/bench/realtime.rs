@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::harness::{ChildServer, percentile};
+use super::harness::{ChildServer, block_on, percentile};
 use crate::domain::principal::Role;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -51,32 +51,16 @@ pub struct IdleArgs {
     pub sessions: usize,
 }
 
-fn runtime<F: std::future::Future<Output = Result<(), String>>>(name: &str, work: F) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => match runtime.block_on(work) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("bench {name} failed: {err}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(err) => {
-            eprintln!("cannot start a runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 pub fn fanout(args: FanoutArgs) -> ExitCode {
-    runtime("fanout", run_fanout(args))
+    block_on("fanout", run_fanout(args))
 }
 
 pub fn reconnect(args: ReconnectArgs) -> ExitCode {
-    runtime("reconnect", run_reconnect(args))
+    block_on("reconnect", run_reconnect(args))
 }
 
 pub fn idle(args: IdleArgs) -> ExitCode {
-    runtime("idle", run_idle(args))
+    block_on("idle", run_idle(args))
 }
 
 async fn open_socket(server: &ChildServer, token: &str, session: &str, query: &str) -> Result<(Socket, Value), String> {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::harness::ChildServer;
+use super::harness::{ChildServer, block_on};
 use super::ingest::{IngestArgs, fill};
 
 #[derive(Debug, clap::Args)]
@@ -18,19 +18,10 @@ pub struct RebuildArgs {
 }
 
 pub fn run(args: RebuildArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime.block_on(bench(args)).unwrap_or_else(|err| {
-            eprintln!("bench rebuild failed: {err}");
-            ExitCode::FAILURE
-        }),
-        Err(err) => {
-            eprintln!("cannot start a runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on("rebuild", bench(args))
 }
 
-async fn bench(args: RebuildArgs) -> Result<ExitCode, String> {
+async fn bench(args: RebuildArgs) -> Result<(), String> {
     let fill_args = IngestArgs {
         events: args.events,
         batch: 500,
@@ -58,5 +49,5 @@ async fn bench(args: RebuildArgs) -> Result<ExitCode, String> {
         elapsed.as_secs_f64(),
         replayed as f64 / elapsed.as_secs_f64()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

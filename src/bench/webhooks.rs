@@ -12,7 +12,7 @@ use livekit_api::access_token::AccessToken;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::harness::{ChildServer, percentile};
+use super::harness::{ChildServer, block_on, percentile};
 use crate::domain::principal::Role;
 
 #[derive(Debug, clap::Args)]
@@ -29,16 +29,7 @@ pub struct WebhookArgs {
 }
 
 pub fn run(args: WebhookArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime.block_on(bench(args)).unwrap_or_else(|err| {
-            eprintln!("bench webhooks failed: {err}");
-            ExitCode::FAILURE
-        }),
-        Err(err) => {
-            eprintln!("cannot start a runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on("webhooks", bench(args))
 }
 
 struct Delivery {
@@ -46,7 +37,7 @@ struct Delivery {
     authorization: String,
 }
 
-async fn bench(args: WebhookArgs) -> Result<ExitCode, String> {
+async fn bench(args: WebhookArgs) -> Result<(), String> {
     let mut server = ChildServer::start("full").await?;
     let user = server.token("bench-user", &[Role::User])?;
     let client =
@@ -104,7 +95,7 @@ async fn bench(args: WebhookArgs) -> Result<ExitCode, String> {
             percentile(&latency, 99.0).as_secs_f64() * 1e3
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn post_json(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> Result<Value, String> {
