@@ -59,6 +59,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
         let hub = realtime::hub::Hub::default();
+        let tenants = Arc::new(app::tenants::TenantDirectory::load(&config.database_path())?);
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
@@ -66,6 +67,7 @@ impl Application {
             actions: Default::default(),
             metrics: Default::default(),
             rate_limiter: Default::default(),
+            tenants,
         };
         let commits = store.writer.subscribe();
         tokio::spawn(hub.run(store, commits));

@@ -7,6 +7,7 @@ pub mod livekit;
 pub mod orchestration;
 pub mod realtime;
 pub mod sessions;
+pub mod tenants;
 pub mod transcripts;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub actions: orchestration::ActionRuntime,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limiter: Arc<crate::http::rate_limit::RateLimiter>,
+    pub tenants: Arc<tenants::TenantDirectory>,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

@@ -83,6 +83,7 @@ pub async fn create(
     let tenant = principal.tenant_id.as_str().to_owned();
     let actor = actor_of(principal);
     let retention = chrono::Duration::seconds(state.config.idempotency_retention_secs as i64);
+    let max_open_sessions = state.tenants.admission(&tenant).quotas.max_open_sessions;
 
     state
         .store
@@ -99,6 +100,15 @@ pub async fn create(
                     ));
                 }
                 return Ok((status, serde_json::from_str(&body).map_err(AppError::internal)?));
+            }
+            if let Some(max) = max_open_sessions
+                && crate::store::tenants::open_sessions(tx.conn(), &tenant)? >= max
+            {
+                return Err(AppError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!("your tenant may have at most {max} open sessions; end one first"),
+                )
+                .with_details(json!({ "quota": "maxOpenSessions", "limit": max })));
             }
             let session_id = SessionId::generate();
             let created = EventType::lookup("call.session.created")

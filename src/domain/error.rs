@@ -78,6 +78,10 @@ error_codes! {
     ResumeTokenInvalid = "RESUME_TOKEN_INVALID" => (401, "realtime", "The resume token is malformed, forged, for another session or caller, or already used."),
     ResumeWindowExpired = "RESUME_WINDOW_EXPIRED" => (410, "realtime", "The reconnect window after the disconnect has passed; open a new connection."),
     EpochChanged = "EPOCH_CHANGED" => (409, "realtime", "The resume token belongs to another database history (epoch); reload from scratch."),
+    // Operators
+    TenantNotFound = "TENANT_NOT_FOUND" => (404, "operator", "No tenant record with this id."),
+    TenantExists = "TENANT_EXISTS" => (409, "operator", "A tenant record with this id already exists; update it instead."),
+    QuotaExceeded = "QUOTA_EXCEEDED" => (403, "operator", "The tenant reached a quota set by an operator (for example its open sessions)."),
     // Orchestration
     ActionIdConflict = "ACTION_ID_CONFLICT" => (409, "orchestration", "The actionId was already used for another session, type or params."),
     ActionNotFound = "ACTION_NOT_FOUND" => (404, "orchestration", "No such action is visible to the caller."),

@@ -116,10 +116,16 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, AppError> {
     Ok(token.trim())
 }
 
-/// Charge the request to the caller's tenant (docs/operations.md).
-pub fn limit(state: &AppState, req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+/// Admit the request for the caller's tenant: refused while the tenant is suspended (operators
+/// excepted, so they can lift it), then charged to its rate limit (docs/operations.md).
+pub fn admit(state: &AppState, req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+    let tenant = principal.tenant_id.as_str();
+    let admission = state.tenants.admission(tenant);
+    if admission.suspended && !principal.has(Role::Operator) {
+        return Err(AppError::new(ErrorCode::TenantSuspended, "your tenant is suspended; contact the operator"));
+    }
     let class = RouteClass::of(req.method(), req.match_pattern().as_deref());
-    state.rate_limiter.check(principal.tenant_id.as_str(), class, &state.config.edge.rate_limits)
+    state.rate_limiter.check(tenant, class, &admission.quotas.rate_limits(&state.config.edge.rate_limits))
 }
 
 impl FromRequest for Principal {
@@ -132,7 +138,7 @@ impl FromRequest for Principal {
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| AppError::internal_msg("application state missing"))?;
             let principal = authenticate(&state.config.jwt, bearer_token(req)?)?;
-            limit(state, req, &principal)?;
+            admit(state, req, &principal)?;
             Ok(principal)
         })();
         ready(result)

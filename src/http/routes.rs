@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use super::body::BodyLimit;
-use super::handlers::{self, contract, events, health, livekit, orchestration, realtime, sessions};
+use super::handlers::{self, contract, events, health, livekit, operator, orchestration, realtime, sessions};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
@@ -47,6 +47,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/orchestration/actions/execute").route(web::post().to(orchestration::execute)))
         .service(resource("/v1/orchestration/actions/{actionId}").route(web::get().to(orchestration::get)))
         .service(resource("/v1/actions/decision").route(web::post().to(orchestration::decision)))
+        .service(
+            resource("/v1/operator/tenants")
+                .route(web::get().to(operator::list))
+                .route(web::post().to(operator::create)),
+        )
+        .service(
+            resource("/v1/operator/tenants/{id}")
+                .route(web::get().to(operator::get))
+                .route(web::patch().to(operator::update)),
+        )
+        .service(resource("/v1/operator/audit").route(web::get().to(operator::audit)))
         .service(
             resource("/v1/webhooks/livekit")
                 .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))

@@ -7,6 +7,7 @@ pub mod projections;
 pub mod queries;
 mod schema;
 pub mod snapshots;
+pub mod tenants;
 pub mod verify;
 pub mod writer;
 
@@ -70,6 +71,13 @@ pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connectio
     Ok(conn)
 }
 
+/// Run one query on a fresh read-only connection, outside the pool (start-up only).
+pub fn read_once<T>(path: &Path, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, AppError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+        .map_err(AppError::internal)?;
+    query(&conn).map_err(AppError::internal)
+}
+
 /// Whether the database's migrations and projections match this build.
 pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
     let pending = schema::migrations().pending_migrations(conn)?;
@@ -106,7 +114,7 @@ impl Store {
     pub fn open(path: &Path, durability: Durability) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let conn = open_for_writing(path, durability)?;
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
         let checkpoints = checkpoint::start(path, durability)?;
         let (writer, handle) = Writer::start(conn, checkpoints).map_err(|e| StoreError::Writer(e.to_string()))?;
         let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });

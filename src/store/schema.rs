@@ -165,6 +165,37 @@ DROP TABLE transcript_snapshots;
 ALTER TABLE transcript_snapshots_v3 RENAME TO transcript_snapshots;
 "#,
         ),
+        M::up(
+            r#"
+-- Tenants known to operators: status and quotas. A tenant without a row is active with defaults.
+CREATE TABLE tenants (
+    tenant_id  TEXT PRIMARY KEY,
+    name       TEXT,
+    status     TEXT NOT NULL CHECK (status IN ('active', 'suspended')),
+    quotas     TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
+
+-- Append-only audit trail of operator and governance actions, written in the same transaction as
+-- the change it records.
+CREATE TABLE audit_log (
+    audit_id     INTEGER PRIMARY KEY,
+    at           TEXT NOT NULL,
+    actor_id     TEXT NOT NULL,
+    actor_tenant TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    details      TEXT NOT NULL,
+    request_id   TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_log_is_append_only_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_log_is_append_only_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+        ),
     ])
 }
 

@@ -102,6 +102,14 @@ async fn every_route_enforces_the_auth_matrix() {
             path: format!("/v1/realtime/sessions/{session}/transcript-snapshots/compact"),
             body: Some(json!({})),
         },
+        Route { method: Method::GET, path: "/v1/operator/tenants".into(), body: None },
+        Route { method: Method::POST, path: "/v1/operator/tenants".into(), body: Some(json!({"tenantId": "t9"})) },
+        Route {
+            method: Method::PATCH,
+            path: "/v1/operator/tenants/t1".into(),
+            body: Some(json!({"status": "active"})),
+        },
+        Route { method: Method::GET, path: "/v1/operator/audit".into(), body: None },
     ];
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
@@ -178,6 +186,13 @@ async fn every_route_enforces_the_auth_matrix() {
         (&routes[14], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[15], &other_tenant, StatusCode::NOT_FOUND, Some("SESSION_NOT_FOUND")),
         (&routes[15], &operator, StatusCode::OK, None),
+        (&routes[16], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[16], &operator, StatusCode::OK, None),
+        (&routes[17], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[18], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[18], &operator, StatusCode::NOT_FOUND, Some("TENANT_NOT_FOUND")),
+        (&routes[19], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[19], &operator, StatusCode::OK, None),
     ];
     for (route, token, status, code) in expectations {
         let response = call(&app, route, Some(token)).await;

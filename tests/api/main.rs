@@ -11,6 +11,7 @@ mod layering;
 mod lifecycle;
 mod livekit;
 mod metrics;
+mod operator;
 mod orchestration;
 mod realtime;
 mod rebuild;

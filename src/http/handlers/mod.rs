@@ -2,6 +2,7 @@ pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
+pub mod operator;
 pub mod orchestration;
 pub mod realtime;
 pub mod sessions;

@@ -32,7 +32,7 @@ pub async fn connect(
         _ => bearer_token(&req)?.to_owned(),
     };
     let (principal, expires_at) = authenticate_with_expiry(&state.config.jwt, &token)?;
-    crate::http::auth::limit(&state, &req, &principal)?;
+    crate::http::auth::admit(&state, &req, &principal)?;
     let (response, socket, incoming) = actix_ws::handle(&req, body).map_err(|_| {
         AppError::new(ErrorCode::WsUpgradeRequired, "this route speaks WebSocket: send an Upgrade request")
     })?;

@@ -1,0 +1,306 @@
+//! Operator tenant management: status (`active` | `suspended`) and quotas, enforced on every
+//! authenticated request from an in-memory directory that is loaded at start-up and updated after
+//! each committed change (one process owns the database, so it cannot go stale). Every change is
+//! recorded in the append-only audit trail in the same transaction.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::config::RateLimits;
+use crate::domain::canonical::to_canonical_string;
+use crate::domain::principal::{Principal, Role};
+use crate::error::{AppError, ErrorCode};
+use crate::store::tenants::{self, AuditEntry, TenantRecord};
+
+/// Limits an operator sets for one tenant; an absent field means the server default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quotas {
+    /// Sessions that have not ended or failed; creating one more is `QUOTA_EXCEEDED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_open_sessions: Option<u64>,
+    /// Per-second request rates replacing `CALLSTREAM_RATE_LIMIT_*` for this tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateOverrides>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_per_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_per_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_per_sec: Option<u64>,
+}
+
+impl Quotas {
+    fn validate(&self) -> Result<(), AppError> {
+        let rates = self.rate_limits.unwrap_or_default();
+        let zero = [self.max_open_sessions, rates.read_per_sec, rates.write_per_sec, rates.ingest_per_sec]
+            .into_iter()
+            .flatten()
+            .any(|value| value == 0 || value > 1_000_000);
+        if zero {
+            return Err(AppError::new(ErrorCode::ValidationFailed, "every quota must be between 1 and 1000000"));
+        }
+        Ok(())
+    }
+
+    pub fn rate_limits(&self, defaults: &RateLimits) -> RateLimits {
+        let overrides = self.rate_limits.unwrap_or_default();
+        RateLimits {
+            read_per_sec: overrides.read_per_sec.unwrap_or(defaults.read_per_sec),
+            write_per_sec: overrides.write_per_sec.unwrap_or(defaults.write_per_sec),
+            ingest_per_sec: overrides.ingest_per_sec.unwrap_or(defaults.ingest_per_sec),
+        }
+    }
+}
+
+/// What admission needs to know of a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub suspended: bool,
+    pub quotas: Quotas,
+}
+
+#[derive(Debug, Default)]
+pub struct TenantDirectory {
+    entries: RwLock<HashMap<String, Admission>>,
+}
+
+impl TenantDirectory {
+    /// Read every tenant record of the database at `path`.
+    pub fn load(path: &Path) -> Result<TenantDirectory, AppError> {
+        let directory = TenantDirectory::default();
+        for record in crate::store::read_once(path, tenants::list)? {
+            directory.remember(&record)?;
+        }
+        Ok(directory)
+    }
+
+    /// A tenant without a record is active with the defaults.
+    pub fn admission(&self, tenant_id: &str) -> Admission {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant_id).cloned().unwrap_or_default()
+    }
+
+    fn remember(&self, record: &TenantRecord) -> Result<(), AppError> {
+        let quotas: Quotas = serde_json::from_str(&record.quotas).map_err(AppError::internal)?;
+        let admission = Admission { suspended: record.status == "suspended", quotas };
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(record.tenant_id.clone(), admission);
+        Ok(())
+    }
+}
+
+/// Operators only; their own tenant's status never locks them out of these routes.
+fn operator_only(principal: &Principal) -> Result<(), AppError> {
+    if principal.has(Role::Operator) {
+        Ok(())
+    } else {
+        Err(AppError::new(ErrorCode::ForbiddenRole, "only operators manage tenants"))
+    }
+}
+
+fn view(record: &TenantRecord) -> Value {
+    json!({
+        "tenantId": record.tenant_id,
+        "name": record.name,
+        "status": record.status,
+        "quotas": serde_json::from_str::<Value>(&record.quotas).unwrap_or(Value::Null),
+        "version": record.version,
+        "createdAt": record.created_at,
+        "updatedAt": record.updated_at,
+    })
+}
+
+fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTenant {
+    pub tenant_id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub quotas: Option<Quotas>,
+}
+
+fn audit_entry(
+    principal: &Principal,
+    at: &str,
+    action: &str,
+    target: &str,
+    details: Value,
+    request_id: &str,
+) -> AuditEntry {
+    AuditEntry {
+        audit_id: 0,
+        at: at.to_owned(),
+        actor_id: principal.user_id.as_str().to_owned(),
+        actor_tenant: principal.tenant_id.as_str().to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details: to_canonical_string(&details),
+        request_id: request_id.to_owned(),
+    }
+}
+
+/// `POST /v1/operator/tenants`
+pub async fn create(
+    state: &AppState,
+    principal: &Principal,
+    request: CreateTenant,
+    request_id: String,
+) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    if !valid_tenant_id(&request.tenant_id) {
+        return Err(AppError::new(
+            ErrorCode::ValidationFailed,
+            "`tenantId` must be 1–128 characters of letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    request.quotas.validate()?;
+    let principal = principal.clone();
+    let record = state
+        .store
+        .writer
+        .execute(move |tx| {
+            if tenants::get(tx.conn(), &request.tenant_id)?.is_some() {
+                return Err(AppError::new(
+                    ErrorCode::TenantExists,
+                    format!("tenant `{}` already has a record", request.tenant_id),
+                ));
+            }
+            let now = tx.recorded_at().to_owned();
+            let quotas = serde_json::to_value(&request.quotas).map_err(AppError::internal)?;
+            let record = TenantRecord {
+                tenant_id: request.tenant_id,
+                name: request.name,
+                status: "active".into(),
+                quotas: to_canonical_string(&quotas),
+                version: 1,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            };
+            tenants::insert(tx.conn(), &record)?;
+            let details = json!({ "after": view(&record) });
+            tenants::audit(
+                tx.conn(),
+                &audit_entry(&principal, &now, "tenant.created", &record.tenant_id, details, &request_id),
+            )?;
+            Ok(record)
+        })
+        .await?;
+    state.tenants.remember(&record)?;
+    Ok(view(&record))
+}
+
+/// `PATCH /v1/operator/tenants/{id}`: status, name and quotas of a tenant with a record.
+pub async fn update(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: String,
+    request: UpdateTenant,
+    request_id: String,
+) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    if request.name.is_none() && request.status.is_none() && request.quotas.is_none() {
+        return Err(AppError::new(ErrorCode::ValidationFailed, "send at least one of `name`, `status`, `quotas`"));
+    }
+    if let Some(status) = &request.status
+        && status != "active"
+        && status != "suspended"
+    {
+        return Err(AppError::new(ErrorCode::ValidationFailed, "`status` must be `active` or `suspended`"));
+    }
+    if let Some(quotas) = &request.quotas {
+        quotas.validate()?;
+    }
+    let principal = principal.clone();
+    let record = state
+        .store
+        .writer
+        .execute(move |tx| {
+            let before = tenants::get(tx.conn(), &tenant_id)?
+                .ok_or_else(|| AppError::new(ErrorCode::TenantNotFound, format!("no tenant `{tenant_id}`")))?;
+            let now = tx.recorded_at().to_owned();
+            let mut after = before.clone();
+            if let Some(name) = request.name {
+                after.name = Some(name);
+            }
+            if let Some(status) = request.status {
+                after.status = status;
+            }
+            if let Some(quotas) = &request.quotas {
+                after.quotas = to_canonical_string(&serde_json::to_value(quotas).map_err(AppError::internal)?);
+            }
+            if after == before {
+                return Ok(before);
+            }
+            after.version += 1;
+            after.updated_at = now.clone();
+            tenants::update(tx.conn(), &after)?;
+            let action = match (before.status.as_str(), after.status.as_str()) {
+                ("active", "suspended") => "tenant.suspended",
+                ("suspended", "active") => "tenant.reactivated",
+                _ => "tenant.updated",
+            };
+            let details = json!({ "before": view(&before), "after": view(&after) });
+            tenants::audit(tx.conn(), &audit_entry(&principal, &now, action, &tenant_id, details, &request_id))?;
+            Ok(after)
+        })
+        .await?;
+    state.tenants.remember(&record)?;
+    Ok(view(&record))
+}
+
+/// `GET /v1/operator/tenants/{id}`
+pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    let record = state.store.read(move |conn| Ok(tenants::get(conn, &tenant_id)?)).await?;
+    record
+        .map(|record| view(&record))
+        .ok_or_else(|| AppError::new(ErrorCode::TenantNotFound, "no tenant record with this id"))
+}
+
+/// `GET /v1/operator/tenants`
+pub async fn list(state: &AppState, principal: &Principal) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    let records = state.store.read(|conn| Ok(tenants::list(conn)?)).await?;
+    Ok(json!({ "tenants": records.iter().map(view).collect::<Vec<_>>() }))
+}
+
+/// `GET /v1/operator/audit?after=&limit=`
+pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limit: u64) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    let limit = limit.clamp(1, 1000);
+    let entries = state.store.read(move |conn| Ok(tenants::audit_after(conn, after, limit)?)).await?;
+    let next_after = entries.last().map_or(after, |e| e.audit_id);
+    Ok(json!({
+        "entries": entries.iter().map(|e| json!({
+            "auditId": e.audit_id,
+            "at": e.at,
+            "actor": { "userId": e.actor_id, "tenantId": e.actor_tenant },
+            "action": e.action,
+            "target": e.target,
+            "details": serde_json::from_str::<Value>(&e.details).unwrap_or(Value::Null),
+            "requestId": e.request_id,
+        })).collect::<Vec<_>>(),
+        "nextAfter": next_after,
+    }))
+}

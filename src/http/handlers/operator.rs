@@ -1,0 +1,61 @@
+//! Operator routes: tenants and the audit trail (docs/operations.md).
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use crate::app::{AppState, tenants};
+use crate::domain::principal::Principal;
+use crate::error::AppError;
+use crate::http::body::Json;
+use crate::http::request_id;
+
+/// `GET /v1/operator/tenants`
+pub async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(tenants::list(&state, &principal).await?))
+}
+
+/// `POST /v1/operator/tenants`
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    Json(body): Json<tenants::CreateTenant>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Created().json(tenants::create(&state, &principal, body, request_id::current()).await?))
+}
+
+/// `GET /v1/operator/tenants/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(tenants::get(&state, &principal, id.into_inner()).await?))
+}
+
+/// `PATCH /v1/operator/tenants/{id}`
+pub async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    Json(body): Json<tenants::UpdateTenant>,
+) -> Result<HttpResponse, AppError> {
+    let updated = tenants::update(&state, &principal, id.into_inner(), body, request_id::current()).await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/operator/audit?after=&limit=`
+pub async fn audit(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, AppError> {
+    let AuditQuery { after, limit } = query.into_inner();
+    Ok(HttpResponse::Ok().json(tenants::audit_log(&state, &principal, after.unwrap_or(0), limit.unwrap_or(100)).await?))
+}

@@ -1,0 +1,164 @@
+//! Operator tenant management: status and quotas enforced on every route, an audit trail of each
+//! change, all of it surviving a restart.
+
+use callstream::domain::principal::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_in, transcript};
+use crate::ws::try_connect;
+
+async fn patch(app: &TestApp, token: &str, tenant: &str, body: Value) -> reqwest::Response {
+    app.client
+        .patch(format!("{}/v1/operator/tenants/{tenant}", app.address))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("patch")
+}
+
+#[tokio::test]
+async fn operators_create_list_and_get_tenants_and_others_may_not() {
+    let app = spawn_app().await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let alice = app.user("alice");
+
+    let created = app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme", "name": "Acme"})).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["quotas"], json!({}));
+
+    let again = app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(again).await, "TENANT_EXISTS");
+    let bad_id = app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "a b"})).await;
+    assert_eq!(error_code(bad_id).await, "VALIDATION_FAILED");
+    let bad_quota =
+        app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "zero", "quotas": {"maxOpenSessions": 0}})).await;
+    assert_eq!(error_code(bad_quota).await, "VALIDATION_FAILED");
+    let unknown_quota =
+        app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "odd", "quotas": {"maxApples": 3}})).await;
+    assert_eq!(error_code(unknown_quota).await, "VALIDATION_FAILED");
+
+    let fetched: Value = app.get("/v1/operator/tenants/acme", &ops).await.json().await.expect("json");
+    assert_eq!(fetched, created);
+    let missing = app.get("/v1/operator/tenants/nobody", &ops).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(missing).await, "TENANT_NOT_FOUND");
+    let listed: Value = app.get("/v1/operator/tenants", &ops).await.json().await.expect("json");
+    assert_eq!(listed["tenants"], json!([created]));
+
+    for response in [
+        app.get("/v1/operator/tenants", &alice).await,
+        app.post("/v1/operator/tenants", &alice, &json!({"tenantId": "mine"})).await,
+        app.get("/v1/operator/tenants/acme", &alice).await,
+        patch(&app, &alice, "acme", json!({"status": "suspended"})).await,
+        app.get("/v1/operator/audit", &alice).await,
+    ] {
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(error_code(response).await, "FORBIDDEN_ROLE");
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_is_refused_everywhere_until_reactivated_even_after_a_restart() {
+    let app = spawn_app().await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let carol = app.token("carol", "acme", &[Role::User]);
+    let alice = app.user("alice");
+    let session = app.create_session(&carol).await;
+    assert_eq!(
+        app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await.status(),
+        StatusCode::CREATED
+    );
+
+    let suspended = patch(&app, &ops, "acme", json!({"status": "suspended"})).await;
+    assert_eq!(suspended.status(), StatusCode::OK);
+    assert_eq!(suspended.json::<Value>().await.expect("json")["version"], 2);
+    let refused = [
+        app.post("/v1/call/sessions", &carol, &json!({})).await,
+        app.get(&format!("/v1/call/sessions/{session}"), &carol).await,
+        app.ingest(&carol, &session, vec![transcript(&session, "s-1", "hello")]).await,
+    ];
+    for response in refused {
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(error_code(response).await, "TENANT_SUSPENDED");
+    }
+    assert_eq!(try_connect(&app, &carol, &session, "").await.err(), Some(403));
+    assert_eq!(
+        app.post("/v1/call/sessions", &alice, &json!({})).await.status(),
+        StatusCode::CREATED,
+        "others unaffected"
+    );
+    let acme_ops = app.token("acme-ops", "acme", &[Role::Operator]);
+    assert_eq!(app.get(&format!("/v1/call/sessions/{session}"), &acme_ops).await.status(), StatusCode::OK);
+
+    let data_dir = app.stop().await;
+    let app = spawn_app_in(data_dir).await;
+    let carol = app.token("carol", "acme", &[Role::User]);
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let still = app.get(&format!("/v1/call/sessions/{session}"), &carol).await;
+    assert_eq!(error_code(still).await, "TENANT_SUSPENDED", "the suspension survives a restart");
+    assert_eq!(patch(&app, &ops, "acme", json!({"status": "active"})).await.status(), StatusCode::OK);
+    assert_eq!(app.get(&format!("/v1/call/sessions/{session}"), &carol).await.status(), StatusCode::OK);
+    assert_eq!(app.replay(&carol, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "nothing was appended");
+
+    let audit: Value = app.get("/v1/operator/audit", &ops).await.json().await.expect("json");
+    let actions: Vec<&str> =
+        audit["entries"].as_array().expect("entries").iter().map(|e| e["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, ["tenant.created", "tenant.suspended", "tenant.reactivated"]);
+    let suspension = &audit["entries"][1];
+    assert_eq!(suspension["actor"], json!({"userId": "ops", "tenantId": "platform"}));
+    assert_eq!(suspension["target"], "acme");
+    assert_eq!(suspension["details"]["before"]["status"], "active");
+    assert_eq!(suspension["details"]["after"]["status"], "suspended");
+    assert!(suspension["requestId"].as_str().is_some_and(|id| !id.is_empty()));
+    let page: Value = app.get("/v1/operator/audit?after=2&limit=5", &ops).await.json().await.expect("json");
+    assert_eq!(page["entries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["nextAfter"], 3);
+}
+
+#[tokio::test]
+async fn quotas_cap_open_sessions_and_replace_the_rate_limits() {
+    let app = spawn_app().await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let quotas = json!({"tenantId": "small", "quotas": {"maxOpenSessions": 2}});
+    assert_eq!(app.post("/v1/operator/tenants", &ops, &quotas).await.status(), StatusCode::CREATED);
+    let dan = app.token("dan", "small", &[Role::User]);
+    for _ in 0..2 {
+        assert_eq!(app.post("/v1/call/sessions", &dan, &json!({})).await.status(), StatusCode::CREATED);
+    }
+    let third = app.post("/v1/call/sessions", &dan, &json!({})).await;
+    assert_eq!(third.status(), StatusCode::FORBIDDEN);
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "QUOTA_EXCEEDED", "{body}");
+    assert_eq!(body["error"]["details"]["limit"], 2, "{body}");
+    let listed: Value = app.get("/v1/call/sessions", &dan).await.json().await.expect("json");
+    assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(2), "the refused create appended nothing");
+
+    let rates = json!({"quotas": {"rateLimits": {"readPerSec": 2}}});
+    assert_eq!(patch(&app, &ops, "small", rates).await.status(), StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.get("/v1/call/sessions", &dan).await.status());
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_audit_trail_cannot_be_rewritten() {
+    let app = spawn_app().await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    assert_eq!(
+        app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await.status(),
+        StatusCode::CREATED
+    );
+    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
+    assert!(conn.execute("UPDATE audit_log SET actor_id = 'someone-else'", []).is_err());
+    assert!(conn.execute("DELETE FROM audit_log", []).is_err());
+    let actor: String = conn.query_row("SELECT actor_id FROM audit_log", [], |r| r.get(0)).expect("row");
+    assert_eq!(actor, "ops");
+}
