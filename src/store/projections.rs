@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::log::{self, StoredEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 5;
+pub const PROJECTION_VERSION: i64 = 6;
 
 /// Derived tables, in the order they are compared.
 pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings", "transcript_segments"];
@@ -73,7 +73,8 @@ CREATE TABLE session_recordings (
 ) STRICT;
 
 -- The current transcript: per segment, the winning event by (kind rank, revision):
--- partial 0 < final 1 < edited 2, then the higher revision. Ties keep the first.
+-- partial 0 < final 1 < edited 2, then the higher revision. Ties keep the first. The text stays in
+-- the log and is read through the winning `seq`, so a transcript is stored once, not three times.
 CREATE TABLE transcript_segments (
     session_id  TEXT NOT NULL,
     segment_id  TEXT NOT NULL,
@@ -81,7 +82,6 @@ CREATE TABLE transcript_segments (
     kind        TEXT NOT NULL,
     kind_rank   INTEGER NOT NULL,
     revision    INTEGER NOT NULL,
-    text        TEXT NOT NULL,
     speaker     TEXT,
     start_ms    INTEGER,
     end_ms      INTEGER,
@@ -315,8 +315,6 @@ struct SegmentPayload<'a> {
     segment_id: Option<Cow<'a, str>>,
     revision: i64,
     #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(borrow)]
     speaker: Option<Cow<'a, str>>,
     start_ms: Option<i64>,
     end_ms: Option<i64>,
@@ -341,11 +339,11 @@ struct TranscriptWriter<'c> {
 impl<'c> TranscriptWriter<'c> {
     fn prepare(conn: &'c Connection, mode: Mode) -> rusqlite::Result<TranscriptWriter<'c>> {
         let upsert = conn.prepare_cached(
-            "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, text, speaker, \
+            "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, speaker, \
              start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?3, ?14) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?3, ?13) \
              ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
-             kind_rank = excluded.kind_rank, revision = excluded.revision, text = excluded.text, \
+             kind_rank = excluded.kind_rank, revision = excluded.revision, \
              speaker = COALESCE(excluded.speaker, speaker), start_ms = COALESCE(excluded.start_ms, start_ms), \
              end_ms = COALESCE(excluded.end_ms, end_ms), confidence = COALESCE(excluded.confidence, confidence), \
              language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
@@ -369,7 +367,6 @@ impl<'c> TranscriptWriter<'c> {
             kind,
             rank,
             payload.revision,
-            payload.text,
             payload.speaker,
             payload.start_ms,
             payload.end_ms,
@@ -384,7 +381,7 @@ impl<'c> TranscriptWriter<'c> {
             && let Some(snapshot) = &mut self.snapshot
         {
             let segment_id = payload.segment_id.as_deref().unwrap_or_default();
-            super::snapshots::record(snapshot, event, segment_id, kind, payload.revision, &payload.text)?;
+            super::snapshots::record(snapshot, event, segment_id, kind, payload.revision)?;
         }
         Ok(())
     }

@@ -368,8 +368,10 @@ pub struct SegmentRecord {
 /// The current transcript, in speaking order (start time, then first appearance).
 pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<SegmentRecord>> {
     conn.prepare_cached(
-        "SELECT segment_id, seq, kind, revision, text, speaker, start_ms, end_ms, confidence, language, edited_by, updated_at \
-         FROM transcript_segments WHERE session_id = ?1 ORDER BY start_ms IS NULL, start_ms, first_seq",
+        "SELECT s.segment_id, s.seq, s.kind, s.revision, json_extract(e.payload, '$.text'), s.speaker, s.start_ms, \
+         s.end_ms, s.confidence, s.language, s.edited_by, s.updated_at \
+         FROM transcript_segments s JOIN events e ON e.stream_id = s.session_id AND e.seq = s.seq \
+         WHERE s.session_id = ?1 ORDER BY s.start_ms IS NULL, s.start_ms, s.first_seq",
     )?
     .query_map([session_id], |row| {
         Ok(SegmentRecord {
@@ -408,7 +410,7 @@ pub fn transcript_snapshots(
     limit: u64,
 ) -> rusqlite::Result<Vec<SnapshotRecord>> {
     conn.prepare_cached(
-        "SELECT t.segment_id, t.seq, t.kind, t.revision, t.text, t.recorded_at, \
+        "SELECT t.segment_id, t.seq, t.kind, t.revision, json_extract(e.payload, '$.text'), t.recorded_at, \
          EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) \
          FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
          WHERE e.stream_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",

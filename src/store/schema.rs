@@ -196,6 +196,12 @@ CREATE TRIGGER audit_log_is_append_only_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
         ),
+        M::up(
+            r#"
+-- A snapshot's text is its event's text: read it from the log instead of storing a copy.
+ALTER TABLE transcript_snapshots DROP COLUMN text;
+"#,
+        ),
     ])
 }
 
@@ -223,11 +229,18 @@ mod tests {
             )
             .expect("snapshot");
         }
-        super::migrations().to_latest(&mut conn).expect("to latest");
+        super::migrations().to_version(&mut conn, 6).expect("re-keyed");
         let rows: Vec<(i64, i64, String)> = conn
             .prepare("SELECT position, seq, text FROM transcript_snapshots ORDER BY position")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
             .expect("rows");
         assert_eq!(rows, vec![(7, 1, "text 1".to_owned()), (9, 2, "text 2".to_owned())]);
+        // Later the copy of the text goes (it is read from the log); the rows stay.
+        super::migrations().to_latest(&mut conn).expect("to latest");
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT position, seq FROM transcript_snapshots ORDER BY position")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("rows");
+        assert_eq!(rows, vec![(7, 1), (9, 2)]);
     }
 }

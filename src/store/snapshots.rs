@@ -7,8 +7,8 @@ use super::log::StoredEvent;
 
 /// The statement `record` runs.
 pub const INSERT: &str = "INSERT INTO transcript_snapshots \
-     (position, session_id, seq, segment_id, kind, revision, text, recorded_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+     (position, session_id, seq, segment_id, kind, revision, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
 /// projection path only, so rebuilds never write history). `statement` is prepared from `INSERT`.
@@ -18,7 +18,6 @@ pub fn record(
     segment_id: &str,
     kind: &str,
     revision: i64,
-    text: &str,
 ) -> rusqlite::Result<()> {
     statement.execute(params![
         event.position,
@@ -27,7 +26,6 @@ pub fn record(
         segment_id,
         kind,
         revision,
-        text,
         event.recorded_at
     ])?;
     Ok(())

@@ -206,7 +206,7 @@ async fn the_wal_is_checkpointed_into_the_database_while_ingest_runs() {
     let app = spawn_app().await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let text = "x".repeat(2_000);
+    let text = "x".repeat(3_000);
     for batch in 0..20 {
         let events = (0..200).map(|i| transcript(&session, &format!("w{batch}-{i}"), &text)).collect();
         assert_eq!(app.ingest(&alice, &session, events).await.status(), StatusCode::OK);
