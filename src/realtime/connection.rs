@@ -16,7 +16,7 @@ use super::protocol::{ClientFrame, ServerFrame, close, parse_client_frame};
 use crate::app::AppState;
 use crate::app::events::{append_checked, parse_batch};
 use crate::app::realtime::{self, Opened};
-use crate::domain::principal::Principal;
+use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::store::queries;
 
@@ -149,6 +149,9 @@ impl Connection {
                     if let Some(ending) = self.catch_up(socket, heads, feed).await { return ending }
                 }
                 _ = heartbeat.tick() => {
+                    if self.tenant_suspended() {
+                        return Ending::Close(close::TENANT_SUSPENDED, hint("tenant suspended", false));
+                    }
                     if last_seen.elapsed() > idle_limit {
                         return Ending::Close(close::IDLE_TIMEOUT, hint("no traffic from the client", true));
                     }
@@ -156,6 +159,12 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Suspension is checked on every heartbeat and before every publish; operators are exempt
+    /// (as on HTTP).
+    fn tenant_suspended(&self) -> bool {
+        !self.principal.has(Role::Operator) && self.state.tenants.admission(self.principal.tenant_id.as_str()).suspended
     }
 
     fn token_deadline(&self) -> Instant {
@@ -239,6 +248,9 @@ impl Connection {
             }
             ClientFrame::Publish { event, reference } => {
                 let reference = reference.or_else(|| event.get("eventId").and_then(Value::as_str).map(str::to_owned));
+                if self.tenant_suspended() {
+                    return error(AppError::new(ErrorCode::TenantSuspended, "your tenant is suspended"), reference);
+                }
                 let appended = match parse_batch(&self.opened.session_id, vec![event]) {
                     Ok(events) => {
                         append_checked(&self.state, &self.principal, self.opened.session_id.clone(), events).await

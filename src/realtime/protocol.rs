@@ -71,6 +71,8 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4002;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const AUTH_EXPIRED: u16 = 4401;
+    /// An operator suspended the caller's tenant.
+    pub const TENANT_SUSPENDED: u16 = 4403;
     pub const SESSION_TERMINATED: u16 = 4410;
     pub const INTERNAL: u16 = 1011;
 }

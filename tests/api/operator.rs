@@ -162,3 +162,32 @@ async fn the_audit_trail_cannot_be_rewritten() {
     let actor: String = conn.query_row("SELECT actor_id FROM audit_log", [], |r| r.get(0)).expect("row");
     assert_eq!(actor, "ops");
 }
+
+#[tokio::test]
+async fn open_sockets_of_a_suspended_tenant_stop_publishing_and_are_closed() {
+    let app = crate::helpers::spawn_app_with(&[("CALLSTREAM_WS_HEARTBEAT_SECS", "1")]).await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let carol = app.token("carol", "acme", &[Role::User]);
+    let session = app.create_session(&carol).await;
+    let mut socket = crate::ws::connect(&app, &carol, &session, "").await;
+    socket.next().await;
+    assert_eq!(
+        app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(patch(&app, &ops, "acme", json!({"status": "suspended"})).await.status(), StatusCode::OK);
+
+    socket.send(json!({"op": "publish", "event": transcript(&session, "ws-1", "hi"), "ref": "r1"})).await;
+    let (frames, ended) = socket.drain().await;
+    let refused = frames.iter().find(|f| f["op"] == "error").expect("an error frame");
+    assert_eq!(refused["code"], "TENANT_SUSPENDED");
+    assert_eq!(refused["ref"], "r1");
+    match ended {
+        crate::ws::Ended::Closed(4403, reason) => {
+            assert!(reason.contains(r#""resumable":false"#), "{reason}");
+        }
+        other => panic!("expected close 4403, got {other:?}"),
+    }
+    let acme_ops = app.token("acme-ops", "acme", &[Role::Operator]);
+    assert_eq!(app.replay(&acme_ops, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "nothing was published");
+}
