@@ -285,6 +285,16 @@ pub async fn list(state: &AppState, principal: &Principal) -> Result<Value, AppE
     Ok(json!({ "tenants": records.iter().map(view).collect::<Vec<_>>() }))
 }
 
+/// Every table callstream keeps, with its personal data, retention and deletion (SPEC §4
+/// governance); a test holds it to the live schema.
+pub const DATA_MAP: &str = include_str!("../../policy/data-map.json");
+
+/// `GET /v1/governance/data-map`
+pub fn data_map(principal: &Principal) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    serde_json::from_str(DATA_MAP).map_err(AppError::internal)
+}
+
 /// `GET /v1/operator/audit?after=&limit=`
 pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limit: u64) -> Result<Value, AppError> {
     operator_only(principal)?;

@@ -58,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(operator::update)),
         )
         .service(resource("/v1/operator/audit").route(web::get().to(operator::audit)))
+        .service(resource("/v1/governance/data-map").route(web::get().to(operator::data_map)))
         .service(
             resource("/v1/webhooks/livekit")
                 .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))

@@ -110,6 +110,7 @@ async fn every_route_enforces_the_auth_matrix() {
             body: Some(json!({"status": "active"})),
         },
         Route { method: Method::GET, path: "/v1/operator/audit".into(), body: None },
+        Route { method: Method::GET, path: "/v1/governance/data-map".into(), body: None },
     ];
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
@@ -193,6 +194,8 @@ async fn every_route_enforces_the_auth_matrix() {
         (&routes[18], &operator, StatusCode::NOT_FOUND, Some("TENANT_NOT_FOUND")),
         (&routes[19], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
         (&routes[19], &operator, StatusCode::OK, None),
+        (&routes[20], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[20], &operator, StatusCode::OK, None),
     ];
     for (route, token, status, code) in expectations {
         let response = call(&app, route, Some(token)).await;

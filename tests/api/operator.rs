@@ -191,3 +191,32 @@ async fn open_sockets_of_a_suspended_tenant_stop_publishing_and_are_closed() {
     let acme_ops = app.token("acme-ops", "acme", &[Role::Operator]);
     assert_eq!(app.replay(&acme_ops, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "nothing was published");
 }
+
+#[tokio::test]
+async fn the_data_map_describes_exactly_the_tables_that_exist() {
+    let app = spawn_app().await;
+    let ops = app.token("ops", "platform", &[Role::Operator]);
+    let map: Value = app.get("/v1/governance/data-map", &ops).await.json().await.expect("json");
+    let mut described: Vec<String> = map["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| {
+            for key in ["kind", "purpose", "retention", "deletion"] {
+                assert!(t[key].as_str().is_some_and(|v| !v.is_empty()), "{t}: {key}");
+            }
+            assert!(t["personalData"].is_array(), "{t}");
+            t["table"].as_str().expect("table").to_owned()
+        })
+        .collect();
+    described.sort();
+    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
+    let mut existing: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("tables");
+    existing.sort();
+    assert_eq!(described, existing, "every table has exactly one data-map entry");
+    let refused = app.get("/v1/governance/data-map", &app.user("alice")).await;
+    assert_eq!(error_code(refused).await, "FORBIDDEN_ROLE");
+}

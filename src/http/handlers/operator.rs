@@ -43,6 +43,11 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(updated))
 }
 
+/// `GET /v1/governance/data-map`
+pub async fn data_map(principal: Principal) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(tenants::data_map(&principal)?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
