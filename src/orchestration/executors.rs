@@ -112,9 +112,11 @@ pub async fn deliver(
         attempts += 1;
         let timestamp = chrono::Utc::now().timestamp();
         let started = Instant::now();
-        let response = client
-            .post(&url)
-            .timeout(timeout)
+        let mut request = client.post(&url).timeout(timeout).header("x-request-id", crate::http::request_id::current());
+        if let Some(traceparent) = crate::http::request_id::outbound_traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request
             .header("Content-Type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())

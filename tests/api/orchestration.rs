@@ -162,7 +162,18 @@ async fn a_sensitive_action_waits_for_the_owner_and_runs_once_confirmed() {
 
     let mut confirmed = request.clone();
     confirmed["confirmationToken"] = json!(token);
-    let executed = ack_of(&app, &agent, confirmed.clone()).await;
+    let traced = app
+        .client
+        .post(format!("{}/v1/orchestration/actions/execute", app.address))
+        .bearer_auth(&agent)
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("x-request-id", "req-trace-1")
+        .json(&confirmed)
+        .send()
+        .await
+        .expect("execute");
+    assert_eq!(traced.status(), StatusCode::OK);
+    let executed: Value = traced.json().await.expect("json");
     assert_eq!(executed["ack"]["status"], "executed");
     assert_eq!(sink.count(), 1);
     assert_eq!(ack_of(&app, &agent, confirmed).await, executed, "the same request again: the same ack, no second send");
@@ -177,6 +188,12 @@ async fn a_sensitive_action_waits_for_the_owner_and_runs_once_confirmed() {
     mac.update(format!("{id}.{timestamp}.{}", received.body).as_bytes());
     let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
     assert_eq!(received.headers["webhook-signature"], expected);
+    // The call carries the caller's trace (a child span of it) and request id.
+    let traceparent = &received.headers["traceparent"];
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
+    assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id: {traceparent}");
+    assert!(traceparent.ends_with("-01"), "{traceparent}");
+    assert_eq!(received.headers["x-request-id"], "req-trace-1");
     assert_eq!(serde_json::from_str::<Value>(&received.body).expect("json")["text"], "on my way");
 
     let action: Value = app.get("/v1/orchestration/actions/msg-1", &alice).await.json().await.expect("json");
