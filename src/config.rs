@@ -196,14 +196,49 @@ fn random_secret() -> String {
 }
 
 impl Config {
-    /// Read configuration from the process environment.
+    /// Read configuration from the process environment (and `CALLSTREAM_CONFIG_FILE`, if set).
     pub fn from_env(dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
-        Config::load(|name| std::env::var(name).ok(), dev)
+        Config::load_layered(|name| std::env::var(name).ok(), dev)
     }
 
-    /// The data dir as the environment names it, needed before the rest (dev secrets live there).
+    /// `env`, then the variables of the file named by `CALLSTREAM_CONFIG_FILE` beneath it (the
+    /// environment wins), then dev secrets and defaults. A file that sets a variable callstream does
+    /// not read is refused, so a typo cannot silently leave a default in place.
+    pub fn load_layered(env: impl Fn(&str) -> Option<String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
+        let file = match env(CONFIG_FILE).filter(|v| !v.trim().is_empty()) {
+            Some(path) => read_config_file(Path::new(&path))?,
+            None => HashMap::new(),
+        };
+        let asked = std::cell::RefCell::new(std::collections::HashSet::new());
+        let config = Config::load(
+            |name| {
+                asked.borrow_mut().insert(name.to_owned());
+                env(name).filter(|v| !v.trim().is_empty()).or_else(|| file.get(name).cloned())
+            },
+            dev,
+        )?;
+        let asked = asked.into_inner();
+        let mut unknown: Vec<&String> = file.keys().filter(|key| !asked.contains(*key)).collect();
+        unknown.sort();
+        match unknown.first() {
+            Some(key) => Err(problem(CONFIG_FILE, format!("sets `{key}`, which is not a callstream variable"))),
+            None => Ok(config),
+        }
+    }
+
+    /// The data dir as the environment (or the config file) names it, needed before the rest (dev
+    /// secrets live there). A bad file is reported by `from_env`.
     pub fn data_dir_from_env() -> PathBuf {
-        std::env::var("CALLSTREAM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR))
+        let from_file = || {
+            let path = std::env::var(CONFIG_FILE).ok()?;
+            read_config_file(Path::new(&path)).ok()?.remove("CALLSTREAM_DATA_DIR")
+        };
+        std::env::var("CALLSTREAM_DATA_DIR")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(from_file)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
     }
 
     pub fn load(env: impl Fn(&str) -> Option<String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
@@ -317,6 +352,40 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         database_path(&self.data_dir)
     }
+}
+
+/// Names a file of `KEY=VALUE` lines read beneath the environment.
+pub const CONFIG_FILE: &str = "CALLSTREAM_CONFIG_FILE";
+
+/// `KEY=VALUE` per line (an `export ` prefix and quotes around the value are allowed; `#` starts a
+/// comment line). Errors name the line, never its value.
+fn read_config_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| problem(CONFIG_FILE, format!("`{}` cannot be read: {e}", path.display())))?;
+    let mut values = HashMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(problem(CONFIG_FILE, format!("line {} is not KEY=VALUE", index + 1)));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            return Err(problem(CONFIG_FILE, format!("line {} has no valid variable name", index + 1)));
+        }
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| value.strip_prefix(*open).and_then(|v| v.strip_suffix(*close)))
+            .unwrap_or(value);
+        if values.insert(key.to_owned(), unquoted.to_owned()).is_some() {
+            return Err(problem(CONFIG_FILE, format!("sets `{key}` twice (line {})", index + 1)));
+        }
+    }
+    Ok(values)
 }
 
 /// A comma-separated list of exact origins; anything with a path, query or wildcard is refused so
@@ -478,6 +547,41 @@ mod tests {
         let config = load(&env, None).expect("valid");
         assert_eq!(config.edge.cors_origins, vec!["https://app.example.com", "http://localhost:5173"]);
         assert!(load(&full_env(), None).expect("valid").edge.cors_origins.is_empty(), "none by default");
+    }
+
+    #[test]
+    fn a_config_file_fills_in_beneath_the_environment_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("callstream.env");
+        let mut lines: Vec<String> = full_env().into_iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        lines.push("# a comment".into());
+        lines.push("export CALLSTREAM_WS_HEARTBEAT_SECS=7".into());
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let env = HashMap::from([
+            (CONFIG_FILE, path.display().to_string()),
+            ("CALLSTREAM_JWT_ISSUER", "from-env".to_owned()),
+        ]);
+        let config = Config::load_layered(|name| env.get(name).cloned(), None).expect("file + env");
+        assert_eq!(config.jwt.issuer, "from-env", "the environment wins");
+        assert_eq!(config.jwt.audience, "aud", "the file fills in");
+        assert_eq!(config.realtime.heartbeat_secs, 7);
+
+        for (content, expected) in [
+            ("CALLSTREAM_HEARTBEAT=5", "CALLSTREAM_HEARTBEAT"),
+            ("not a line", "line 1"),
+            ("CALLSTREAM_LISTEN=a\nCALLSTREAM_LISTEN=b", "twice"),
+        ] {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            text.push_str(content);
+            std::fs::write(&path, text).expect("write");
+            let err = Config::load_layered(|name| env.get(name).cloned(), None).expect_err(content);
+            assert_eq!(err.variable, CONFIG_FILE);
+            assert!(err.problem.contains(expected), "{err}");
+            assert!(!err.to_string().contains(STRONG), "never a secret in the message");
+        }
+        let missing = HashMap::from([(CONFIG_FILE, "/nonexistent/callstream.env".to_owned())]);
+        assert_eq!(Config::load_layered(|n| missing.get(n).cloned(), None).expect_err("missing").variable, CONFIG_FILE);
     }
 
     #[test]
