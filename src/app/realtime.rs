@@ -37,6 +37,11 @@ fn token_invalid(message: &str) -> AppError {
     AppError::new(ErrorCode::ResumeTokenInvalid, message)
 }
 
+/// How long a closed connection's row (checkpoint, token generation) is kept: far past any
+/// reconnect window, so a late resume is still told `RESUME_WINDOW_EXPIRED` rather than
+/// `RESUME_TOKEN_INVALID`.
+const CONNECTION_RETENTION_SECS: u64 = 7 * 86_400;
+
 /// Open a new connection (from `after`, default the beginning) or resume one with its token.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
 pub async fn open(
@@ -56,6 +61,7 @@ pub async fn open(
             let principal = principal.clone();
             let secret = state.config.resume_secret.expose().to_owned();
             let epoch = state.store.epoch().to_owned();
+            let window_secs = state.config.realtime.reconnect_window_secs;
             state
                 .store
                 .writer
@@ -77,6 +83,10 @@ pub async fn open(
                         generation: 1,
                         disconnected_at: None,
                     };
+                    // Connections closed long past any reconnect window go, a few per new one.
+                    let keep = chrono::Duration::seconds(CONNECTION_RETENTION_SECS.max(window_secs) as i64);
+                    let cutoff = crate::app::sessions::not_before(tx, keep);
+                    queries::prune_expired(tx.conn(), queries::Retained::WsConnections, &cutoff)?;
                     queries::insert_connection(tx.conn(), &record, tx.recorded_at())?;
                     let claim = ResumeClaim { connection_id: record.connection_id.clone(), generation: 1, epoch };
                     Ok(Opened {

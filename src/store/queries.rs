@@ -262,6 +262,8 @@ pub fn prune_expired(conn: &Connection, table: Retained, cutoff: &str) -> rusqli
     let (table, column) = match table {
         Retained::IdempotencyKeys => ("idempotency_keys", "created_at"),
         Retained::WebhookReceipts => ("webhook_receipts", "received_at"),
+        // Open connections have no disconnected_at (NULL < cutoff is not true): never pruned.
+        Retained::WsConnections => ("ws_connections", "disconnected_at"),
     };
     conn.prepare_cached(&format!(
         "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 64)"
@@ -273,6 +275,7 @@ pub fn prune_expired(conn: &Connection, table: Retained, cutoff: &str) -> rusqli
 pub enum Retained {
     IdempotencyKeys,
     WebhookReceipts,
+    WsConnections,
 }
 
 #[derive(Debug, Clone, PartialEq)]

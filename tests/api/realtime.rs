@@ -429,3 +429,36 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let (_, ended) = ws.drain().await;
     assert!(matches!(ended, Ended::Closed(4002, _)), "{ended:?}");
 }
+
+#[tokio::test]
+async fn connections_closed_long_ago_are_pruned_and_recent_ones_kept() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let row = |id: &str, disconnected: Option<&str>| {
+        conn.execute(
+            "INSERT INTO ws_connections (connection_id, tenant_id, session_id, user_id, acked_seq, generation, \
+             created_at, connected_at, disconnected_at) VALUES (?1, 't1', ?2, 'alice', 0, 1, ?3, ?3, ?4)",
+            rusqlite::params![id, session, "2026-01-01T00:00:00.000Z", disconnected],
+        )
+        .expect("insert");
+    };
+    row("wc_ancient", Some("2026-01-02T00:00:00.000Z"));
+    let yesterday =
+        (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    row("wc_yesterday", Some(&yesterday));
+    row("wc_open", None);
+
+    let mut socket = connect(&app, &alice, &session, "").await;
+    socket.next().await;
+    let mut remaining: Vec<String> = conn
+        .prepare(
+            "SELECT connection_id FROM ws_connections WHERE connection_id IN ('wc_ancient', 'wc_yesterday', 'wc_open')",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("rows");
+    remaining.sort();
+    assert_eq!(remaining, ["wc_open", "wc_yesterday"], "only the row closed > 7 days ago is gone");
+}
