@@ -89,6 +89,9 @@ pub struct EdgeConfig {
     pub rate_limits: RateLimits,
 }
 
+/// The highest value a limit may have: a configured request rate or an operator's quota.
+pub const MAX_LIMIT: u64 = 1_000_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimits {
     /// GET routes, WebSocket upgrades included.
@@ -327,9 +330,9 @@ impl Config {
         let edge = EdgeConfig {
             cors_origins: cors_origins(get("CALLSTREAM_CORS_ORIGINS"))?,
             rate_limits: RateLimits {
-                read_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_READ_PER_SEC", 2_000, 1, 1_000_000)?,
-                write_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", 1_000, 1, 1_000_000)?,
-                ingest_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC", 2_000, 1, 1_000_000)?,
+                read_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_READ_PER_SEC", 2_000, 1, MAX_LIMIT)?,
+                write_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", 1_000, 1, MAX_LIMIT)?,
+                ingest_per_sec: bounded(&get, "CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC", 2_000, 1, MAX_LIMIT)?,
             },
         };
         Ok(Config {

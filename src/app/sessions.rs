@@ -89,10 +89,6 @@ pub async fn create(
         .store
         .writer
         .execute(move |tx| {
-            if idempotency_key.is_some() {
-                // A few expired answers per keyed create, so retention never stalls the writer.
-                queries::prune_expired(tx.conn(), queries::Retained::IdempotencyKeys, &not_before(tx, retention))?;
-            }
             if let Some(key) = &idempotency_key
                 && let Some((stored_hash, status, body)) =
                     queries::idempotent_response(tx.conn(), &tenant, CREATE_ROUTE, key, &not_before(tx, retention))?

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::config::RateLimits;
+use crate::config::{MAX_LIMIT, RateLimits};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
@@ -43,14 +43,22 @@ pub struct RateOverrides {
 impl Quotas {
     fn validate(&self) -> Result<(), AppError> {
         let rates = self.rate_limits.unwrap_or_default();
-        let zero = [self.max_open_sessions, rates.read_per_sec, rates.write_per_sec, rates.ingest_per_sec]
+        let out_of_range = [self.max_open_sessions, rates.read_per_sec, rates.write_per_sec, rates.ingest_per_sec]
             .into_iter()
             .flatten()
-            .any(|value| value == 0 || value > 1_000_000);
-        if zero {
-            return Err(AppError::new(ErrorCode::ValidationFailed, "every quota must be between 1 and 1000000"));
+            .any(|value| !(1..=MAX_LIMIT).contains(&value));
+        if out_of_range {
+            return Err(AppError::new(
+                ErrorCode::ValidationFailed,
+                format!("every quota must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         Ok(())
+    }
+
+    /// The stored form: canonical JSON.
+    fn to_stored(&self) -> Result<String, AppError> {
+        Ok(to_canonical_string(&serde_json::to_value(self).map_err(AppError::internal)?))
     }
 
     pub fn rate_limits(&self, defaults: &RateLimits) -> RateLimits {
@@ -187,12 +195,11 @@ pub async fn create(
                 ));
             }
             let now = tx.recorded_at().to_owned();
-            let quotas = serde_json::to_value(&request.quotas).map_err(AppError::internal)?;
             let record = TenantRecord {
                 tenant_id: request.tenant_id,
                 name: request.name,
                 status: "active".into(),
-                quotas: to_canonical_string(&quotas),
+                quotas: request.quotas.to_stored()?,
                 version: 1,
                 created_at: now.clone(),
                 updated_at: now.clone(),
@@ -247,7 +254,7 @@ pub async fn update(
                 after.status = status;
             }
             if let Some(quotas) = &request.quotas {
-                after.quotas = to_canonical_string(&serde_json::to_value(quotas).map_err(AppError::internal)?);
+                after.quotas = quotas.to_stored()?;
             }
             if after == before {
                 return Ok(before);

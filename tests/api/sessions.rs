@@ -100,3 +100,37 @@ async fn bad_create_bodies_are_rejected() {
         assert_eq!(error_code(response).await, "VALIDATION_FAILED");
     }
 }
+
+#[tokio::test]
+async fn expired_idempotency_answers_are_pruned_by_later_keyed_creates() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
+    conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    for (key, created_at) in
+        [("ancient", "2026-01-01T00:00:00.000Z".to_owned()), ("fresh", chrono::Utc::now().to_rfc3339())]
+    {
+        conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, route, key, request_hash, status, response, created_at) \
+             VALUES ('t1', 'POST /v1/call/sessions', ?1, x'00', 201, '{}', ?2)",
+            rusqlite::params![key, created_at],
+        )
+        .expect("insert");
+    }
+    let created = app
+        .client
+        .post(format!("{}/v1/call/sessions", app.address))
+        .bearer_auth(&alice)
+        .header("Idempotency-Key", "another")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut keys: Vec<String> = conn
+        .prepare("SELECT key FROM idempotency_keys")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("keys");
+    keys.sort();
+    assert_eq!(keys, ["another", "fresh"], "only the answer past its retention is gone");
+}
