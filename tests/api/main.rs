@@ -13,6 +13,7 @@ mod livekit;
 mod metrics;
 mod operator;
 mod orchestration;
+mod python;
 mod realtime;
 mod rebuild;
 mod sessions;
