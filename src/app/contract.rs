@@ -14,7 +14,7 @@ pub fn catalog() -> Value {
                 .versions()
                 .map(|v| json!({ "schemaVersion": v, "schemaUrl": format!("{SCHEMA_BASE}/{}.v{v}.json", t.as_str()) }))
                 .collect();
-            json!({ "type": t.as_str(), "family": t.family(), "versions": versions })
+            json!({ "type": t.as_str(), "family": t.family(), "writers": t.writers().as_str(), "versions": versions })
         })
         .collect();
     json!({

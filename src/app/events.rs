@@ -6,8 +6,8 @@ use super::sessions::{actor_of, visible_session};
 use super::{AppState, session_denied, session_not_found};
 use crate::domain::envelope::{IngestEvent, parse_envelope};
 use crate::domain::error::Rejection;
-use crate::domain::principal::{Ownership, Principal};
-use crate::domain::session::{SessionState, check_lifecycle, is_lifecycle_type};
+use crate::domain::event_types::Writers;
+use crate::domain::principal::{Ownership, Principal, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::store::log::NewEvent;
 use crate::store::{AppendOutcome, WriteTx, queries};
@@ -16,8 +16,16 @@ pub const MAX_BATCH: usize = 500;
 pub const MAX_REPLAY_LIMIT: u64 = 1000;
 pub const DEFAULT_REPLAY_LIMIT: u64 = 100;
 
-/// Validate every envelope of a batch; the first failure names its index and rejects the batch.
-pub fn parse_batch(session_id: &str, raw: Vec<Value>) -> Result<Vec<IngestEvent>, AppError> {
+/// The class of write access a caller has through ingest and publish: a `service` may also write
+/// service types; everyone else (the session owner) client types only. Server types are never
+/// written this way.
+pub fn caller_class(principal: &Principal) -> Writers {
+    if principal.has(Role::Service) { Writers::Service } else { Writers::Client }
+}
+
+/// Validate every envelope of a batch, and that `caller` may write its type; the first failure
+/// names its index and rejects the batch.
+pub fn parse_batch(session_id: &str, raw: Vec<Value>, caller: Writers) -> Result<Vec<IngestEvent>, AppError> {
     if raw.is_empty() {
         return Err(AppError::new(ErrorCode::BatchEmpty, "`events` must hold at least one event"));
     }
@@ -37,6 +45,21 @@ pub fn parse_batch(session_id: &str, raw: Vec<Value>) -> Result<Vec<IngestEvent>
                         ErrorCode::SessionMismatch,
                         format!("sessionId `{}` differs from the session in the path", event.session_id),
                     ),
+                    index,
+                ));
+            }
+            let writers = event.event_type.writers();
+            if !writers.admit(caller) {
+                let who = match writers {
+                    Writers::Server => "only callstream itself writes it",
+                    _ => "only services write it",
+                };
+                return Err(at_index(
+                    Rejection::new(
+                        ErrorCode::EventTypeReserved,
+                        format!("you may not write `{}`: {who}", event.event_type.as_str()),
+                    )
+                    .with_details(json!({ "type": event.event_type.as_str(), "writers": writers.as_str() })),
                     index,
                 ));
             }
@@ -60,7 +83,7 @@ pub async fn ingest(
     session_id: String,
     raw: Vec<Value>,
 ) -> Result<Value, AppError> {
-    let events = parse_batch(&session_id, raw)?;
+    let events = parse_batch(&session_id, raw, caller_class(principal))?;
     let outcomes = append_checked(state, principal, session_id, events).await?;
     let head = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
     let results: Vec<Value> = outcomes
@@ -71,8 +94,7 @@ pub async fn ingest(
 }
 
 /// Append validated events to a session after checking, inside the write transaction, that the
-/// caller may write to it and that lifecycle events fit its current state. Shared by HTTP ingest
-/// and WebSocket publish.
+/// caller may write to it. Shared by HTTP ingest and WebSocket publish.
 pub async fn append_checked(
     state: &AppState,
     principal: &Principal,
@@ -93,15 +115,6 @@ fn append_in_tx(
     principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
-    let mut lifecycle = SessionState::parse(&session.state)
-        .ok_or_else(|| AppError::internal_msg(format!("session {session_id} has unknown state {}", session.state)))?;
-    for (index, event) in events.iter().enumerate() {
-        let event_type = event.event_type.as_str();
-        if is_lifecycle_type(event_type) {
-            let payload: Value = serde_json::from_str(&event.payload).map_err(AppError::internal)?;
-            lifecycle = check_lifecycle(lifecycle, event_type, &payload).map_err(|r| at_index(r, index))?;
-        }
-    }
     let new_events: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
     let (outcomes, _) = tx.append(&session.tenant_id, session_id, &actor_of(principal), new_events)?;
     Ok(outcomes)

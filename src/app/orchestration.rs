@@ -52,7 +52,7 @@ pub struct DecisionRequest {
     pub decision: String,
 }
 
-fn ack(status: &str, outcome_ref: Option<&str>, error_code: Option<&str>) -> Value {
+fn ack(status: &str, outcome_ref: Option<&str>, error_code: Option<ErrorCode>) -> Value {
     let mut ack = json!({ "status": status });
     if let Some(outcome_ref) = outcome_ref {
         ack["outcomeRef"] = json!(outcome_ref);
@@ -280,7 +280,7 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, confirmation: Option<Confirmation>) 
     if let (Some(executor), Verdict::Approved { .. } | Verdict::NeedsConfirmation) = (executor, &verdict)
         && let Err(reason) = executors::validate_params(executor, &c.params)
     {
-        verdict = Verdict::Blocked { code: "PARAMS_INVALID", reason };
+        verdict = Verdict::Blocked { code: ErrorCode::ParamsInvalid, reason };
     }
     let requested = json!({ "actionId": c.action_id, "type": c.action_type, "params": c.params, "requestedBy": c.principal.user_id.as_str() });
     let decided = |decision: &str, reason: Option<&str>| {
@@ -293,11 +293,11 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, confirmation: Option<Confirmation>) 
     };
     let (status, stored_ack, events, outcome) = match verdict {
         Verdict::Unsupported => {
-            let failed = json!({ "actionId": c.action_id, "errorCode": "ACTION_TYPE_UNSUPPORTED", "attempts": 0,
+            let failed = json!({ "actionId": c.action_id, "errorCode": ErrorCode::ActionTypeUnsupported, "attempts": 0,
                                   "message": format!("no executor runs `{}`", c.action_type) });
             (
                 "failed",
-                Some(ack("failed", None, Some("ACTION_TYPE_UNSUPPORTED"))),
+                Some(ack("failed", None, Some(ErrorCode::ActionTypeUnsupported))),
                 vec![("orchestration.action.failed", failed)],
                 None,
             )
@@ -411,7 +411,7 @@ fn finish(tx: &mut WriteTx<'_>, c: &Context, outcome: Option<Outcome>, interrupt
             Outcome::Executed { outcome_ref: note_id.clone(), attempts: 1, result: json!({ "noteId": note_id }) }
         }
         (None, _) => Outcome::Failed {
-            error_code: "EXECUTION_INTERRUPTED",
+            error_code: ErrorCode::ExecutionInterrupted,
             attempts: 0,
             message: "the server stopped while the action was running; it is not run again".into(),
         },
@@ -430,7 +430,7 @@ fn finish(tx: &mut WriteTx<'_>, c: &Context, outcome: Option<Outcome>, interrupt
                 failed["message"] = json!(message);
             }
             events.push(("orchestration.action.failed", failed));
-            ack("failed", None, Some(error_code))
+            ack("failed", None, Some(*error_code))
         }
     };
     append(tx, tenant, &row.session_id, &c.principal, events)?;
@@ -507,7 +507,7 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
                 }))
             } else {
                 let mut blocked = policy_fields.clone();
-                blocked["code"] = json!("ACTION_REJECTED");
+                blocked["code"] = json!(ErrorCode::ActionRejected);
                 blocked["reason"] = json!("rejected by the session owner");
                 let mut decided = policy_fields;
                 decided["decision"] = json!("blocked");
@@ -519,7 +519,7 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
                     &principal,
                     vec![("safety.blocked", blocked), ("orchestration.action.decided", decided)],
                 )?;
-                let final_ack = ack("blocked", None, Some("ACTION_REJECTED"));
+                let final_ack = ack("blocked", None, Some(ErrorCode::ActionRejected));
                 queries::set_action_status(
                     tx.conn(),
                     &tenant,

@@ -81,6 +81,7 @@ pub async fn create(
     }
     let request_hash: [u8; 32] = Sha256::digest(to_canonical_string(&payload)).into();
     let tenant = principal.tenant_id.as_str().to_owned();
+    let user = principal.user_id.as_str().to_owned();
     let actor = actor_of(principal);
     let retention = chrono::Duration::seconds(state.config.idempotency_retention_secs as i64);
     let max_open_sessions = state.tenants.admission(&tenant).quotas.max_open_sessions;
@@ -89,9 +90,11 @@ pub async fn create(
         .store
         .writer
         .execute(move |tx| {
+            let scope =
+                |key| queries::IdempotencyScope { tenant_id: &tenant, user_id: &user, route: CREATE_ROUTE, key };
             if let Some(key) = &idempotency_key
                 && let Some((stored_hash, status, body)) =
-                    queries::idempotent_response(tx.conn(), &tenant, CREATE_ROUTE, key, &not_before(tx, retention))?
+                    queries::idempotent_response(tx.conn(), scope(key), &not_before(tx, retention))?
             {
                 if stored_hash != request_hash {
                     return Err(AppError::new(
@@ -120,9 +123,7 @@ pub async fn create(
                 let created_at = tx.recorded_at().to_owned();
                 queries::store_idempotent_response(
                     tx.conn(),
-                    &tenant,
-                    CREATE_ROUTE,
-                    key,
+                    scope(key),
                     &request_hash,
                     201,
                     &body.to_string(),

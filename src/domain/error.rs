@@ -90,6 +90,32 @@ error_codes! {
     ConfirmationTokenMismatch = "CONFIRMATION_TOKEN_MISMATCH" => (409, "orchestration", "The confirmation token is for another action or other params."),
     ConfirmationTokenUsed = "CONFIRMATION_TOKEN_USED" => (409, "orchestration", "The confirmation token was already used or replaced by a newer one."),
     ConfirmationTokenExpired = "CONFIRMATION_TOKEN_EXPIRED" => (410, "orchestration", "The confirmation token has expired; ask the owner to approve again."),
+    EventTypeReserved = "EVENT_TYPE_RESERVED" => (403, "envelope", "The caller may not write this event type (it is written by callstream itself, or by services only); the message names the type."),
+    // Action outcomes: reported in an action's ack (`errorCode`) and in its `safety.blocked` or
+    // `orchestration.action.failed` event inside a 200 answer, never as an HTTP error. The status
+    // is the one a proxy answering for the action would use.
+    ActionTypeUnsupported = "ACTION_TYPE_UNSUPPORTED" => (400, "action", "No executor runs this action type (or the policy does not list it)."),
+    RoleNotAllowed = "ROLE_NOT_ALLOWED" => (403, "action", "The policy does not let the caller's roles request this action type."),
+    SessionActionLimit = "SESSION_ACTION_LIMIT" => (429, "action", "The session reached the policy's limit of actions."),
+    SessionActionRate = "SESSION_ACTION_RATE" => (429, "action", "The session requested more actions in the last minute than the policy allows."),
+    HostNotAllowed = "HOST_NOT_ALLOWED" => (403, "action", "The action's target URL is not on the policy's outbound allowlist (scheme, host and port of the parsed URL)."),
+    ParamsInvalid = "PARAMS_INVALID" => (400, "action", "The action's params do not fit its executor; the ack's event names the field."),
+    ActionRejected = "ACTION_REJECTED" => (403, "action", "The session owner rejected the action; it never runs."),
+    ExecutionInterrupted = "EXECUTION_INTERRUPTED" => (500, "action", "The process running the action stopped before recording its outcome; it is not run again."),
+    MessageSinkNotConfigured = "MESSAGE_SINK_NOT_CONFIGURED" => (503, "action", "`message.send` has nowhere to deliver: CALLSTREAM_MESSAGE_SINK_URL is not set."),
+    TargetRejected = "TARGET_REJECTED" => (502, "action", "The outbound target answered with a 4xx; not retried."),
+    TargetRateLimited = "TARGET_RATE_LIMITED" => (502, "action", "The outbound target answered 429 on every attempt."),
+    Target5xx = "TARGET_5XX" => (502, "action", "The outbound target answered with a 5xx on every attempt."),
+    TargetTimeout = "TARGET_TIMEOUT" => (504, "action", "The outbound target did not answer within the executor timeout on every attempt."),
+    TargetUnreachable = "TARGET_UNREACHABLE" => (502, "action", "The outbound target refused or dropped the connection (or its TLS handshake failed) on every attempt."),
+    TargetRedirected = "TARGET_REDIRECTED" => (502, "action", "The outbound target answered with a redirect; redirects are never followed."),
+    TargetAddressForbidden = "TARGET_ADDRESS_FORBIDDEN" => (403, "action", "The target resolved to a loopback, private or link-local address and that exact host is not allowlisted."),
+    // Sessions, continued
+    ClientReportedFailure = "CLIENT_REPORTED_FAILURE" => (409, "session", "The failure code a session records when a client moves it to `failed` without naming one."),
+    // WebSocket close reasons (also sent as close codes; see docs/realtime.md)
+    WsSuperseded = "WS_SUPERSEDED" => (409, "realtime", "Close 4001: a newer connection resumed this connection id."),
+    WsIdleTimeout = "WS_IDLE_TIMEOUT" => (408, "realtime", "Close 4002: no traffic from the client within the idle timeout; resume."),
+    WsSlowConsumer = "WS_SLOW_CONSUMER" => (429, "realtime", "Close 4008: the client did not read fast enough; resume from the last ack, nothing is lost."),
     // LiveKit webhooks
     WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => (401, "webhook", "The webhook's Authorization JWT is missing, malformed, signed with another key, or its sha256 claim does not match the raw body."),
     WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),

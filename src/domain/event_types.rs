@@ -1,59 +1,96 @@
 //! The registry of event types, their supported schema versions and JSON Schemas.
 //!
-//! A type is registered here and nowhere else. Its schema file `schemas/<type>.v<n>.json` is
-//! compiled in, so a type without a schema does not build; `tests/api/contract.rs` fails when a
-//! registered type has no fixtures.
+//! A type is registered here and nowhere else, with the versions it supports and who may write it.
+//! Its schema file `schemas/<type>.v<n>.json` is compiled in, so a type without a schema does not
+//! build; `tests/api/contract.rs` fails when a registered type has no fixtures, or when a schema's
+//! `x-callstream-writers` disagrees with the registry.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
+/// Who may append events of a type (SPEC §2 "writers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Writers {
+    /// The session's owner or a `service` (ingest, WebSocket publish), and callstream itself.
+    Client,
+    /// A `service` (an agent or a media bridge) and callstream itself (e.g. the LiveKit adapter).
+    Service,
+    /// Callstream only, from its own commands, adapters and workers: facts clients must not forge.
+    Server,
+}
+
+impl Writers {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Writers::Client => "client",
+            Writers::Service => "service",
+            Writers::Server => "server",
+        }
+    }
+
+    /// Whether a caller with this class of write access may append such an event.
+    pub fn admit(self, caller: Writers) -> bool {
+        match self {
+            Writers::Client => true,
+            Writers::Service => matches!(caller, Writers::Service | Writers::Server),
+            Writers::Server => caller == Writers::Server,
+        }
+    }
+}
+
 macro_rules! registry {
-    ($($name:literal => [$($version:literal),+],)*) => {
+    ($($name:literal => [$($version:literal),+] $writers:ident,)*) => {
         /// `(type, schemaVersion, schema source)` for every registered type and version.
         pub const SCHEMAS: &[(&str, u32, &str)] = &[
             $($(($name, $version, include_str!(concat!("../../schemas/", $name, ".v", $version, ".json"))),)+)*
         ];
+
+        /// `(type, writers)` for every registered type.
+        const WRITERS: &[(&str, Writers)] = &[$(($name, Writers::$writers),)*];
     };
 }
 
+// LiveKit-derived facts (participants, tracks, rooms, recordings, ingress) are `Service`: the
+// webhook adapter writes them, and so may a service bridging another media provider; a session's
+// owner may not claim who joined or what was recorded. docs/security.md explains each class.
 registry! {
-    "call.session.created" => [1],
-    "call.session.state_changed" => [1],
-    "call.session.provider_linked" => [1],
-    "call.session.failed" => [1],
-    "call.participant.joined" => [1],
-    "call.participant.left" => [1],
-    "call.track.published" => [1],
-    "call.track.unpublished" => [1],
-    "call.room.started" => [1],
-    "call.room.finished" => [1],
-    "call.recording.started" => [1],
-    "call.recording.updated" => [1],
-    "call.recording.ended" => [1],
-    "call.ingress.started" => [1],
-    "call.ingress.ended" => [1],
-    "call.connection.resumed" => [1],
-    "transcript.segment.partial" => [1],
-    "transcript.segment.final" => [1],
-    "transcript.segment.edited" => [1],
-    "orchestration.action.requested" => [1],
-    "orchestration.action.decided" => [1],
-    "orchestration.action.executed" => [1],
-    "orchestration.action.failed" => [1],
-    "orchestration.note.created" => [1],
-    "safety.confirmation.issued" => [1],
-    "safety.approved" => [1],
-    "safety.blocked" => [1],
-    "billing.usage.recorded" => [1],
-    "billing.adjustment.created" => [1],
-    "billing.charge.confirmed" => [1],
-    "billing.publish.dead_lettered" => [1],
-    "billing.reconciliation.completed" => [1],
-    "billing.reconciliation.mismatch_detected" => [1],
-    "billing.alert.delivered" => [1],
-    "billing.alert.dead_lettered" => [1],
+    "call.session.created" => [1] Server,
+    "call.session.state_changed" => [1] Server,
+    "call.session.provider_linked" => [1] Server,
+    "call.session.failed" => [1] Server,
+    "call.participant.joined" => [1] Service,
+    "call.participant.left" => [1] Service,
+    "call.track.published" => [1] Service,
+    "call.track.unpublished" => [1] Service,
+    "call.room.started" => [1] Service,
+    "call.room.finished" => [1] Service,
+    "call.recording.started" => [1] Service,
+    "call.recording.updated" => [1] Service,
+    "call.recording.ended" => [1] Service,
+    "call.ingress.started" => [1] Service,
+    "call.ingress.ended" => [1] Service,
+    "call.connection.resumed" => [1] Server,
+    "transcript.segment.partial" => [1] Client,
+    "transcript.segment.final" => [1] Client,
+    "transcript.segment.edited" => [1] Client,
+    "orchestration.action.requested" => [1] Server,
+    "orchestration.action.decided" => [1] Server,
+    "orchestration.action.executed" => [1] Server,
+    "orchestration.action.failed" => [1] Server,
+    "orchestration.note.created" => [1] Server,
+    "safety.confirmation.issued" => [1] Server,
+    "safety.approved" => [1] Server,
+    "safety.blocked" => [1] Server,
+    "billing.usage.recorded" => [1] Server,
+    "billing.adjustment.created" => [1] Server,
+    "billing.charge.confirmed" => [1] Server,
+    "billing.publish.dead_lettered" => [1] Server,
+    "billing.reconciliation.completed" => [1] Server,
+    "billing.reconciliation.mismatch_detected" => [1] Server,
+    "billing.alert.delivered" => [1] Server,
+    "billing.alert.dead_lettered" => [1] Server,
 }
 
 /// A registered event type. Holds a `'static` name so it is cheap to copy around.
@@ -67,6 +104,11 @@ impl EventType {
 
     pub fn as_str(self) -> &'static str {
         self.0
+    }
+
+    pub fn writers(self) -> Writers {
+        // Every name in SCHEMAS is in WRITERS: both come from one macro invocation.
+        WRITERS.iter().find(|(n, _)| *n == self.0).map_or(Writers::Server, |(_, w)| *w)
     }
 
     pub fn family(self) -> &'static str {
@@ -131,6 +173,25 @@ mod tests {
                 assert!(validator(event_type, version).is_some(), "{}", event_type.as_str());
             }
         }
+    }
+
+    #[test]
+    fn server_facts_are_server_only() {
+        for event_type in EventType::all() {
+            let server_only = ["safety.", "orchestration.", "billing.", "call.session.", "insights."]
+                .iter()
+                .any(|family| event_type.as_str().starts_with(family))
+                || event_type.as_str() == "call.connection.resumed";
+            if server_only {
+                assert_eq!(event_type.writers(), Writers::Server, "{}", event_type.as_str());
+            }
+            assert!(event_type.writers().admit(Writers::Server), "callstream writes every type");
+        }
+        assert!(!Writers::Server.admit(Writers::Client));
+        assert!(!Writers::Server.admit(Writers::Service));
+        assert!(!Writers::Service.admit(Writers::Client));
+        assert!(Writers::Service.admit(Writers::Service));
+        assert!(Writers::Client.admit(Writers::Client));
     }
 
     #[test]

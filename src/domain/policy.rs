@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::ErrorCode;
 use super::principal::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Approved { rule: &'static str },
-    Blocked { code: &'static str, reason: String },
+    Blocked { code: ErrorCode, reason: String },
     NeedsConfirmation,
     Unsupported,
 }
@@ -83,19 +84,19 @@ impl Policy {
         let Some(allowed) = self.roles.get(action_type).filter(|_| supported) else { return Verdict::Unsupported };
         if !roles.iter().any(|r| allowed.contains(r)) {
             return Verdict::Blocked {
-                code: "ROLE_NOT_ALLOWED",
+                code: ErrorCode::RoleNotAllowed,
                 reason: format!("your roles may not request `{action_type}`"),
             };
         }
         if usage.actions_in_session >= self.limits.max_actions_per_session {
             return Verdict::Blocked {
-                code: "SESSION_ACTION_LIMIT",
+                code: ErrorCode::SessionActionLimit,
                 reason: format!("the session reached its limit of {} actions", self.limits.max_actions_per_session),
             };
         }
         if usage.actions_last_minute >= self.limits.max_actions_per_minute {
             return Verdict::Blocked {
-                code: "SESSION_ACTION_RATE",
+                code: ErrorCode::SessionActionRate,
                 reason: format!(
                     "the session may request at most {} actions a minute",
                     self.limits.max_actions_per_minute
@@ -107,12 +108,15 @@ impl Policy {
                 Some(host) if self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) => {}
                 Some(host) => {
                     return Verdict::Blocked {
-                        code: "HOST_NOT_ALLOWED",
+                        code: ErrorCode::HostNotAllowed,
                         reason: format!("`{host}` is not an allowed outbound host"),
                     };
                 }
                 None => {
-                    return Verdict::Blocked { code: "PARAMS_INVALID", reason: "`url` is not an http(s) URL".into() };
+                    return Verdict::Blocked {
+                        code: ErrorCode::ParamsInvalid,
+                        reason: "`url` is not an http(s) URL".into(),
+                    };
                 }
             }
         }
@@ -172,7 +176,7 @@ mod tests {
     #[test]
     fn when_the_role_may_not_then_it_is_blocked() {
         let verdict = given().evaluate(&[Role::Operator], "note.create", &json!({}), Usage::default(), true);
-        assert!(matches!(verdict, Verdict::Blocked { code: "ROLE_NOT_ALLOWED", .. }));
+        assert!(matches!(verdict, Verdict::Blocked { code: ErrorCode::RoleNotAllowed, .. }));
     }
 
     #[test]
@@ -181,12 +185,12 @@ mod tests {
         let full = Usage { actions_in_session: policy.limits.max_actions_per_session, actions_last_minute: 0 };
         assert!(matches!(
             policy.evaluate(&[Role::User], "note.create", &json!({}), full, true),
-            Verdict::Blocked { code: "SESSION_ACTION_LIMIT", .. }
+            Verdict::Blocked { code: ErrorCode::SessionActionLimit, .. }
         ));
         let busy = Usage { actions_in_session: 0, actions_last_minute: policy.limits.max_actions_per_minute };
         assert!(matches!(
             policy.evaluate(&[Role::User], "note.create", &json!({}), busy, true),
-            Verdict::Blocked { code: "SESSION_ACTION_RATE", .. }
+            Verdict::Blocked { code: ErrorCode::SessionActionRate, .. }
         ));
     }
 
@@ -196,12 +200,12 @@ mod tests {
         let outside = json!({"url": "https://evil.example/x", "body": {}});
         assert!(matches!(
             policy.evaluate(&[Role::Service], "webhook.post", &outside, Usage::default(), true),
-            Verdict::Blocked { code: "HOST_NOT_ALLOWED", .. }
+            Verdict::Blocked { code: ErrorCode::HostNotAllowed, .. }
         ));
         let sneaky = json!({"url": "http://127.0.0.1@evil.example/x"});
         assert!(matches!(
             policy.evaluate(&[Role::Service], "webhook.post", &sneaky, Usage::default(), true),
-            Verdict::Blocked { code: "HOST_NOT_ALLOWED", .. }
+            Verdict::Blocked { code: ErrorCode::HostNotAllowed, .. }
         ));
         let inside = json!({"url": "http://127.0.0.1:9/hook", "body": {}});
         assert_eq!(
@@ -210,7 +214,7 @@ mod tests {
         );
         assert!(matches!(
             policy.evaluate(&[Role::User], "webhook.post", &inside, Usage::default(), true),
-            Verdict::Blocked { code: "ROLE_NOT_ALLOWED", .. }
+            Verdict::Blocked { code: ErrorCode::RoleNotAllowed, .. }
         ));
     }
 

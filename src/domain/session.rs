@@ -120,7 +120,7 @@ pub enum SessionEvent {
     ProviderLinked(ProviderCorrelation),
 }
 
-pub const DEFAULT_FAILURE_CODE: &str = "CLIENT_REPORTED_FAILURE";
+pub const DEFAULT_FAILURE_CODE: ErrorCode = ErrorCode::ClientReportedFailure;
 
 fn check_version(session: &Session, expected: Option<u64>) -> Result<(), Rejection> {
     match expected {
@@ -161,7 +161,7 @@ pub fn decide(session: &Session, command: SessionCommand) -> Result<Vec<SessionE
             events.push(match to {
                 SessionState::Failed => SessionEvent::Failed {
                     from: session.state,
-                    code: code.unwrap_or_else(|| DEFAULT_FAILURE_CODE.to_owned()),
+                    code: code.unwrap_or_else(|| DEFAULT_FAILURE_CODE.as_str().to_owned()),
                     reason,
                 },
                 _ => SessionEvent::StateChanged { from: session.state, to, reason },
@@ -233,75 +233,9 @@ impl SessionEvent {
     }
 }
 
-/// Whether an event type belongs to the session lifecycle (and so must pass `check_lifecycle`).
-pub fn is_lifecycle_type(event_type: &str) -> bool {
-    event_type.starts_with("call.session.")
-}
-
-/// Check a lifecycle event against the state it applies to and return the state after it.
-/// Other event types leave the state as it is.
-pub fn check_lifecycle(state: SessionState, event_type: &str, payload: &Value) -> Result<SessionState, Rejection> {
-    let field = |key: &str| payload.get(key).and_then(Value::as_str).and_then(SessionState::parse);
-    let invalid = |message: String| Err(Rejection::new(ErrorCode::InvalidTransition, message));
-    match event_type {
-        "call.session.created" => {
-            invalid("the session already exists; sessions are created with POST /v1/call/sessions".into())
-        }
-        "call.session.state_changed" => {
-            let (Some(from), Some(to)) = (field("from"), field("to")) else {
-                return invalid("state_changed needs `from` and `to` states".into());
-            };
-            if from != state {
-                return invalid(format!("the session is `{}`, not `{}`", state.as_str(), from.as_str()));
-            }
-            if !state.can_transition_to(to) {
-                return invalid(format!("`{}` → `{}` is not a lifecycle transition", state.as_str(), to.as_str()));
-            }
-            Ok(to)
-        }
-        "call.session.failed" => {
-            if state.is_terminal() {
-                return invalid(format!("the session is already `{}`", state.as_str()));
-            }
-            Ok(SessionState::Failed)
-        }
-        "call.session.provider_linked" => {
-            if matches!(state, SessionState::Active) || state.is_terminal() {
-                return Err(Rejection::new(
-                    ErrorCode::ProviderCorrelationImmutable,
-                    format!("provider correlation cannot change once the session is `{}`", state.as_str()),
-                ));
-            }
-            Ok(state)
-        }
-        _ => Ok(state),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::SessionState::{self, *};
-    use super::check_lifecycle;
-    use crate::domain::error::ErrorCode;
-    use serde_json::json;
-
-    #[test]
-    fn ingested_lifecycle_events_follow_the_state_machine() {
-        let change = |from: &str, to: &str| json!({"from": from, "to": to});
-        assert_eq!(
-            check_lifecycle(Created, "call.session.state_changed", &change("created", "connecting")),
-            Ok(Connecting)
-        );
-        let stale = check_lifecycle(Connecting, "call.session.state_changed", &change("created", "connecting"));
-        assert_eq!(stale.expect_err("stale from").code, ErrorCode::InvalidTransition);
-        let skip = check_lifecycle(Created, "call.session.state_changed", &change("created", "ended"));
-        assert_eq!(skip.expect_err("skip").code, ErrorCode::InvalidTransition);
-        assert_eq!(check_lifecycle(Active, "call.session.failed", &json!({"code": "X"})), Ok(Failed));
-        assert!(check_lifecycle(Ended, "call.session.failed", &json!({"code": "X"})).is_err());
-        let linked = check_lifecycle(Active, "call.session.provider_linked", &json!({"provider": "livekit"}));
-        assert_eq!(linked.expect_err("immutable").code, ErrorCode::ProviderCorrelationImmutable);
-        assert_eq!(check_lifecycle(Active, "transcript.segment.final", &json!({})), Ok(Active));
-    }
 
     #[test]
     fn terminal_states_go_nowhere() {
@@ -416,7 +350,7 @@ mod tests {
             }]);
             given(&[]).when(to(Failed)).then_expect(vec![SessionEvent::Failed {
                 from: Created,
-                code: DEFAULT_FAILURE_CODE.into(),
+                code: DEFAULT_FAILURE_CODE.as_str().into(),
                 reason: None,
             }]);
         }

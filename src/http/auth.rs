@@ -28,7 +28,9 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
-    pub iat: i64,
+    /// Informational only: SPEC §3 requires `iss`, `aud` and `exp`, so a token without it is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
 /// Mint a token the way `callstream token` and `serve --dev` do.
@@ -46,7 +48,7 @@ pub fn mint(config: &JwtConfig, sub: &str, tenant: &str, roles: &[Role], ttl_sec
         aud: config.audience.clone(),
         exp: now + ttl_secs,
         nbf: None,
-        iat: now,
+        iat: Some(now),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

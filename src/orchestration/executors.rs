@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::config::OrchestrationConfig;
+use crate::domain::error::ErrorCode;
 
 /// What an executor produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Executed { outcome_ref: String, attempts: u64, result: Value },
-    Failed { error_code: &'static str, attempts: u64, message: String },
+    Failed { error_code: ErrorCode, attempts: u64, message: String },
 }
 
 /// How an action type is carried out.
@@ -88,20 +89,24 @@ pub async fn deliver(
             Some(url) => (url.clone(), json!({"to": params["to"], "text": params["text"], "actionId": id})),
             None => {
                 return Outcome::Failed {
-                    error_code: "MESSAGE_SINK_NOT_CONFIGURED",
+                    error_code: ErrorCode::MessageSinkNotConfigured,
                     attempts: 0,
                     message: "CALLSTREAM_MESSAGE_SINK_URL is not set".into(),
                 };
             }
         },
         Executor::Note => {
-            return Outcome::Failed { error_code: "INTERNAL", attempts: 0, message: "not an outbound executor".into() };
+            return Outcome::Failed {
+                error_code: ErrorCode::Internal,
+                attempts: 0,
+                message: "not an outbound executor".into(),
+            };
         }
     };
     let body = body.to_string();
     let timeout = Duration::from_millis(config.executor_timeout_ms);
     let mut attempts = 0;
-    let mut last = ("TARGET_UNREACHABLE", String::new());
+    let mut last = (ErrorCode::TargetUnreachable, String::new());
     while attempts < config.executor_attempts {
         if attempts > 0 {
             // 100 ms, 200 ms, 400 ms … plus up to 100 % jitter.
@@ -137,9 +142,9 @@ pub async fn deliver(
             Ok(response) => {
                 let status = response.status().as_u16();
                 let (code, retry) = match status {
-                    429 => ("TARGET_RATE_LIMITED", true),
-                    500..=599 => ("TARGET_5XX", true),
-                    _ => ("TARGET_REJECTED", false),
+                    429 => (ErrorCode::TargetRateLimited, true),
+                    500..=599 => (ErrorCode::Target5xx, true),
+                    _ => (ErrorCode::TargetRejected, false),
                 };
                 last = (code, format!("HTTP {status} after {elapsed_ms} ms"));
                 if !retry {
@@ -147,9 +152,9 @@ pub async fn deliver(
                 }
             }
             Err(err) if err.is_timeout() => {
-                last = ("TARGET_TIMEOUT", format!("no answer within {} ms", timeout.as_millis()))
+                last = (ErrorCode::TargetTimeout, format!("no answer within {} ms", timeout.as_millis()))
             }
-            Err(_) => last = ("TARGET_UNREACHABLE", "the target refused or dropped the connection".into()),
+            Err(_) => last = (ErrorCode::TargetUnreachable, "the target refused or dropped the connection".into()),
         }
     }
     Outcome::Failed { error_code: last.0, attempts, message: last.1 }

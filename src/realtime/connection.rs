@@ -12,9 +12,9 @@ use serde_json::Value;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::hub::Feed;
-use super::protocol::{ClientFrame, ServerFrame, close, parse_client_frame};
+use super::protocol::{ClientFrame, Close, ServerFrame, parse_client_frame};
 use crate::app::AppState;
-use crate::app::events::{append_checked, parse_batch};
+use crate::app::events::{append_checked, caller_class, parse_batch};
 use crate::app::realtime::{self, Opened};
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
@@ -40,19 +40,10 @@ pub struct Connection {
     known_head: u64,
 }
 
-/// Why the loop ended: a close frame to send (code, reason) or the peer is already gone.
+/// Why the loop ended: a close frame to send, or the peer is already gone.
 enum Ending {
-    Close(u16, String),
+    Close(Close),
     Gone,
-}
-
-/// A close reason with a retry hint, so clients back off with jitter instead of stampeding.
-fn hint(reason: &str, resumable: bool) -> String {
-    if !resumable {
-        return format!(r#"{{"reason":"{reason}","resumable":false}}"#);
-    }
-    let retry_after_ms = rand::rng().random_range(250..2_250);
-    format!(r#"{{"reason":"{reason}","resumable":true,"retryAfterMs":{retry_after_ms}}}"#)
 }
 
 impl Connection {
@@ -69,11 +60,14 @@ impl Connection {
         let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;
         self.state.hub.unregister(&connection_id, registration);
         self.state.metrics.ws_closed(match &ending {
-            Ending::Close(code, _) => Some(*code),
+            Ending::Close(close) => Some(close.code()),
             Ending::Gone => None,
         });
-        if let Ending::Close(code, reason) = ending {
-            let close = socket.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(reason) }));
+        if let Ending::Close(close) = ending {
+            let code = close.code();
+            let description = close.description(rand::rng().random_range(250..2_250));
+            let close =
+                socket.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(description) }));
             if timeout(CLOSE_LINGER, close).await.is_err() {
                 tracing::debug!(code, "peer did not read up to the close frame; dropped");
             }
@@ -94,7 +88,7 @@ impl Connection {
         let realtime = self.state.config.realtime.clone();
         let head = match self.head().await {
             Ok(head) => head,
-            Err(_) => return Ending::Close(close::INTERNAL, hint("internal", true)),
+            Err(_) => return Ending::Close(Close::Internal),
         };
         self.known_head = head;
         let window = chrono::Duration::seconds(realtime.reconnect_window_secs as i64);
@@ -121,11 +115,11 @@ impl Connection {
             let expiry = sleep_until(self.token_deadline());
             tokio::select! {
                 biased;
-                _ = &mut *superseded => return Ending::Close(close::SUPERSEDED, hint("superseded by a newer connection", false)),
+                _ = &mut *superseded => return Ending::Close(Close::Superseded),
                 _ = expiry => {
                     let frame = ServerFrame::Error { code: ErrorCode::AuthExpired.as_str(), message: "the bearer token expired; resume with a fresh one".into(), reference: None };
                     let _ = socket.text(frame.to_text()).await;
-                    return Ending::Close(close::AUTH_EXPIRED, hint("token expired", true));
+                    return Ending::Close(Close::AuthExpired);
                 }
                 message = incoming.recv() => {
                     last_seen = Instant::now();
@@ -145,15 +139,15 @@ impl Connection {
                     }
                 }
                 changed = heads.changed() => {
-                    if changed.is_err() { return Ending::Close(close::INTERNAL, hint("shutting down", true)) }
+                    if changed.is_err() { return Ending::Close(Close::Internal) }
                     if let Some(ending) = self.catch_up(socket, heads, feed).await { return ending }
                 }
                 _ = heartbeat.tick() => {
                     if self.tenant_suspended() {
-                        return Ending::Close(close::TENANT_SUSPENDED, hint("tenant suspended", false));
+                        return Ending::Close(Close::TenantSuspended);
                     }
                     if last_seen.elapsed() > idle_limit {
-                        return Ending::Close(close::IDLE_TIMEOUT, hint("no traffic from the client", true));
+                        return Ending::Close(Close::IdleTimeout);
                     }
                     if socket.ping(b"").await.is_err() { return Ending::Gone }
                 }
@@ -200,19 +194,19 @@ impl Connection {
                 .await
             {
                 Ok(events) => events,
-                Err(_) => return Some(Ending::Close(close::INTERNAL, hint("internal", true))),
+                Err(_) => return Some(Ending::Close(Close::Internal)),
             };
             if events.is_empty() {
                 return None;
             }
             for event in &events {
                 match timeout(send_timeout, socket.text(event.text.to_string())).await {
-                    Err(_) => return Some(Ending::Close(close::SLOW_CONSUMER, hint("slow consumer", true))),
+                    Err(_) => return Some(Ending::Close(Close::SlowConsumer)),
                     Ok(Err(_)) => return Some(Ending::Gone),
                     Ok(Ok(())) => self.last_sent = event.seq,
                 }
                 if event.terminal {
-                    return Some(Ending::Close(close::SESSION_TERMINATED, hint("session terminated", false)));
+                    return Some(Ending::Close(Close::SessionTerminated));
                 }
             }
         }
@@ -251,7 +245,7 @@ impl Connection {
                 if self.tenant_suspended() {
                     return error(AppError::new(ErrorCode::TenantSuspended, "your tenant is suspended"), reference);
                 }
-                let appended = match parse_batch(&self.opened.session_id, vec![event]) {
+                let appended = match parse_batch(&self.opened.session_id, vec![event], caller_class(&self.principal)) {
                     Ok(events) => {
                         append_checked(&self.state, &self.principal, self.opened.session_id.clone(), events).await
                     }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::error::ErrorCode;
+
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
@@ -65,16 +67,82 @@ impl ServerFrame {
     }
 }
 
-/// Close codes. All but `SESSION_TERMINATED` invite a resume with the connection's resume token.
-pub mod close {
-    pub const SUPERSEDED: u16 = 4001;
-    pub const IDLE_TIMEOUT: u16 = 4002;
-    pub const SLOW_CONSUMER: u16 = 4008;
-    pub const AUTH_EXPIRED: u16 = 4401;
+/// Why the server closes a socket: each has a close code, a catalog error code and whether the
+/// client should resume (with its resume token) or start over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    Superseded,
+    IdleTimeout,
+    SlowConsumer,
+    AuthExpired,
     /// An operator suspended the caller's tenant.
-    pub const TENANT_SUSPENDED: u16 = 4403;
-    pub const SESSION_TERMINATED: u16 = 4410;
-    pub const INTERNAL: u16 = 1011;
+    TenantSuspended,
+    SessionTerminated,
+    Internal,
+}
+
+impl Close {
+    pub const ALL: [Close; 7] = [
+        Close::Superseded,
+        Close::IdleTimeout,
+        Close::SlowConsumer,
+        Close::AuthExpired,
+        Close::TenantSuspended,
+        Close::SessionTerminated,
+        Close::Internal,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            Close::Superseded => 4001,
+            Close::IdleTimeout => 4002,
+            Close::SlowConsumer => 4008,
+            Close::AuthExpired => 4401,
+            Close::TenantSuspended => 4403,
+            Close::SessionTerminated => 4410,
+            Close::Internal => 1011,
+        }
+    }
+
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            Close::Superseded => ErrorCode::WsSuperseded,
+            Close::IdleTimeout => ErrorCode::WsIdleTimeout,
+            Close::SlowConsumer => ErrorCode::WsSlowConsumer,
+            Close::AuthExpired => ErrorCode::AuthExpired,
+            Close::TenantSuspended => ErrorCode::TenantSuspended,
+            Close::SessionTerminated => ErrorCode::SessionTerminated,
+            Close::Internal => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether resuming with the connection's resume token can work.
+    pub fn resumable(self) -> bool {
+        !matches!(self, Close::Superseded | Close::TenantSuspended | Close::SessionTerminated)
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Close::Superseded => "superseded by a newer connection",
+            Close::IdleTimeout => "no traffic from the client",
+            Close::SlowConsumer => "slow consumer",
+            Close::AuthExpired => "token expired",
+            Close::TenantSuspended => "tenant suspended",
+            Close::SessionTerminated => "session terminated",
+            Close::Internal => "internal",
+        }
+    }
+
+    /// The close frame's reason: JSON (at most 123 bytes) with the catalog code and, when
+    /// resumable, a jittered retry hint so clients do not reconnect in a stampede.
+    pub fn description(self, retry_after_ms: u64) -> String {
+        let (code, reason) = (self.error_code().as_str(), self.reason());
+        if self.resumable() {
+            format!(r#"{{"code":"{code}","reason":"{reason}","resumable":true,"retryAfterMs":{retry_after_ms}}}"#)
+        } else {
+            format!(r#"{{"code":"{code}","reason":"{reason}","resumable":false}}"#)
+        }
+    }
 }
 
 /// Parse a client frame; the error names what is wrong without echoing the frame.
@@ -86,6 +154,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame_and_name_a_catalog_code() {
+        for close in Close::ALL {
+            let description = close.description(2_249);
+            assert!(description.len() <= 123, "{description}");
+            let parsed: Value = serde_json::from_str(&description).expect("JSON");
+            assert_eq!(parsed["code"], close.error_code().as_str());
+            assert_eq!(parsed["resumable"], close.resumable());
+        }
+    }
 
     #[test]
     fn frames_round_trip_their_shape() {

@@ -86,41 +86,49 @@ pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> 
 
 /// A stored response for an Idempotency-Key: `(request_hash, status, response)`. A key stored
 /// before `not_before` has expired: it is forgotten and may be used afresh.
+/// Whose Idempotency-Key this is: the caller (tenant and user) on one route.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyScope<'a> {
+    pub tenant_id: &'a str,
+    pub user_id: &'a str,
+    pub route: &'a str,
+    pub key: &'a str,
+}
+
 pub fn idempotent_response(
     conn: &Connection,
-    tenant_id: &str,
-    route: &str,
-    key: &str,
+    scope: IdempotencyScope<'_>,
     not_before: &str,
 ) -> rusqlite::Result<Option<(Vec<u8>, u16, String)>> {
+    let IdempotencyScope { tenant_id, user_id, route, key } = scope;
     conn.prepare_cached(
-        "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND route = ?2 AND key = ?3 AND created_at < ?4",
+        "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND user_id = ?2 AND route = ?3 AND key = ?4 \
+         AND created_at < ?5",
     )?
-    .execute([tenant_id, route, key, not_before])?;
+    .execute([tenant_id, user_id, route, key, not_before])?;
     prune_expired(conn, Retained::IdempotencyKeys, not_before)?;
     conn.prepare_cached(
-        "SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = ?1 AND route = ?2 AND key = ?3",
+        "SELECT request_hash, status, response FROM idempotency_keys \
+         WHERE tenant_id = ?1 AND user_id = ?2 AND route = ?3 AND key = ?4",
     )?
-    .query_row([tenant_id, route, key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .query_row([tenant_id, user_id, route, key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
     .optional()
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn store_idempotent_response(
     conn: &Connection,
-    tenant_id: &str,
-    route: &str,
-    key: &str,
+    scope: IdempotencyScope<'_>,
     request_hash: &[u8],
     status: u16,
     response: &str,
     created_at: &str,
 ) -> rusqlite::Result<()> {
+    let IdempotencyScope { tenant_id, user_id, route, key } = scope;
     conn.prepare_cached(
-        "INSERT INTO idempotency_keys (tenant_id, route, key, request_hash, status, response, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO idempotency_keys (tenant_id, user_id, route, key, request_hash, status, response, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(rusqlite::params![tenant_id, route, key, request_hash, status, response, created_at])?;
+    .execute(rusqlite::params![tenant_id, user_id, route, key, request_hash, status, response, created_at])?;
     Ok(())
 }
 

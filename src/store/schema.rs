@@ -202,6 +202,31 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ALTER TABLE transcript_snapshots DROP COLUMN text;
 "#,
         ),
+        M::up(
+            r#"
+-- An Idempotency-Key belongs to the caller who chose it, not to the whole tenant: two users of one
+-- tenant who pick the same key each get their own answer. Stored answers keep their owner (the
+-- session they created names it).
+CREATE TABLE idempotency_keys_v2 (
+    tenant_id    TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    route        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    status       INTEGER NOT NULL,
+    response     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, route, key)
+) STRICT;
+INSERT INTO idempotency_keys_v2 (tenant_id, user_id, route, key, request_hash, status, response, created_at)
+    SELECT tenant_id, COALESCE(json_extract(response, '$.ownerId'), ''), route, key, request_hash, status,
+           response, created_at
+    FROM idempotency_keys;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_v2 RENAME TO idempotency_keys;
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+"#,
+        ),
     ])
 }
 

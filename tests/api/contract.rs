@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use callstream::domain::event_types::EventType;
+use callstream::domain::event_types::{EventType, Writers};
+use callstream::domain::principal::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,9 +16,15 @@ fn fixtures() -> Value {
     serde_json::from_str(FIXTURES).expect("fixtures are JSON")
 }
 
-/// Send one fixture envelope to a fresh session of alice's; returns (status, body).
-async fn ingest_fixture(app: &TestApp, token: &str, envelope: &Value, unique: usize) -> (StatusCode, Value, String) {
-    let session = app.create_session(token).await;
+/// Send one fixture envelope, as `token`, to a fresh session of `owner`'s; returns (status, body).
+async fn ingest_fixture(
+    app: &TestApp,
+    owner: &str,
+    token: &str,
+    envelope: &Value,
+    unique: usize,
+) -> (StatusCode, Value, String) {
+    let session = app.create_session(owner).await;
     let mut envelope = envelope.clone();
     if let Some(object) = envelope.as_object_mut() {
         if object.get("sessionId").is_some() {
@@ -37,17 +44,39 @@ async fn ingest_fixture(app: &TestApp, token: &str, envelope: &Value, unique: us
 async fn every_fixture_is_accepted_or_rejected_as_written() {
     let app = spawn_app().await;
     let alice = app.user("alice");
+    let agent = app.token("agent", "t1", &[Role::Service]);
     let envelope_schema: Value = serde_json::from_str(callstream::app::contract::ENVELOPE_SCHEMA).expect("schema");
     let stored_form = jsonschema::draft202012::new(&envelope_schema).expect("envelope schema compiles");
     let fixtures = fixtures();
     let mut unique = 0;
     for (type_name, cases) in fixtures["types"].as_object().expect("types") {
+        let event_type = EventType::lookup(type_name).expect("registered");
         for case in cases["valid"].as_array().expect("valid") {
             unique += 1;
-            if case.get("via").is_some() {
-                continue; // checked by `created_events_match_their_contract`
-            }
-            let (status, body, session) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
+            let writer = match event_type.writers() {
+                Writers::Client => &alice,
+                Writers::Service => &agent,
+                Writers::Server => {
+                    // Callstream's own write path: the same validation, then no client may send it.
+                    let envelope = &case["envelope"];
+                    let session = callstream::domain::ids::SessionId::parse("cs_fixture").expect("id");
+                    callstream::domain::envelope::server_event(
+                        &session,
+                        event_type,
+                        envelope["payload"].clone(),
+                        "2026-11-23T10:00:00Z",
+                    )
+                    .unwrap_or_else(|r| panic!("{type_name} / {}: {r}", case["name"]));
+                    for token in [&alice, &agent] {
+                        let (status, body, session) = ingest_fixture(&app, &alice, token, envelope, unique).await;
+                        assert_eq!(status, StatusCode::FORBIDDEN, "{type_name} / {}: {body}", case["name"]);
+                        assert_eq!(body["error"]["code"], "EVENT_TYPE_RESERVED");
+                        assert_eq!(app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"], 1);
+                    }
+                    continue;
+                }
+            };
+            let (status, body, session) = ingest_fixture(&app, &alice, writer, &case["envelope"], unique).await;
             assert_eq!(status, StatusCode::OK, "{type_name} / {}: {body}", case["name"]);
             let stored = &app.replay(&alice, &session, 1, 1).await["events"][0];
             assert_eq!(stored["type"], type_name.as_str());
@@ -55,7 +84,7 @@ async fn every_fixture_is_accepted_or_rejected_as_written() {
         }
         for case in cases["invalid"].as_array().expect("invalid") {
             unique += 1;
-            let (status, body, session) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
+            let (status, body, session) = ingest_fixture(&app, &alice, &alice, &case["envelope"], unique).await;
             assert!(status.is_client_error(), "{type_name} / {}: {status}", case["name"]);
             assert_eq!(body["error"]["code"], case["expectedCode"], "{type_name} / {}: {body}", case["name"]);
             if let Some(pointer) = case.get("expectedPointer") {
@@ -70,7 +99,7 @@ async fn every_fixture_is_accepted_or_rejected_as_written() {
     }
     for case in fixtures["envelopeCases"].as_array().expect("envelope cases") {
         unique += 1;
-        let (status, body, _) = ingest_fixture(&app, &alice, &case["envelope"], unique).await;
+        let (status, body, _) = ingest_fixture(&app, &alice, &alice, &case["envelope"], unique).await;
         match case.get("expectedCode") {
             Some(code) => assert_eq!(&body["error"]["code"], code, "{}: {body}", case["name"]),
             None => assert_eq!(status, StatusCode::OK, "{}: {body}", case["name"]),
@@ -97,6 +126,23 @@ fn every_registered_type_has_a_schema_and_fixtures() {
     let registered: BTreeSet<String> = EventType::all().map(|t| t.as_str().to_owned()).collect();
     for name in &registered {
         let cases = &fixtures["types"][name];
+        let writers = EventType::lookup(name).expect("registered").writers().as_str();
+        assert_eq!(cases["writers"], writers, "{name}: the fixtures' writers match the registry");
+        for version in EventType::lookup(name).expect("registered").versions() {
+            let schema: Value = serde_json::from_str(
+                callstream::app::contract::schema(&format!("{name}.v{version}.json")).expect("schema"),
+            )
+            .expect("json");
+            assert_eq!(schema["x-callstream-writers"], writers, "{name} v{version}: the schema's writers match");
+        }
+        if writers != "client" {
+            let reserved = cases["invalid"]
+                .as_array()
+                .expect("invalid")
+                .iter()
+                .any(|c| c["expectedCode"] == "EVENT_TYPE_RESERVED");
+            assert!(reserved, "{name} has no fixture showing a client cannot write it");
+        }
         assert!(cases["valid"].as_array().is_some_and(|v| !v.is_empty()), "{name} has no valid fixture");
         assert!(cases["invalid"].as_array().is_some_and(|v| !v.is_empty()), "{name} has no must-reject fixture");
     }
@@ -128,6 +174,10 @@ fn no_error_code_disappears() {
     let missing: Vec<_> = codes(&on_file).difference(&codes(&live)).cloned().collect();
     assert!(missing.is_empty(), "error codes removed from the catalog: {missing:?}");
     assert_eq!(on_file, live, "schemas/error_codes.json is stale: run with UPDATE_CONTRACT=1");
+    let documented = include_str!("../../docs/errors.md");
+    for code in codes(&live) {
+        assert!(documented.contains(&format!("| `{code}` |")), "docs/errors.md does not list {code}");
+    }
 }
 
 #[tokio::test]
@@ -144,6 +194,8 @@ async fn the_contract_endpoint_serves_the_catalog_and_schemas() {
         assert_eq!(schema.status(), StatusCode::OK, "{url}");
         let schema: Value = schema.json().await.expect("schema json");
         assert_eq!(schema["title"], entry["type"]);
+        let registered = EventType::lookup(entry["type"].as_str().expect("type")).expect("registered");
+        assert_eq!(entry["writers"], registered.writers().as_str());
     }
     let envelope = app.get(catalog["envelope"]["schemaUrl"].as_str().expect("url"), &alice).await;
     assert_eq!(envelope.status(), StatusCode::OK);

@@ -138,25 +138,45 @@ async fn legacy_keys_are_normalized() {
 }
 
 #[tokio::test]
-async fn lifecycle_events_through_ingest_follow_the_state_machine() {
+async fn clients_cannot_forge_server_facts() {
     let app = spawn_app().await;
     let alice = app.user("alice");
+    let agent = app.token("agent", "t1", &[callstream::domain::principal::Role::Service]);
     let session = app.create_session(&alice).await;
-    let change = |id: &str, from: &str, to: &str| {
-        json!({"eventId": id, "sessionId": session, "ts": "2026-11-23T10:00:00Z", "type": "call.session.state_changed",
-               "payload": {"from": from, "to": to}, "schemaVersion": 1})
+    let event = |id: &str, event_type: &str, payload: Value| {
+        json!({"eventId": id, "sessionId": session, "ts": "2026-11-23T10:00:00Z", "type": event_type,
+               "payload": payload, "schemaVersion": 1})
     };
-    let ok = app
-        .ingest(&alice, &session, vec![change("l1", "created", "connecting"), change("l2", "connecting", "active")])
-        .await;
-    assert_eq!(ok.status(), StatusCode::OK);
+    let forgeries = [
+        event("f1", "call.session.state_changed", json!({"from": "created", "to": "connecting"})),
+        event("f2", "safety.approved", json!({"actionId": "a1", "policyId": "default", "policyVersion": 1})),
+        event("f3", "orchestration.action.executed", json!({"actionId": "a1", "outcomeRef": "x", "attempts": 1})),
+        event("f4", "call.connection.resumed", json!({"connectionId": "wc_1", "replayFrom": 0})),
+    ];
+    for token in [&alice, &agent] {
+        for forged in &forgeries {
+            // A reserved event anywhere in a batch rejects the whole batch.
+            let batch = vec![transcript(&session, "ok-before", "fine"), forged.clone()];
+            let response = app.ingest(token, &session, batch).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{forged}");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "EVENT_TYPE_RESERVED", "{body}");
+            assert_eq!(body["error"]["details"]["index"], 1);
+            assert_eq!(body["error"]["details"]["type"], forged["type"]);
+            assert!(
+                body["error"]["message"].as_str().is_some_and(|m| m.contains(forged["type"].as_str().unwrap_or("?")))
+            );
+        }
+    }
+    // A participant joining is a service fact: an agent may say so, the owner may not.
+    let joined = event("j1", "call.participant.joined", json!({"participantId": "bob"}));
+    let by_owner = app.ingest(&alice, &session, vec![joined.clone()]).await;
+    assert_eq!(error_code(by_owner).await, "EVENT_TYPE_RESERVED");
+    assert_eq!(app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "nothing was appended");
+    assert_eq!(app.ingest(&agent, &session, vec![joined]).await.status(), StatusCode::OK);
     let view: Value = app.get(&format!("/v1/call/sessions/{session}"), &alice).await.json().await.expect("json");
-    assert_eq!(view["state"], "active");
-    assert_eq!(view["version"], 3);
-
-    let skip = app.ingest(&alice, &session, vec![change("l3", "created", "connecting")]).await;
-    assert_eq!(skip.status(), StatusCode::CONFLICT);
-    assert_eq!(error_code(skip).await, "INVALID_TRANSITION");
+    assert_eq!(view["state"], "created", "the lifecycle moves only through its commands");
+    assert_eq!(view["participants"][0]["participantId"], "bob");
 }
 
 #[tokio::test]

@@ -111,8 +111,8 @@ async fn expired_idempotency_answers_are_pruned_by_later_keyed_creates() {
         [("ancient", "2026-01-01T00:00:00.000Z".to_owned()), ("fresh", chrono::Utc::now().to_rfc3339())]
     {
         conn.execute(
-            "INSERT INTO idempotency_keys (tenant_id, route, key, request_hash, status, response, created_at) \
-             VALUES ('t1', 'POST /v1/call/sessions', ?1, x'00', 201, '{}', ?2)",
+            "INSERT INTO idempotency_keys (tenant_id, user_id, route, key, request_hash, status, response, created_at) \
+             VALUES ('t1', 'alice', 'POST /v1/call/sessions', ?1, x'00', 201, '{}', ?2)",
             rusqlite::params![key, created_at],
         )
         .expect("insert");
@@ -133,4 +133,25 @@ async fn expired_idempotency_answers_are_pruned_by_later_keyed_creates() {
         .expect("keys");
     keys.sort();
     assert_eq!(keys, ["another", "fresh"], "only the answer past its retention is gone");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_belongs_to_the_caller_not_the_tenant() {
+    let app = spawn_app().await;
+    let create = |token: String| {
+        app.client
+            .post(format!("{}/v1/call/sessions", app.address))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "same-key")
+            .json(&json!({"title": "mine"}))
+            .send()
+    };
+    let alice: Value = create(app.user("alice")).await.expect("send").json().await.expect("json");
+    let bob = create(app.user("bob")).await.expect("send");
+    assert_eq!(bob.status(), StatusCode::CREATED, "another user of the tenant may pick the same key");
+    let bob: Value = bob.json().await.expect("json");
+    assert_ne!(alice["sessionId"], bob["sessionId"]);
+    assert_eq!(bob["ownerId"], "bob");
+    let again: Value = create(app.user("alice")).await.expect("send").json().await.expect("json");
+    assert_eq!(again["sessionId"], alice["sessionId"], "each caller's key still replays their own answer");
 }
