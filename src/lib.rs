@@ -60,11 +60,12 @@ impl Application {
         let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
         let hub = realtime::hub::Hub::default();
         let tenants = Arc::new(app::tenants::TenantDirectory::load(&config.database_path())?);
+        let config_policy = config.orchestration.policy.clone();
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
             hub: hub.clone(),
-            actions: Default::default(),
+            actions: app::orchestration::ActionRuntime::new(&config_policy)?,
             metrics: Default::default(),
             rate_limiter: Default::default(),
             tenants,

@@ -27,11 +27,20 @@ use crate::orchestration::executors::{self, Executor, Outcome};
 use crate::store::WriteTx;
 use crate::store::queries::{self, ActionRecord};
 
-/// Per-process coordination of concurrent requests for one actionId, and the outbound client.
-#[derive(Clone, Default)]
+/// Per-process coordination of concurrent requests for one actionId, and the outbound clients.
+#[derive(Clone)]
 pub struct ActionRuntime {
     in_flight: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
-    client: reqwest::Client,
+    outbound: crate::orchestration::outbound::Outbound,
+}
+
+impl ActionRuntime {
+    pub fn new(policy: &crate::domain::policy::Policy) -> Result<ActionRuntime, reqwest::Error> {
+        Ok(ActionRuntime {
+            in_flight: Arc::default(),
+            outbound: crate::orchestration::outbound::Outbound::new(&policy.allowlist)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,7 +178,7 @@ async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -
             Some(
                 executors::deliver(
                     &state.config.orchestration,
-                    &state.actions.client,
+                    &state.actions.outbound,
                     executor,
                     &request.action_id,
                     &params,

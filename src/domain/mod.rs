@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod error;
 pub mod event_types;
 pub mod ids;
+pub mod outbound;
 pub mod policy;
 pub mod principal;
 pub mod session;

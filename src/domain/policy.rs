@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ErrorCode;
+use super::outbound::Allowlist;
 use super::principal::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,9 +19,13 @@ pub struct Policy {
     /// Types that need the session owner's confirmation before they run.
     pub sensitive_types: Vec<String>,
     pub limits: Limits,
-    /// Hosts outbound actions may reach (`webhook.post` URLs).
+    /// Targets outbound actions may reach (`webhook.post` URLs); the grammar is in
+    /// `domain::outbound`. Empty by default: nothing outside is reachable until listed.
     pub allowed_hosts: Vec<String>,
     pub confirmation_ttl_secs: u64,
+    /// `allowed_hosts`, parsed.
+    #[serde(skip)]
+    pub allowlist: Allowlist,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +56,12 @@ impl Policy {
     /// The built-in policy (`policy/default.json`): safe defaults.
     pub fn built_in() -> Policy {
         // The file is compiled in and parsed by a unit test; failing here is a build defect.
-        serde_json::from_str(BUILT_IN).unwrap_or_else(|e| panic!("policy/default.json is invalid: {e}"))
+        Policy::parse(BUILT_IN).unwrap_or_else(|e| panic!("policy/default.json is invalid: {e}"))
     }
 
     pub fn parse(text: &str) -> Result<Policy, String> {
-        let policy: Policy = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut policy: Policy = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        policy.allowlist = Allowlist::parse(&policy.allowed_hosts)?;
         if policy.id.is_empty() || policy.version == 0 {
             return Err("`id` must be set and `version` ≥ 1".into());
         }
@@ -103,22 +109,10 @@ impl Policy {
                 ),
             };
         }
-        if let Some(url) = params.get("url").and_then(Value::as_str) {
-            match host_of(url) {
-                Some(host) if self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) => {}
-                Some(host) => {
-                    return Verdict::Blocked {
-                        code: ErrorCode::HostNotAllowed,
-                        reason: format!("`{host}` is not an allowed outbound host"),
-                    };
-                }
-                None => {
-                    return Verdict::Blocked {
-                        code: ErrorCode::ParamsInvalid,
-                        reason: "`url` is not an http(s) URL".into(),
-                    };
-                }
-            }
+        if let Some(url) = params.get("url").and_then(Value::as_str)
+            && let Err((code, reason)) = self.allowlist.admit(url)
+        {
+            return Verdict::Blocked { code, reason };
         }
         if self.is_sensitive(action_type) {
             Verdict::NeedsConfirmation
@@ -126,19 +120,6 @@ impl Policy {
             Verdict::Approved { rule: "allowed-by-role" }
         }
     }
-}
-
-/// The host of an `http://` or `https://` URL.
-pub fn host_of(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
-        bracketed.split(']').next()?
-    } else {
-        host_port.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
@@ -196,13 +177,16 @@ mod tests {
 
     #[test]
     fn when_a_url_leaves_the_allowlist_then_it_is_blocked() {
-        let policy = given();
+        assert!(given().allowed_hosts.is_empty(), "nothing outside is reachable by default");
+        let mut policy: Value = serde_json::from_str(BUILT_IN).expect("json");
+        policy["allowedHosts"] = json!(["http://127.0.0.1:9"]);
+        let policy = Policy::parse(&policy.to_string()).expect("valid");
         let outside = json!({"url": "https://evil.example/x", "body": {}});
         assert!(matches!(
             policy.evaluate(&[Role::Service], "webhook.post", &outside, Usage::default(), true),
             Verdict::Blocked { code: ErrorCode::HostNotAllowed, .. }
         ));
-        let sneaky = json!({"url": "http://127.0.0.1@evil.example/x"});
+        let sneaky = json!({"url": "http://evil.example\\@127.0.0.1:9/x"});
         assert!(matches!(
             policy.evaluate(&[Role::Service], "webhook.post", &sneaky, Usage::default(), true),
             Verdict::Blocked { code: ErrorCode::HostNotAllowed, .. }
@@ -227,13 +211,5 @@ mod tests {
             given().evaluate(&[Role::User], "email.send", &json!({}), Usage::default(), false),
             Verdict::Unsupported
         );
-    }
-
-    #[test]
-    fn hosts_are_parsed_like_a_browser_would() {
-        assert_eq!(host_of("http://localhost:8080/a"), Some("localhost"));
-        assert_eq!(host_of("https://user:pw@api.example.com/x"), Some("api.example.com"));
-        assert_eq!(host_of("http://[::1]:9/x"), Some("::1"));
-        assert_eq!(host_of("ftp://x"), None);
     }
 }

@@ -11,6 +11,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::outbound::{Outbound, is_address_forbidden};
 use crate::config::OrchestrationConfig;
 use crate::domain::error::ErrorCode;
 
@@ -72,21 +73,32 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// Deliver an outbound action. `id` is the action id: the same for every attempt, so a receiver
-/// can de-duplicate.
+/// can de-duplicate. A `webhook.post` URL is admitted by the policy's allowlist again here (the
+/// URL the client is handed is the one that was checked) and goes out on the guarded client; the
+/// configured message sink goes out on the trusted one.
 pub async fn deliver(
     config: &OrchestrationConfig,
-    client: &reqwest::Client,
+    outbound: &Outbound,
     executor: Executor,
     id: &str,
     params: &Value,
 ) -> Outcome {
-    let (url, body) = match executor {
-        Executor::Webhook => (
-            params.get("url").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            params.get("body").cloned().unwrap_or_else(|| json!({})),
-        ),
+    let (client, url, body) = match executor {
+        Executor::Webhook => {
+            let raw = params.get("url").and_then(Value::as_str).unwrap_or_default();
+            match config.policy.allowlist.admit(raw) {
+                Ok(target) => (
+                    &outbound.guarded,
+                    target.url.to_string(),
+                    params.get("body").cloned().unwrap_or_else(|| json!({})),
+                ),
+                Err((error_code, message)) => return Outcome::Failed { error_code, attempts: 0, message },
+            }
+        }
         Executor::Message => match &config.message_sink_url {
-            Some(url) => (url.clone(), json!({"to": params["to"], "text": params["text"], "actionId": id})),
+            Some(url) => {
+                (&outbound.trusted, url.clone(), json!({"to": params["to"], "text": params["text"], "actionId": id}))
+            }
             None => {
                 return Outcome::Failed {
                     error_code: ErrorCode::MessageSinkNotConfigured,
@@ -142,6 +154,7 @@ pub async fn deliver(
             Ok(response) => {
                 let status = response.status().as_u16();
                 let (code, retry) = match status {
+                    300..=399 => (ErrorCode::TargetRedirected, false),
                     429 => (ErrorCode::TargetRateLimited, true),
                     500..=599 => (ErrorCode::Target5xx, true),
                     _ => (ErrorCode::TargetRejected, false),
@@ -150,6 +163,10 @@ pub async fn deliver(
                 if !retry {
                     break;
                 }
+            }
+            Err(err) if is_address_forbidden(&err) => {
+                last = (ErrorCode::TargetAddressForbidden, err.to_string());
+                break;
             }
             Err(err) if err.is_timeout() => {
                 last = (ErrorCode::TargetTimeout, format!("no answer within {} ms", timeout.as_millis()))

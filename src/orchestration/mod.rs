@@ -2,3 +2,4 @@
 
 pub mod confirm;
 pub mod executors;
+pub mod outbound;

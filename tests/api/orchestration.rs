@@ -37,6 +37,7 @@ fn open_policy(dir: &std::path::Path, ttl: u64) -> String {
     policy["sensitiveTypes"] = json!(["message.send", "email.send", "call.transfer"]);
     policy["confirmationTtlSecs"] = json!(ttl);
     policy["roles"]["webhook.post"] = json!(["user", "service"]);
+    policy["allowedHosts"] = json!(["http://127.0.0.1:*"]);
     let path = dir.join("policy.json");
     std::fs::write(&path, policy.to_string()).expect("write policy");
     path.display().to_string()
@@ -335,4 +336,107 @@ async fn acks_survive_a_restart() {
     let missing = app.get("/v1/orchestration/actions/nope", &alice).await;
     assert_eq!(error_code(missing).await, "ACTION_NOT_FOUND");
     assert_eq!(error_code(app.get("/v1/orchestration/actions/kept", &app.user("bob")).await).await, "ACTION_NOT_FOUND");
+}
+
+/// A policy whose only outbound target is `allowed`.
+fn policy_allowing(dir: &std::path::Path, allowed: &[String]) -> String {
+    let path = open_policy(dir, 300);
+    let mut policy: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    policy["allowedHosts"] = json!(allowed);
+    std::fs::write(&path, policy.to_string()).expect("write");
+    path
+}
+
+#[tokio::test]
+async fn outbound_targets_are_checked_as_the_client_reads_them() {
+    let allowed = sink::start(vec![200]).await;
+    let internal = sink::start(vec![200]).await;
+    let port = |url: &str| url.rsplit(':').next().and_then(|p| p.split('/').next()).expect("port").to_owned();
+    let (allowed_port, internal_port) = (port(&allowed.url), port(&internal.url));
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = policy_allowing(dir.path(), &[format!("http://127.0.0.1:{allowed_port}")]);
+    let app = spawn_app_with(&[("CALLSTREAM_POLICY_FILE", &policy)]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let post = |id: &str, url: String| json!({"actionId": id, "sessionId": session, "type": "webhook.post", "params": {"url": url, "body": {}}});
+
+    let attempts = [
+        ("backslash", format!("http://evil.example\\@127.0.0.1:{internal_port}/"), "HOST_NOT_ALLOWED"),
+        ("userinfo", format!("http://127.0.0.1:{allowed_port}@127.0.0.1:{internal_port}/"), "PARAMS_INVALID"),
+        ("decimal ip", format!("http://2130706433:{internal_port}/"), "HOST_NOT_ALLOWED"),
+        ("ipv6 literal", format!("http://[::1]:{allowed_port}/"), "HOST_NOT_ALLOWED"),
+        ("trailing dot", format!("http://localhost.:{allowed_port}/"), "HOST_NOT_ALLOWED"),
+        ("other port", format!("http://127.0.0.1:{internal_port}/"), "HOST_NOT_ALLOWED"),
+    ];
+    for (n, (name, url, code)) in attempts.into_iter().enumerate() {
+        let ack = ack_of(&app, &alice, post(&format!("bypass-{n}"), url)).await;
+        assert_eq!(ack["ack"], json!({"status": "blocked", "errorCode": code}), "{name}");
+    }
+    assert_eq!(internal.count(), 0, "nothing reached the host that is not allowlisted");
+    // Percent-encoded dots name the allowed host itself: delivered there, and only there.
+    let encoded = ack_of(&app, &alice, post("encoded", format!("http://127%2E0%2E0%2E1:{allowed_port}/hook"))).await;
+    assert_eq!(encoded["ack"]["status"], "executed");
+    assert_eq!((allowed.count(), internal.count()), (1, 0));
+}
+
+#[tokio::test]
+async fn redirects_are_failures_and_https_speaks_tls() {
+    let redirecting = sink::start(vec![302]).await;
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let tls_port = tls.local_addr().expect("addr").port();
+    let first_bytes = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut stream, _) = tls.accept().await.expect("accept");
+        let mut head = [0u8; 3];
+        stream.read_exact(&mut head).await.expect("read");
+        head
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let policy =
+        policy_allowing(dir.path(), &["http://127.0.0.1:*".to_owned(), format!("https://127.0.0.1:{tls_port}")]);
+    let app = spawn_app_with(&[("CALLSTREAM_POLICY_FILE", &policy), ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "500")]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let post = |id: &str, url: &str| json!({"actionId": id, "sessionId": session, "type": "webhook.post", "params": {"url": url, "body": {}}});
+
+    let redirected = ack_of(&app, &alice, post("redirect", &redirecting.url)).await;
+    assert_eq!(redirected["ack"], json!({"status": "failed", "errorCode": "TARGET_REDIRECTED"}));
+    assert_eq!(redirecting.count(), 1, "a redirect is an answer: not followed, not retried");
+
+    let secure = ack_of(&app, &alice, post("tls", &format!("https://127.0.0.1:{tls_port}/hook"))).await;
+    assert_eq!(secure["ack"]["status"], "failed", "the test listener cannot finish a handshake");
+    let head = first_bytes.await.expect("listener");
+    assert_eq!(head[0], 0x16, "the client opened with a TLS handshake record: {head:?}");
+    assert_eq!(head[1], 0x03);
+}
+
+/// A DNS name that resolves to loopback is refused unless it is named literally. The machine's
+/// own hostname usually resolves to 127.0.0.1 through /etc/hosts; where it does not, this case
+/// cannot be built without a DNS server and is skipped with a note.
+#[tokio::test]
+async fn names_resolving_inward_are_refused() {
+    use std::net::ToSocketAddrs;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
+    let resolves_to_loopback = !hostname.is_empty()
+        && hostname != "localhost"
+        && (hostname.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()));
+    if !resolves_to_loopback {
+        println!("skipped: the hostname `{hostname}` does not resolve to loopback here");
+        return;
+    }
+    let target = sink::start(vec![200]).await;
+    let port = target.url.rsplit(':').next().and_then(|p| p.split('/').next()).expect("port").to_owned();
+    let dir = tempfile::tempdir().expect("dir");
+    let policy =
+        policy_allowing(dir.path(), &[format!("http://{hostname}:{port}"), format!("http://localhost:{port}")]);
+    let app = spawn_app_with(&[("CALLSTREAM_POLICY_FILE", &policy)]).await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let post = |id: &str, url: String| json!({"actionId": id, "sessionId": session, "type": "webhook.post", "params": {"url": url, "body": {}}});
+    let inward = ack_of(&app, &alice, post("inward", format!("http://{hostname}:{port}/hook"))).await;
+    assert_eq!(inward["ack"], json!({"status": "failed", "errorCode": "TARGET_ADDRESS_FORBIDDEN"}));
+    assert_eq!(target.count(), 0);
+    let literal = ack_of(&app, &alice, post("literal", format!("http://localhost:{port}/hook"))).await;
+    assert_eq!(literal["ack"]["status"], "executed", "`localhost` named literally may be reached");
+    assert_eq!(target.count(), 1);
 }

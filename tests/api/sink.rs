@@ -71,7 +71,11 @@ pub async fn start(statuses: Vec<u16>) -> Sink {
                     log.len() - 1
                 };
                 let status = statuses.get(index).or(statuses.last()).copied().unwrap_or(200);
-                let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+                // A redirect points somewhere else entirely; callstream must not follow it.
+                let location =
+                    if (300..400).contains(&status) { "location: http://127.0.0.1:9/elsewhere\r\n" } else { "" };
+                let response =
+                    format!("HTTP/1.1 {status} X\r\n{location}content-length: 2\r\nconnection: close\r\n\r\n{{}}");
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
