@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::log::{self, StoredEvent};
@@ -313,16 +314,37 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
 struct SegmentPayload<'a> {
     #[serde(borrow)]
     segment_id: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "integral")]
     revision: i64,
     #[serde(borrow)]
     speaker: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "optional_integral")]
     start_ms: Option<i64>,
+    #[serde(deserialize_with = "optional_integral")]
     end_ms: Option<i64>,
     confidence: Option<f64>,
     #[serde(borrow)]
     language: Option<Cow<'a, str>>,
     #[serde(borrow)]
     edited_by: Option<Cow<'a, str>>,
+}
+
+/// A JSON Schema `integer` may be written `3`, `3.0` or `3e0`; every integer in our schemas is
+/// bounded to ±(2⁵³ − 1), where an f64 is exact, so any of those forms reads as the same i64.
+fn integral<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_i64()
+        .or_else(|| {
+            number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0).map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom("not an integer within ±(2^53 - 1)"))
+}
+
+fn optional_integral<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|number| integral(number).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn is_transcript_type(event_type: &str) -> bool {

@@ -200,3 +200,38 @@ async fn the_contract_endpoint_serves_the_catalog_and_schemas() {
     let envelope = app.get(catalog["envelope"]["schemaUrl"].as_str().expect("url"), &alice).await;
     assert_eq!(envelope.status(), StatusCode::OK);
 }
+
+/// Every number a schema admits fits what the store and the code hold (±(2⁵³ − 1) for integers),
+/// so a schema-valid payload can never fail later with a 500.
+#[test]
+fn every_number_in_every_schema_is_bounded() {
+    fn walk(node: &Value, path: &str, file: &str) {
+        match node {
+            Value::Object(map) => {
+                let types: Vec<&str> = match map.get("type") {
+                    Some(Value::String(t)) => vec![t.as_str()],
+                    Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                if types.iter().any(|t| *t == "integer" || *t == "number") {
+                    let bounded = |keys: [&str; 2]| keys.iter().any(|k| map.get(*k).is_some_and(Value::is_number));
+                    assert!(bounded(["minimum", "exclusiveMinimum"]), "{file}{path} has no lower bound");
+                    assert!(bounded(["maximum", "exclusiveMaximum"]), "{file}{path} has no upper bound");
+                    if types.contains(&"integer") {
+                        let max = map.get("maximum").and_then(Value::as_f64).unwrap_or(f64::MAX);
+                        let min = map.get("minimum").and_then(Value::as_f64).unwrap_or(f64::MIN);
+                        assert!(max <= 9_007_199_254_740_991.0 && min >= -9_007_199_254_740_991.0, "{file}{path}");
+                    }
+                }
+                map.iter().for_each(|(k, v)| walk(v, &format!("{path}/{k}"), file));
+            }
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| walk(v, &format!("{path}/{i}"), file)),
+            _ => {}
+        }
+    }
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")).expect("schemas").flatten() {
+        let file = entry.file_name().into_string().expect("name");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).expect("read")).expect("json");
+        walk(&schema, "", &file);
+    }
+}

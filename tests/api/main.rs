@@ -4,6 +4,7 @@ mod auth;
 mod contract;
 mod crash;
 mod demo;
+mod fuzz;
 mod helpers;
 mod http_edges;
 mod ingest;
