@@ -223,12 +223,10 @@ impl Connection {
         };
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
-            Err(message) => {
-                return Some(ServerFrame::Error { code: ErrorCode::WsFrameInvalid.as_str(), message, reference: None });
-            }
+            Err(rejection) => return error(rejection.into(), None),
         };
         match frame {
-            ClientFrame::Ping => Some(ServerFrame::Pong),
+            ClientFrame::Ping {} => Some(ServerFrame::Pong),
             ClientFrame::Ack { seq } if seq <= self.acked => None,
             ClientFrame::Ack { seq } => {
                 let (connection_id, session_id) = (self.opened.connection_id.clone(), self.opened.session_id.clone());

@@ -3,16 +3,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::error::ErrorCode;
+use crate::domain::error::{ErrorCode, Rejection};
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientFrame {
     /// Checkpoint: everything up to `seq` is processed. Monotonic; persisted.
-    Ack {
-        seq: u64,
-    },
+    Ack { seq: u64 },
     /// Append one event, validated exactly like HTTP ingest; answered `published` after commit.
     Publish {
         event: Value,
@@ -20,10 +18,10 @@ pub enum ClientFrame {
         reference: Option<String>,
     },
     /// A fresh bearer token before the current one expires.
-    Refresh {
-        token: String,
-    },
-    Ping,
+    Refresh { token: String },
+    /// A struct variant, so that unknown keys are refused here too (`deny_unknown_fields` does
+    /// not reach unit variants of an internally tagged enum).
+    Ping {},
 }
 
 /// Server → client.
@@ -145,9 +143,11 @@ impl Close {
     }
 }
 
-/// Parse a client frame; the error names what is wrong without echoing the frame.
-pub fn parse_client_frame(text: &str) -> Result<ClientFrame, String> {
-    serde_json::from_str(text).map_err(|err| format!("not a valid client frame: {err}"))
+/// Parse a client frame; a rejection is always `WS_FRAME_INVALID`, its message names what is
+/// wrong without echoing the frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Rejection> {
+    serde_json::from_str(text)
+        .map_err(|err| Rejection::new(ErrorCode::WsFrameInvalid, format!("not a valid client frame: {err}")))
 }
 
 #[cfg(test)]
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn frames_round_trip_their_shape() {
         assert_eq!(parse_client_frame(r#"{"op":"ack","seq":3}"#), Ok(ClientFrame::Ack { seq: 3 }));
-        assert_eq!(parse_client_frame(r#"{"op":"ping"}"#), Ok(ClientFrame::Ping));
+        assert_eq!(parse_client_frame(r#"{"op":"ping"}"#), Ok(ClientFrame::Ping {}));
         assert!(parse_client_frame(r#"{"op":"ack","seq":-1}"#).is_err());
         assert!(parse_client_frame(r#"{"op":"ack","seq":1,"extra":true}"#).is_err());
         assert!(parse_client_frame(r#"{"op":"dance"}"#).is_err());
@@ -177,15 +177,63 @@ mod tests {
         assert_eq!(welcome, r#"{"op":"pong"}"#);
     }
 
+    /// Either a frame that serializes back to the same `op`, or `WS_FRAME_INVALID` with a message.
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        match parse_client_frame(text) {
+            Ok(frame) => {
+                let op = serde_json::from_str::<Value>(text).ok().and_then(|v| v["op"].as_str().map(str::to_owned));
+                let (expected, allowed): (&str, &[&str]) = match frame {
+                    ClientFrame::Ack { .. } => ("ack", &["op", "seq"]),
+                    ClientFrame::Publish { .. } => ("publish", &["op", "event", "ref"]),
+                    ClientFrame::Refresh { .. } => ("refresh", &["op", "token"]),
+                    ClientFrame::Ping {} => ("ping", &["op"]),
+                };
+                prop_assert_eq!(op.as_deref(), Some(expected));
+                let value: Value = serde_json::from_str(text).expect("parsed, so JSON");
+                let keys: Vec<&String> = value.as_object().map(|m| m.keys().collect()).unwrap_or_default();
+                prop_assert!(keys.iter().all(|k| allowed.contains(&k.as_str())), "unknown keys accepted: {}", text);
+            }
+            Err(rejection) => {
+                prop_assert_eq!(rejection.code, ErrorCode::WsFrameInvalid);
+                prop_assert!(rejection.message.starts_with("not a valid client frame"));
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
-        fn arbitrary_text_never_panics(text in ".{0,200}") {
-            let _ = parse_client_frame(&text);
+        fn arbitrary_text_gets_a_frame_or_ws_frame_invalid(text in ".{0,200}") {
+            check(&text)?;
         }
 
         #[test]
-        fn arbitrary_json_objects_never_panic(op in "[a-z]{0,8}", seq in any::<i64>(), extra in ".{0,20}") {
-            let _ = parse_client_frame(&serde_json::json!({"op": op, "seq": seq, "token": extra}).to_string());
+        fn arbitrary_frames_get_a_frame_or_ws_frame_invalid(
+            op in prop_oneof![Just("ack".to_owned()), Just("ping".to_owned()), Just("publish".to_owned()), Just("refresh".to_owned()), "[a-z]{0,8}"],
+            seq in prop_oneof![any::<i64>().prop_map(serde_json::Value::from), any::<f64>().prop_map(serde_json::Value::from), Just(serde_json::Value::Null)],
+            token in prop_oneof![".{0,20}".prop_map(serde_json::Value::from), Just(serde_json::json!(7))],
+            keys in 0u8..8,
+        ) {
+            let mut frame = serde_json::json!({"op": op});
+            if keys & 1 == 1 { frame["seq"] = seq; }
+            if keys & 2 == 2 { frame["token"] = token; }
+            if keys & 4 == 4 { frame["event"] = serde_json::json!({}); }
+            check(&frame.to_string())?;
+        }
+    }
+
+    #[test]
+    fn the_invalid_frames_the_protocol_lists_are_refused() {
+        for text in [
+            "",
+            "{",
+            "[]",
+            "{\"op\":\"dance\"}",
+            "{\"op\":\"ack\"}",
+            "{\"op\":\"ack\",\"seq\":-1}",
+            "{\"op\":\"ping\",\"x\":1}",
+        ] {
+            assert_eq!(parse_client_frame(text).expect_err(text).code, ErrorCode::WsFrameInvalid, "{text}");
         }
     }
 }

@@ -111,7 +111,13 @@ async fn every_route_enforces_the_auth_matrix() {
         },
         Route { method: Method::GET, path: "/v1/operator/audit".into(), body: None },
         Route { method: Method::GET, path: "/v1/governance/data-map".into(), body: None },
+        Route { method: Method::GET, path: "/v1/contract/schemas/transcript.segment.final.v1.json".into(), body: None },
+        Route { method: Method::GET, path: "/v1/operator/tenants/t1".into(), body: None },
     ];
+    // An action that exists, so the cross-tenant rows below prove it is hidden, not merely absent.
+    let owner_action = call(&app, &routes[9], Some(&alice)).await;
+    assert_eq!(owner_action.status(), StatusCode::OK);
+    let head_before = app.replay(&alice, &session, 0, 1).await["diagnostics"]["headSeq"].clone();
     let now = chrono::Utc::now().timestamp();
     let cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
         ("no token", None, StatusCode::UNAUTHORIZED, "AUTH_MISSING"),
@@ -196,6 +202,11 @@ async fn every_route_enforces_the_auth_matrix() {
         (&routes[19], &operator, StatusCode::OK, None),
         (&routes[20], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
         (&routes[20], &operator, StatusCode::OK, None),
+        (&routes[21], &other_tenant, StatusCode::OK, None),
+        (&routes[22], &other_tenant, StatusCode::FORBIDDEN, Some("FORBIDDEN_ROLE")),
+        (&routes[22], &operator, StatusCode::NOT_FOUND, Some("TENANT_NOT_FOUND")),
+        (&routes[11], &alice, StatusCode::OK, None),
+        (&routes[11], &operator, StatusCode::OK, None),
     ];
     for (route, token, status, code) in expectations {
         let response = call(&app, route, Some(token)).await;
@@ -204,10 +215,59 @@ async fn every_route_enforces_the_auth_matrix() {
             assert_eq!(error_code(response).await, code);
         }
     }
-    assert_eq!(app.replay(&alice, &session, 0, 10).await["diagnostics"]["headSeq"], 1, "no rejected call appended");
-    // The owner can still do what strangers could not.
-    let executed = call(&app, &routes[9], Some(&alice)).await;
-    assert_eq!(executed.status(), StatusCode::OK);
+    assert_eq!(
+        app.replay(&alice, &session, 0, 1).await["diagnostics"]["headSeq"],
+        head_before,
+        "no rejected call appended"
+    );
+}
+
+/// The WebSocket route refuses every principal fault before upgrading, with the HTTP status of
+/// the matrix above.
+#[tokio::test]
+async fn the_websocket_route_enforces_the_auth_matrix() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let now = chrono::Utc::now().timestamp();
+    let faults: Vec<(&str, String, u16)> = vec![
+        ("garbage", "not-a-jwt".into(), 401),
+        ("bad signature", forge(&app, |_| {}, "another-secret-0123456789abcdef0123"), 401),
+        ("expired", forge(&app, |c| c.exp = now - 3600, SECRET), 401),
+        ("not yet valid", forge(&app, |c| c.nbf = Some(now + 3600), SECRET), 401),
+        ("wrong aud", forge(&app, |c| c.aud = "someone-else".into(), SECRET), 401),
+        ("wrong iss", forge(&app, |c| c.iss = "someone-else".into(), SECRET), 401),
+        ("unknown role", forge(&app, |c| c.roles = vec!["root".into()], SECRET), 401),
+        ("other tenant", app.token("alice", "t2", &[Role::User]), 404),
+        ("other user", app.user("mallory"), 404),
+    ];
+    for (name, token, status) in faults {
+        let refused = crate::ws::try_connect(&app, &token, &session, "").await;
+        assert_eq!(refused.err(), Some(status), "{name}");
+    }
+    let url = format!("{}/v1/realtime/sessions/{session}/ws", app.address.replacen("http", "ws", 1));
+    let missing = tokio_tungstenite::connect_async(url).await;
+    assert!(
+        matches!(missing, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status().as_u16() == 401),
+        "no token: {missing:?}"
+    );
+    let mut operator = crate::ws::connect(&app, &app.token("ops", "t1", &[Role::Operator]), &session, "").await;
+    assert_eq!(operator.next().await["op"], "welcome", "an operator of the tenant may watch");
+}
+
+/// Leeway on `exp` is 30 s: a token expired 20 s ago still works, one expired 40 s ago does not.
+#[tokio::test]
+async fn jwt_leeway_holds_at_its_edge() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let within = forge(&app, |c| c.exp = now - 20, SECRET);
+    assert_eq!(app.get("/v1/call/sessions", &within).await.status(), StatusCode::OK);
+    let beyond = forge(&app, |c| c.exp = now - 40, SECRET);
+    assert_eq!(error_code(app.get("/v1/call/sessions", &beyond).await).await, "AUTH_EXPIRED");
+    let early = forge(&app, |c| c.nbf = Some(now + 20), SECRET);
+    assert_eq!(app.get("/v1/call/sessions", &early).await.status(), StatusCode::OK);
+    let too_early = forge(&app, |c| c.nbf = Some(now + 40), SECRET);
+    assert_eq!(error_code(app.get("/v1/call/sessions", &too_early).await).await, "AUTH_INVALID");
 }
 
 #[tokio::test]

@@ -79,7 +79,8 @@ async fn request_ids_are_kept_or_generated() {
         .await
         .expect("send");
     let generated = unsafe_id.headers()["x-request-id"].to_str().expect("ascii").to_owned();
-    assert_ne!(generated, "bad id");
+    assert_ne!(generated, "bad id with spaces", "an unsafe id is replaced");
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "by a generated one: {generated}");
     let body: Value = unsafe_id.json().await.expect("json");
     assert_eq!(body["error"]["requestId"], generated.as_str());
 }
