@@ -69,6 +69,8 @@ pub struct Config {
     pub meter_signing_keys: Vec<SigningKey>,
     pub livekit: LiveKitConfig,
     pub durability: Durability,
+    /// Commands that may wait for the writer; one more is answered 503 with `Retry-After`.
+    pub writer_queue_capacity: usize,
     /// How far a LiveKit webhook's `createdAt` may be from our clock, either way.
     pub webhook_tolerance_secs: u64,
     /// Default lifetime of LiveKit access tokens (a request may ask for less or more, up to 1 h).
@@ -283,6 +285,13 @@ impl Config {
                 return Err(problem("CALLSTREAM_DURABILITY", "must be `full` or `normal`"));
             }
         };
+        let writer_queue_capacity = bounded(
+            &get,
+            "CALLSTREAM_WRITER_QUEUE_CAPACITY",
+            crate::store::writer::QUEUE_CAPACITY as u64,
+            1,
+            1_000_000,
+        )? as usize;
         let webhook_tolerance_secs = bounded(&get, "CALLSTREAM_WEBHOOK_TOLERANCE_SECS", 300, 1, 3600)?;
         let livekit_token_ttl_secs =
             bounded(&get, "CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS", 600, 60, MAX_LIVEKIT_TOKEN_TTL_SECS)?;
@@ -343,6 +352,7 @@ impl Config {
             meter_signing_keys,
             livekit,
             durability,
+            writer_queue_capacity,
             webhook_tolerance_secs,
             livekit_token_ttl_secs,
             idempotency_retention_secs,

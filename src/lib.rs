@@ -57,7 +57,8 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
         let port = listener.local_addr()?.port();
-        let (store, writer_thread) = Store::open(&config.database_path(), config.durability)?;
+        let (store, writer_thread) =
+            Store::open(&config.database_path(), config.durability, config.writer_queue_capacity)?;
         let hub = realtime::hub::Hub::default();
         let tenants = Arc::new(app::tenants::TenantDirectory::load(&config.database_path())?);
         let config_policy = config.orchestration.policy.clone();

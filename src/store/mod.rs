@@ -111,12 +111,17 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(path: &Path, durability: Durability) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        queue_capacity: usize,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let conn = open_for_writing(path, durability)?;
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
         let checkpoints = checkpoint::start(path, durability)?;
-        let (writer, handle) = Writer::start(conn, checkpoints).map_err(|e| StoreError::Writer(e.to_string()))?;
+        let (writer, handle) =
+            Writer::start(conn, checkpoints, queue_capacity).map_err(|e| StoreError::Writer(e.to_string()))?;
         let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
         Ok((Store { writer, readers, epoch: epoch.into() }, handle))
     }

@@ -16,7 +16,8 @@ use crate::error::{AppError, ErrorCode};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
-/// Commands waiting for the writer before callers are told to back off.
+/// Commands waiting for the writer before callers are told to back off (the default of
+/// `CALLSTREAM_WRITER_QUEUE_CAPACITY`).
 pub const QUEUE_CAPACITY: usize = 8192;
 
 /// What one group commit appended: the new head seq of every stream it touched. Broadcast after
@@ -172,6 +173,7 @@ pub struct WriterStats {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    capacity: usize,
     appended: broadcast::Sender<Appended>,
     pub stats: Arc<WriterStats>,
 }
@@ -179,9 +181,13 @@ pub struct Writer {
 impl Writer {
     /// Start the writer thread on `conn`, continuing the chain from the log's current tip.
     /// `checkpoints` is nudged after every commit (automatic checkpoints are off on `conn`).
-    pub fn start(conn: Connection, checkpoints: Nudge) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
+    pub fn start(
+        conn: Connection,
+        checkpoints: Nudge,
+        capacity: usize,
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
         let (position, hash) = log::tip(&conn)?;
-        let (jobs, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (jobs, receiver) = mpsc::channel(capacity.max(1));
         let (appended, _) = broadcast::channel(4096);
         let stats = Arc::new(WriterStats::default());
         stats.alive.store(true, Ordering::SeqCst);
@@ -196,7 +202,7 @@ impl Writer {
             .name("callstream-writer".into())
             .spawn(move || worker.run(receiver))
             .map_err(AppError::internal)?;
-        Ok((Writer { jobs, appended, stats }, handle))
+        Ok((Writer { jobs, capacity: capacity.max(1), appended, stats }, handle))
     }
 
     /// Run `command` inside the next group's transaction and answer after it committed.
@@ -243,7 +249,7 @@ impl Writer {
     }
 
     pub fn queue_depth(&self) -> usize {
-        QUEUE_CAPACITY - self.jobs.capacity()
+        self.capacity - self.jobs.capacity()
     }
 }
 

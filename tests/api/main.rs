@@ -17,6 +17,7 @@ mod orchestration;
 mod python;
 mod realtime;
 mod rebuild;
+mod resilience;
 mod sessions;
 mod sink;
 mod verify;
