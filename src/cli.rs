@@ -53,6 +53,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    crate::orchestration::outbound::install_crypto_provider();
     match cli.command {
         Command::Serve { dev } => serve(dev),
         Command::Demo => crate::demo::run(),

@@ -56,6 +56,7 @@ impl Application {
         config: Config,
         listener: TcpListener,
     ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
+        orchestration::outbound::install_crypto_provider();
         let port = listener.local_addr()?.port();
         let (store, writer_thread) =
             Store::open(&config.database_path(), config.durability, config.writer_queue_capacity)?;

@@ -49,7 +49,9 @@ pub struct Outbound {
     pub trusted: reqwest::Client,
 }
 
-fn install_crypto_provider() {
+/// rustls needs a process-wide crypto provider (ring) before any HTTP client is built; every
+/// entry point calls this (the command line, `Application::build`), and so do tests.
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     // Another part of the process may have installed one first; either serves.
     ONCE.call_once(|| {

@@ -23,10 +23,17 @@ struct Server {
 }
 
 fn start(data_dir: &std::path::Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+fn start_with(data_dir: &std::path::Path, overrides: &[(&'static str, &str)]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut env = test_env(data_dir);
     env.insert("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"));
     env.insert("CALLSTREAM_DURABILITY", "full".to_owned());
+    for (name, value) in overrides {
+        env.insert(name, (*value).to_owned());
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_callstream"))
         .arg("serve")
         .envs(env)
@@ -55,7 +62,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
     let token = callstream::http::auth::mint(&config.jwt, "crash-user", "t1", &[Role::User], 3600).expect("mint");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let client = crate::helpers::client_builder().timeout(Duration::from_secs(10)).build().expect("client");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sessions = Vec::new();
     // Each producer's batch that was in flight when the server died, retried after the restart.
@@ -165,7 +172,7 @@ async fn socket_clients_survive_kill_9() {
     let config = test_config(data_dir.path());
     let owner = callstream::http::auth::mint(&config.jwt, "ws-owner", "t1", &[Role::User], 3600).expect("mint");
     let agent = callstream::http::auth::mint(&config.jwt, "ws-agent", "t1", &[Role::Service], 3600).expect("mint");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let published: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sessions = Vec::new();
     // Per session: the subscriber's newest resume token and the highest seq it has verified.
@@ -278,4 +285,129 @@ async fn socket_clients_survive_kill_9() {
     let report = callstream::store::verify::verify(&config.database_path()).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     println!("socket crash test: {} publishes acknowledged over {KILLS} kills", published.len());
+}
+
+/// An action whose process dies while it runs is never run again: the retry after the restart
+/// records `EXECUTION_INTERRUPTED`, and the target saw one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_interrupted_by_kill_9_is_not_run_again() {
+    let sink = crate::sink::start(vec![0]).await;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut policy: Value = serde_json::from_str(callstream::domain::policy::BUILT_IN).expect("policy");
+    policy["sensitiveTypes"] = json!(["message.send"]);
+    policy["roles"]["webhook.post"] = json!(["user"]);
+    policy["allowedHosts"] = json!(["http://127.0.0.1:*"]);
+    let policy_file = data_dir.path().join("policy.json");
+    std::fs::write(&policy_file, policy.to_string()).expect("policy");
+    let policy_file = policy_file.display().to_string();
+    let overrides = [("CALLSTREAM_POLICY_FILE", policy_file.as_str()), ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "60000")];
+    let config = test_config(data_dir.path());
+    let token = callstream::http::auth::mint(&config.jwt, "alice", "t1", &[Role::User], 3600).expect("mint");
+    let client = crate::helpers::client();
+
+    let mut server = start_with(data_dir.path(), &overrides);
+    wait_ready(&client, &server).await;
+    let created: Value = client
+        .post(format!("{}/v1/call/sessions", server.address))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let request = json!({"actionId": "doomed", "sessionId": created["sessionId"], "type": "webhook.post",
+                         "params": {"url": sink.url, "body": {"n": 1}}});
+    let in_flight = tokio::spawn({
+        let (client, url, token, request) = (
+            client.clone(),
+            format!("{}/v1/orchestration/actions/execute", server.address),
+            token.clone(),
+            request.clone(),
+        );
+        async move { client.post(url).bearer_auth(token).json(&request).send().await }
+    });
+    for _ in 0..500 {
+        if sink.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sink.count(), 1, "the action reached its target");
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reap");
+    assert!(in_flight.await.expect("task").is_err(), "the caller never got an answer");
+
+    let mut server = start_with(data_dir.path(), &overrides);
+    wait_ready(&client, &server).await;
+    let retry: Value = client
+        .post(format!("{}/v1/orchestration/actions/execute", server.address))
+        .bearer_auth(&token)
+        .json(&request)
+        .send()
+        .await
+        .expect("retry")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(retry["ack"], json!({"status": "failed", "errorCode": "EXECUTION_INTERRUPTED"}));
+    assert_eq!(sink.count(), 1, "not run again");
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
+}
+
+/// `serve --dev` as a new user runs it: nothing set, the banner's tokens work.
+#[tokio::test]
+async fn serve_dev_prints_tokens_that_work() {
+    use std::io::BufRead;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callstream"))
+        .args(["serve", "--dev"])
+        .env("CALLSTREAM_DATA_DIR", data_dir.path())
+        .env("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve --dev");
+    // Read the banner on a thread that keeps draining stdout: closing the pipe would kill the
+    // server with SIGPIPE at its next print.
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (lines, banner) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut tokens = std::collections::HashMap::new();
+    while tokens.len() < 3 {
+        let line = banner.recv_timeout(Duration::from_secs(10)).expect("the banner prints three tokens");
+        if let Some((name, token)) = line.trim().split_once(" token") {
+            tokens.insert(name.to_owned(), token.trim().to_owned());
+        }
+    }
+    let server = Server { child, address: format!("http://127.0.0.1:{port}") };
+    let client = crate::helpers::client();
+    wait_ready(&client, &server).await;
+    let created = client
+        .post(format!("{}/v1/call/sessions", server.address))
+        .bearer_auth(&tokens["user"])
+        .json(&json!({"title": "first call"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let tenants = client
+        .get(format!("{}/v1/operator/tenants", server.address))
+        .bearer_auth(&tokens["operator"])
+        .send()
+        .await
+        .expect("tenants");
+    assert_eq!(tenants.status(), reqwest::StatusCode::OK);
+    let mut child = server.child;
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    assert!(data_dir.path().join("dev-secrets.json").exists(), "the dev secrets are kept for the next start");
 }

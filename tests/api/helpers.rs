@@ -13,6 +13,16 @@ use serde_json::{Value, json};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
+/// An HTTP client for tests (rustls needs its crypto provider installed first).
+pub fn client() -> reqwest::Client {
+    client_builder().build().expect("client")
+}
+
+pub fn client_builder() -> reqwest::ClientBuilder {
+    callstream::orchestration::outbound::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
         callstream::telemetry::init("debug");
@@ -79,7 +89,7 @@ async fn spawn_configured(data_dir: tempfile::TempDir, overrides: &[(&'static st
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), config, data_dir, server }
+    TestApp { address, client: client(), config, data_dir, server }
 }
 
 impl TestApp {

@@ -18,7 +18,8 @@ pub struct Sink {
     pub received: Arc<Mutex<Vec<Received>>>,
 }
 
-/// Answer the n-th request with `statuses[n]` (the last one repeats).
+/// Answer the n-th request with `statuses[n]` (the last one repeats); status 0 never answers
+/// (the connection is held open).
 pub async fn start(statuses: Vec<u16>) -> Sink {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://127.0.0.1:{}/hook", listener.local_addr().expect("addr").port());
@@ -71,6 +72,10 @@ pub async fn start(statuses: Vec<u16>) -> Sink {
                     log.len() - 1
                 };
                 let status = statuses.get(index).or(statuses.last()).copied().unwrap_or(200);
+                if status == 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    return;
+                }
                 // A redirect points somewhere else entirely; callstream must not follow it.
                 let location =
                     if (300..400).contains(&status) { "location: http://127.0.0.1:9/elsewhere\r\n" } else { "" };
