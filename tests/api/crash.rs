@@ -57,6 +57,13 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
     panic!("server did not become ready");
 }
 
+async fn create_session(client: &reqwest::Client, server: &Server, token: &str) -> String {
+    let response =
+        client.post(format!("{}/v1/call/sessions", server.address)).bearer_auth(token).json(&json!({})).send().await;
+    let body: Value = response.expect("create").json().await.expect("json");
+    body["sessionId"].as_str().expect("id").to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_repeated_kill_9() {
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -73,15 +80,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
         let mut server = start(data_dir.path());
         wait_ready(&client, &server).await;
         while sessions.len() < PRODUCERS {
-            let response = client
-                .post(format!("{}/v1/call/sessions", server.address))
-                .bearer_auth(&token)
-                .json(&json!({"title": "crash"}))
-                .send()
-                .await
-                .expect("create");
-            let body: Value = response.json().await.expect("json");
-            sessions.push(body["sessionId"].as_str().expect("id").to_owned());
+            sessions.push(create_session(&client, &server, &token).await);
         }
         let mut producers = Vec::new();
         for (producer, retry) in pending.iter_mut().enumerate() {
@@ -182,17 +181,7 @@ async fn socket_clients_survive_kill_9() {
         let mut server = start(data_dir.path());
         wait_ready(&client, &server).await;
         while sessions.len() < SESSIONS {
-            let body: Value = client
-                .post(format!("{}/v1/call/sessions", server.address))
-                .bearer_auth(&owner)
-                .json(&json!({}))
-                .send()
-                .await
-                .expect("create")
-                .json()
-                .await
-                .expect("json");
-            sessions.push(body["sessionId"].as_str().expect("id").to_owned());
+            sessions.push(create_session(&client, &server, &owner).await);
         }
         let ws_base = server.address.replacen("http", "ws", 1);
         let mut tasks = Vec::new();
@@ -307,17 +296,8 @@ async fn an_action_interrupted_by_kill_9_is_not_run_again() {
 
     let mut server = start_with(data_dir.path(), &overrides);
     wait_ready(&client, &server).await;
-    let created: Value = client
-        .post(format!("{}/v1/call/sessions", server.address))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let request = json!({"actionId": "doomed", "sessionId": created["sessionId"], "type": "webhook.post",
+    let session = create_session(&client, &server, &token).await;
+    let request = json!({"actionId": "doomed", "sessionId": session, "type": "webhook.post",
                          "params": {"url": sink.url, "body": {"n": 1}}});
     let in_flight = tokio::spawn({
         let (client, url, token, request) = (

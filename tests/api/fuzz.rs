@@ -99,6 +99,15 @@ fn valid_envelopes() -> Vec<(EventType, Value)> {
     EventType::all().map(|t| (t, fixtures["types"][t.as_str()]["valid"][0]["envelope"].clone())).collect()
 }
 
+/// `envelope` for `session`, as `event_id`, carrying `payload`.
+fn with_payload(envelope: &Value, session: &str, event_id: &str, payload: Value) -> Value {
+    let mut event = envelope.clone();
+    event["sessionId"] = json!(session);
+    event["eventId"] = json!(event_id);
+    event["payload"] = payload;
+    event
+}
+
 async fn head(app: &TestApp, token: &str, session: &str) -> u64 {
     app.replay(token, session, 0, 1).await["diagnostics"]["headSeq"].as_u64().expect("head")
 }
@@ -117,10 +126,7 @@ async fn ingest_never_fails_with_5xx_and_rejections_change_nothing() {
         let token = if event_type.writers() == Writers::Client && rng.random_bool(0.5) { &alice } else { &agent };
         let session = app.create_session(&alice).await;
         for (n, payload) in mutations(&envelope["payload"]).into_iter().enumerate() {
-            let mut event = envelope.clone();
-            event["sessionId"] = json!(session);
-            event["eventId"] = json!(format!("fz-{}-{n}", event_type.as_str()));
-            event["payload"] = payload;
+            let event = with_payload(&envelope, &session, &format!("fz-{}-{n}", event_type.as_str()), payload);
             let before = head(&app, &alice, &session).await;
             let response = app.ingest(token, &session, vec![event.clone()]).await;
             let status = response.status();
@@ -171,10 +177,7 @@ async fn websocket_publish_never_fails_with_internal_errors() {
     let mut expected_head = 1;
     for (event_type, envelope) in valid_envelopes() {
         for (n, payload) in mutations(&envelope["payload"]).into_iter().enumerate().step_by(3) {
-            let mut event = envelope.clone();
-            event["sessionId"] = json!(session);
-            event["eventId"] = json!(format!("wz-{}-{n}", event_type.as_str()));
-            event["payload"] = payload;
+            let event = with_payload(&envelope, &session, &format!("wz-{}-{n}", event_type.as_str()), payload);
             socket.send(json!({"op": "publish", "event": event, "ref": format!("r{n}")})).await;
             let reply = loop {
                 let frame = socket.next().await;

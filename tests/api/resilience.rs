@@ -19,6 +19,7 @@ async fn a_full_writer_queue_answers_503_with_retry_after() {
     let blocker = rusqlite::Connection::open(app.database()).expect("open");
     blocker.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
 
+    // One command holds the writer (waiting for the lock), two fill its queue, the rest are refused.
     let mut queued = Vec::new();
     for n in 0..4 {
         let (client, url, token) =
@@ -27,9 +28,18 @@ async fn a_full_writer_queue_answers_503_with_retry_after() {
         queued.push(tokio::spawn(async move {
             client.post(url).bearer_auth(token).json(&json!({"events": [event]})).send().await.expect("send")
         }));
-        // Let each command reach the writer (or its queue) before the next.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let metrics = format!("{}/metrics", app.address);
+    let mut full = false;
+    for _ in 0..500 {
+        let text = app.client.get(&metrics).send().await.expect("metrics").text().await.expect("text");
+        if text.lines().any(|line| line == "callstream_writer_queue_depth 2") {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(full, "the writer's queue filled up while the lock was held");
     let refused = app.ingest(&alice, &session, vec![transcript(&session, "overflow", "no room")]).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()["retry-after"], "1");
