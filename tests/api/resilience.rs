@@ -19,25 +19,29 @@ async fn a_full_writer_queue_answers_503_with_retry_after() {
     let blocker = rusqlite::Connection::open(app.database()).expect("open");
     blocker.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
 
-    // One command holds the writer (waiting for the lock), two fill its queue, the rest are refused.
+    // Commands go in one at a time until the queue is full: the first group the writer takes
+    // blocks on the lock, every later command waits in the queue (capacity 2).
+    let metrics = format!("{}/metrics", app.address);
     let mut queued = Vec::new();
-    for n in 0..4 {
+    let mut full = false;
+    for n in 0..10 {
         let (client, url, token) =
             (app.client.clone(), format!("{}/v1/realtime/sessions/{session}/events", app.address), alice.clone());
         let event = transcript(&session, &format!("q{n}"), "waiting");
         queued.push(tokio::spawn(async move {
             client.post(url).bearer_auth(token).json(&json!({"events": [event]})).send().await.expect("send")
         }));
-    }
-    let metrics = format!("{}/metrics", app.address);
-    let mut full = false;
-    for _ in 0..500 {
-        let text = app.client.get(&metrics).send().await.expect("metrics").text().await.expect("text");
-        if text.lines().any(|line| line == "callstream_writer_queue_depth 2") {
-            full = true;
+        for _ in 0..50 {
+            let text = app.client.get(&metrics).send().await.expect("metrics").text().await.expect("text");
+            if text.lines().any(|line| line == "callstream_writer_queue_depth 2") {
+                full = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if full {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(full, "the writer's queue filled up while the lock was held");
     let refused = app.ingest(&alice, &session, vec![transcript(&session, "overflow", "no room")]).await;
