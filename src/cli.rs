@@ -108,6 +108,14 @@ fn serve(dev: bool) -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(err),
     };
+    // A movable clock would let anyone holding an operator token rewrite when things happened.
+    if config.test_clock && !dev && std::env::var(crate::config::ALLOW_TEST_CLOCK).as_deref() != Ok("1") {
+        return fail(format!(
+            "{} is for tests and demos: use `serve --dev`, or also set {}=1 if you really mean it",
+            crate::config::TEST_CLOCK,
+            crate::config::ALLOW_TEST_CLOCK
+        ));
+    }
     if dev {
         print_dev_banner(&config);
     }
@@ -127,7 +135,8 @@ fn serve(dev: bool) -> ExitCode {
 
 fn print_dev_banner(config: &Config) {
     let mint = |sub: &str, roles: &[Role]| {
-        crate::http::auth::mint(&config.jwt, sub, "dev", roles, 24 * 3600).unwrap_or_else(|e| format!("<{e}>"))
+        crate::http::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "dev", roles, 24 * 3600)
+            .unwrap_or_else(|e| format!("<{e}>"))
     };
     println!("callstream dev mode");
     println!("  listening on   http://{}", config.listen);
@@ -211,7 +220,7 @@ fn token(sub: &str, tenant: &str, roles: &[String], ttl_secs: i64, dev: bool) ->
         Ok(config) => config,
         Err(err) => return fail(err),
     };
-    match crate::http::auth::mint(&config.jwt, sub, tenant, &roles, ttl_secs) {
+    match crate::http::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, tenant, &roles, ttl_secs) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

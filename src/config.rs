@@ -80,6 +80,8 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub orchestration: OrchestrationConfig,
     pub edge: EdgeConfig,
+    /// `CALLSTREAM_TEST_CLOCK=1`: operators may move the clock forward (tests and demos only).
+    pub test_clock: bool,
 }
 
 /// What the HTTP edge enforces before a handler runs (docs/operations.md).
@@ -359,6 +361,7 @@ impl Config {
             realtime,
             orchestration,
             edge,
+            test_clock: flag(&get, TEST_CLOCK)?,
         })
     }
 
@@ -433,6 +436,19 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 pub const MAX_LIVEKIT_TOKEN_TTL_SECS: u64 = 3600;
 
 /// An optional integer variable within `[min, max]`.
+/// Enables `POST /v1/operator/clock`; `serve` without `--dev` also wants `ALLOW_TEST_CLOCK`.
+pub const TEST_CLOCK: &str = "CALLSTREAM_TEST_CLOCK";
+pub const ALLOW_TEST_CLOCK: &str = "CALLSTREAM_ALLOW_TEST_CLOCK";
+
+/// `1` or `0` (unset is `0`).
+pub fn flag(get: &impl Fn(&'static str) -> Option<String>, variable: &'static str) -> Result<bool, ConfigError> {
+    match get(variable).as_deref().map(str::trim) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(_) => Err(problem(variable, "must be `1` or `0`")),
+    }
+}
+
 fn bounded(
     get: &impl Fn(&'static str) -> Option<String>,
     variable: &'static str,

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -58,30 +59,33 @@ impl Application {
     ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
         orchestration::outbound::install_crypto_provider();
         let port = listener.local_addr()?.port();
+        let clock = if config.test_clock { clock::Clock::adjustable() } else { clock::Clock::system() };
         let (store, writer_thread) =
-            Store::open(&config.database_path(), config.durability, config.writer_queue_capacity)?;
+            Store::open(&config.database_path(), config.durability, config.writer_queue_capacity, clock.clone())?;
         let hub = realtime::hub::Hub::default();
         let tenants = Arc::new(app::tenants::TenantDirectory::load(&config.database_path())?);
-        let config_policy = config.orchestration.policy.clone();
+        let actions = app::orchestration::ActionRuntime::new(&config.orchestration, Store::EXCLUSIVE)?;
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
             hub: hub.clone(),
-            actions: app::orchestration::ActionRuntime::new(&config_policy)?,
+            actions,
             metrics: Default::default(),
-            rate_limiter: Default::default(),
+            rate_limiter: Arc::new(http::rate_limit::RateLimiter::new(clock.clone())),
+            clock,
             tenants,
         };
         let commits = store.writer.subscribe();
         tokio::spawn(hub.run(store, commits));
         let data = web::Data::new(state.clone());
         let send_buffer = state.config.realtime.socket_send_buffer_bytes as usize;
+        let test_clock = state.clock.is_adjustable();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .wrap(from_fn(http::edge::middleware))
                 .wrap(from_fn(http::request_id::middleware))
-                .configure(http::routes::configure)
+                .configure(|cfg| http::routes::configure(cfg, test_clock))
                 .default_service(web::to(http::handlers::route_not_found))
         })
         .on_connect(move |connection, _| bound_send_buffer(connection, send_buffer))

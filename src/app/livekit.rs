@@ -54,13 +54,14 @@ pub async fn issue_token(
     };
     let identity = principal.user_id.as_str();
     let jwt = token::mint_join_token(&state.config.livekit, &room, identity, Duration::from_secs(ttl))?;
-    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(ttl as i64);
+    // LiveKit's SDK stamps the JWT's own `nbf`/`exp` from the system time; what we answer uses ours.
+    let expires_at = state.clock.now().plus_seconds(ttl as i64);
     Ok(json!({
         "token": jwt,
         "url": state.config.livekit.url,
         "room": room,
         "identity": identity,
-        "expiresAt": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "expiresAt": expires_at.to_rfc3339_seconds(),
     }))
 }
 
@@ -132,8 +133,8 @@ fn record_webhook(
     if queries::webhook_receipt_exists(tx.conn(), &hook.id)? {
         return Ok(WebhookOutcome::Duplicate);
     }
-    let received_at = tx.recorded_at().to_owned();
-    let now = chrono::DateTime::parse_from_rfc3339(&received_at).map(|t| t.timestamp()).map_err(AppError::internal)?;
+    let received_at = tx.recorded_at();
+    let now = received_at.unix_seconds();
     if !webhook::is_fresh(hook.created_at, now, tolerance_secs) {
         return Err(AppError::new(
             ErrorCode::WebhookStale,
@@ -143,8 +144,7 @@ fn record_webhook(
             ),
         ));
     }
-    let cutoff = (chrono::Utc::now() - chrono::Duration::hours(RECEIPT_RETENTION_HOURS))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cutoff = received_at.plus_seconds(-RECEIPT_RETENTION_HOURS * 3600).to_rfc3339();
     queries::prune_expired(tx.conn(), Retained::WebhookReceipts, &cutoff)?;
 
     let translation = webhook::translate(hook);
@@ -153,6 +153,7 @@ fn record_webhook(
         Some(room) => queries::session_by_room(tx.conn(), PROVIDER, room)?,
         None => None,
     };
+    let received_text = received_at.to_rfc3339();
     let receipt = |outcome, session_id| Receipt {
         webhook_id: &hook.id,
         event: &hook.event,
@@ -160,7 +161,7 @@ fn record_webhook(
         session_id,
         outcome,
         created_at: hook.created_at,
-        received_at: &received_at,
+        received_at: &received_text,
     };
     let known_type = translation.is_some();
     let (Some(translation), Some(session)) = (translation, session) else {

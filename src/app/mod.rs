@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limiter: Arc<crate::http::rate_limit::RateLimiter>,
     pub tenants: Arc<tenants::TenantDirectory>,
+    /// The one "now" (the writer holds a clone).
+    pub clock: crate::clock::Clock,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

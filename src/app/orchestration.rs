@@ -1,44 +1,54 @@
 //! In-call actions: request → policy → (confirmation) → executor → outcome, every step an event.
 //!
-//! Idempotency: an actionId is claimed once per tenant. Concurrent retries inside this process
-//! wait for the first to finish and then read its stored ack; a retry after a restart reads the
-//! stored ack too. An action found half-done after a restart is never run again: it fails with
-//! `EXECUTION_INTERRUPTED`.
+//! The decisions are `domain::action`'s; this module loads the action, asks the domain, appends what
+//! it decided and runs the executor under the claim (`orchestration.action.started`) that the
+//! domain appended. Concurrent requests for one actionId inside this process wait for the first
+//! and then read its ack; one on another node finds the claim (409 `ACTION_IN_PROGRESS` while
+//! its lease runs). An action whose claimant is gone is never run again: `EXECUTION_INTERRUPTED`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::sessions::actor_of;
 use super::{AppState, session_denied, session_not_found};
-use crate::domain::canonical::to_canonical_string;
+use crate::config::OrchestrationConfig;
+use crate::domain::action::{
+    Ack, Action, ActionEvent, ActionState, Node, PolicyRef, PresentedConfirmation, Request, Step,
+};
 use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::{EventId, SessionId};
 use crate::domain::policy::{Usage, Verdict};
 use crate::domain::principal::{Ownership, Principal, SessionAccess};
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::orchestration::confirm::{self, Confirmation};
 use crate::orchestration::executors::{self, Executor, Outcome};
 use crate::store::WriteTx;
-use crate::store::queries::{self, ActionRecord};
+use crate::store::queries;
 
-/// Per-process coordination of concurrent requests for one actionId, and the outbound clients.
+/// This node's identity for claims, the outbound clients, and the requests for one actionId that
+/// wait here for the one running it (the claim in the log is what excludes other nodes).
 #[derive(Clone)]
 pub struct ActionRuntime {
     in_flight: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
     outbound: crate::orchestration::outbound::Outbound,
+    node: Arc<Node>,
 }
 
 impl ActionRuntime {
-    pub fn new(policy: &crate::domain::policy::Policy) -> Result<ActionRuntime, reqwest::Error> {
+    /// `exclusive_store`: no other process can append to this store while we run.
+    pub fn new(config: &OrchestrationConfig, exclusive_store: bool) -> Result<ActionRuntime, reqwest::Error> {
+        // The lease outlasts the slowest delivery by a margin, so a live claim is never taken over.
+        let lease_secs = executors::longest_delivery(config).as_secs() as i64 + 30;
         Ok(ActionRuntime {
             in_flight: Arc::default(),
-            outbound: crate::orchestration::outbound::Outbound::new(&policy.allowlist)?,
+            outbound: crate::orchestration::outbound::Outbound::new(&config.policy.allowlist)?,
+            node: Arc::new(Node { id: format!("node_{}", uuid::Uuid::new_v4().simple()), lease_secs, exclusive_store }),
         })
     }
 }
@@ -61,18 +71,7 @@ pub struct DecisionRequest {
     pub decision: String,
 }
 
-fn ack(status: &str, outcome_ref: Option<&str>, error_code: Option<ErrorCode>) -> Value {
-    let mut ack = json!({ "status": status });
-    if let Some(outcome_ref) = outcome_ref {
-        ack["outcomeRef"] = json!(outcome_ref);
-    }
-    if let Some(code) = error_code {
-        ack["errorCode"] = json!(code);
-    }
-    ack
-}
-
-fn answer(action_id: &str, ack: Value) -> Value {
+fn answer(action_id: &str, ack: &Ack) -> Value {
     json!({ "actionId": action_id, "ack": ack })
 }
 
@@ -133,23 +132,27 @@ pub async fn execute(state: &AppState, principal: &Principal, request: ExecuteRe
     }
 }
 
-enum Begin {
-    Done(Value),
-    Interrupted,
-    Run { executor: Executor, params: Value },
+/// What the first write transaction leaves the request to do.
+enum Began {
+    Done(Ack),
+    /// This node holds the claim: run the executor, then record the outcome.
+    Run(Executor),
 }
 
 async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -> Result<Value, AppError> {
-    let params = Value::Object(request.params.clone());
-    let params_hash = hex::encode(Sha256::digest(to_canonical_string(&params)));
-    let request_hash: [u8; 32] = Sha256::digest(to_canonical_string(
-        &json!({"sessionId": request.session_id, "type": request.action_type, "params": params}),
-    ))
-    .into();
-    let confirmation = match &request.confirmation_token {
+    let presented = match &request.confirmation_token {
         None => None,
         Some(token) => {
-            Some(confirm::verify(state.config.orchestration.signing_secret.expose(), token).ok_or_else(|| {
+            let verified = confirm::verify(state.config.orchestration.signing_secret.expose(), token);
+            let presented = verified.and_then(|c| {
+                Some(PresentedConfirmation {
+                    expires_at: Timestamp::from_unix_seconds(c.expires_at)?,
+                    action_id: c.action_id,
+                    params_hash: c.params_hash,
+                    id: c.nonce,
+                })
+            });
+            Some(presented.ok_or_else(|| {
                 AppError::new(
                     ErrorCode::ConfirmationTokenInvalid,
                     "the confirmation token is not one this server issued",
@@ -157,65 +160,69 @@ async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -
             })?)
         }
     };
-    let context = Context {
+    let context = Arc::new(Context {
         principal: principal.clone(),
-        action_id: request.action_id.clone(),
-        session_id: request.session_id.clone(),
-        action_type: request.action_type.clone(),
-        params,
-        params_hash,
-        request_hash,
+        request: Request {
+            action_id: request.action_id.clone(),
+            session_id: request.session_id.clone(),
+            action_type: request.action_type.clone(),
+            params: request.params,
+            requested_by: principal.user_id.as_str().to_owned(),
+        },
         policy: state.config.orchestration.policy.clone(),
-    };
-    let shared = Arc::new(context);
-    let begin_context = shared.clone();
-    let begin = state.store.writer.execute(move |tx| begin(tx, &begin_context, confirmation)).await?;
-    let (outcome, interrupted) = match begin {
-        Begin::Done(ack) => return Ok(answer(&request.action_id, ack)),
-        Begin::Interrupted => (None, true),
-        Begin::Run { executor: Executor::Note, .. } => (None, false),
-        Begin::Run { executor, params } => (
-            Some(
-                executors::deliver(
-                    &state.config.orchestration,
-                    &state.actions.outbound,
-                    executor,
-                    &request.action_id,
-                    &params,
-                )
-                .await,
-            ),
-            false,
+        node: state.actions.node.clone(),
+    });
+    let begin_context = context.clone();
+    let began = state.store.writer.execute(move |tx| begin(tx, &begin_context, presented.as_ref())).await?;
+    let outcome = match began {
+        Began::Done(ack) => return Ok(answer(&request.action_id, &ack)),
+        Began::Run(Executor::Note) => None,
+        Began::Run(executor) => Some(
+            executors::deliver(
+                &state.config.orchestration,
+                &state.actions.outbound,
+                &state.clock,
+                executor,
+                &request.action_id,
+                &Value::Object(context.request.params.clone()),
+            )
+            .await,
         ),
     };
-    let finish_context = shared.clone();
-    let ack = state.store.writer.execute(move |tx| finish(tx, &finish_context, outcome, interrupted)).await?;
-    Ok(answer(&request.action_id, ack))
+    let finish_context = context.clone();
+    let ack = state.store.writer.execute(move |tx| finish(tx, &finish_context, outcome)).await?;
+    Ok(answer(&request.action_id, &ack))
 }
 
 struct Context {
     principal: Principal,
-    action_id: String,
-    session_id: String,
-    action_type: String,
-    params: Value,
-    params_hash: String,
-    request_hash: [u8; 32],
+    request: Request,
     policy: crate::domain::policy::Policy,
+    node: Arc<Node>,
 }
 
-/// Append orchestration/safety events to the action's session.
+impl Context {
+    fn policy_ref(&self) -> PolicyRef {
+        PolicyRef { id: self.policy.id.clone(), version: self.policy.version }
+    }
+}
+
+/// Append an action's events to its session.
 fn append(
     tx: &mut WriteTx<'_>,
     tenant_id: &str,
     session_id: &str,
     principal: &Principal,
-    events: Vec<(&str, Value)>,
+    events: &[ActionEvent],
 ) -> Result<(), AppError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let id = SessionId::parse(session_id).map_err(AppError::internal_msg)?;
-    let now = tx.recorded_at().to_owned();
+    let now = tx.recorded_at().to_rfc3339();
     let mut new_events = Vec::with_capacity(events.len());
-    for (type_name, payload) in events {
+    for event in events {
+        let (type_name, payload) = event.to_envelope_parts();
         let event_type = EventType::lookup(type_name)
             .ok_or_else(|| AppError::internal_msg(format!("{type_name} is not registered")))?;
         new_events.push(server_event(&id, event_type, payload, &now)?.into());
@@ -224,229 +231,87 @@ fn append(
     Ok(())
 }
 
-fn begin(tx: &mut WriteTx<'_>, c: &Context, confirmation: Option<Confirmation>) -> Result<Begin, AppError> {
+/// The action as the projection holds it after this transaction's appends.
+fn current(tx: &WriteTx<'_>, tenant: &str, action_id: &str) -> Result<Action, AppError> {
+    Ok(queries::action(tx.conn(), tenant, action_id)?.ok_or_else(|| AppError::internal_msg("action vanished"))?.action)
+}
+
+fn begin(tx: &mut WriteTx<'_>, c: &Context, presented: Option<&PresentedConfirmation>) -> Result<Began, AppError> {
     let tenant = c.principal.tenant_id.as_str();
-    let now = tx.recorded_at().to_owned();
-    let policy_fields = json!({ "actionId": c.action_id, "policyId": c.policy.id, "policyVersion": c.policy.version });
+    let request = &c.request;
+    let now = tx.recorded_at();
     // Only callers who may act on the session learn anything about its actions.
-    let session = queries::session(tx.conn(), &c.session_id)?.ok_or_else(|| session_not_found(&c.session_id))?;
+    let session =
+        queries::session(tx.conn(), &request.session_id)?.ok_or_else(|| session_not_found(&request.session_id))?;
     c.principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
-        .map_err(|denied| session_denied(denied, &c.session_id))?;
+        .map_err(|denied| session_denied(denied, &request.session_id))?;
     let terminal = session.is_terminal();
-    let terminated = || {
-        AppError::new(
-            ErrorCode::SessionTerminated,
-            format!("session `{}` is {}; it takes no actions", c.session_id, session.state),
-        )
-    };
-    if let Some(row) = queries::action(tx.conn(), tenant, &c.action_id)? {
-        if row.request_hash != c.request_hash {
-            return Err(AppError::new(
-                ErrorCode::ActionIdConflict,
-                "this actionId was already used for another session, type or params",
-            ));
-        }
-        let stored_ack =
-            || row.ack.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()).unwrap_or(Value::Null);
-        return match (row.status.as_str(), confirmation) {
-            ("executing", _) => Ok(Begin::Interrupted),
-            ("pending_confirmation", Some(_)) if terminal => Err(terminated()),
-            ("pending_confirmation", Some(confirmation)) => {
-                check_confirmation(&row, &confirmation, &now)?;
-                queries::spend_confirmation(tx.conn(), tenant, &c.action_id)?;
-                let mut decided = policy_fields.clone();
-                decided["decision"] = json!("approved");
-                decided["reason"] = json!("confirmed by the session owner");
-                append(tx, tenant, &row.session_id, &c.principal, vec![("orchestration.action.decided", decided)])?;
-                queries::set_action_status(tx.conn(), tenant, &c.action_id, "executing", None, &now)?;
-                let executor =
-                    executors::executor_for(&row.action_type).ok_or_else(|| AppError::internal_msg("no executor"))?;
-                Ok(Begin::Run { executor, params: c.params.clone() })
+    let step = match queries::action(tx.conn(), tenant, &request.action_id)? {
+        Some(row) => request.again(&row.action, presented, &c.policy_ref(), terminal, &c.node, now)?,
+        None => {
+            if presented.is_some() {
+                return Err(AppError::new(
+                    ErrorCode::ConfirmationTokenMismatch,
+                    "there is no pending action this token could confirm",
+                ));
             }
-            _ => Ok(Begin::Done(stored_ack())),
-        };
-    }
-    if confirmation.is_some() {
-        return Err(AppError::new(
-            ErrorCode::ConfirmationTokenMismatch,
-            "there is no pending action this token could confirm",
-        ));
-    }
-    if terminal {
-        return Err(terminated());
-    }
-    let minute_ago =
-        chrono::DateTime::parse_from_rfc3339(&now).map_err(AppError::internal)? - chrono::Duration::seconds(60);
-    let (in_session, last_minute) = queries::action_usage(
-        tx.conn(),
-        &c.session_id,
-        &minute_ago.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )?;
-    let executor = executors::executor_for(&c.action_type);
-    let usage = Usage { actions_in_session: in_session, actions_last_minute: last_minute };
-    let mut verdict = c.policy.evaluate(&c.principal.roles, &c.action_type, &c.params, usage, executor.is_some());
-    if let (Some(executor), Verdict::Approved { .. } | Verdict::NeedsConfirmation) = (executor, &verdict)
-        && let Err(reason) = executors::validate_params(executor, &c.params)
-    {
-        verdict = Verdict::Blocked { code: ErrorCode::ParamsInvalid, reason };
-    }
-    let requested = json!({ "actionId": c.action_id, "type": c.action_type, "params": c.params, "requestedBy": c.principal.user_id.as_str() });
-    let decided = |decision: &str, reason: Option<&str>| {
-        let mut payload = policy_fields.clone();
-        payload["decision"] = json!(decision);
-        if let Some(reason) = reason {
-            payload["reason"] = json!(reason);
-        }
-        payload
-    };
-    let (status, stored_ack, events, outcome) = match verdict {
-        Verdict::Unsupported => {
-            let failed = json!({ "actionId": c.action_id, "errorCode": ErrorCode::ActionTypeUnsupported, "attempts": 0,
-                                  "message": format!("no executor runs `{}`", c.action_type) });
-            (
-                "failed",
-                Some(ack("failed", None, Some(ErrorCode::ActionTypeUnsupported))),
-                vec![("orchestration.action.failed", failed)],
-                None,
-            )
-        }
-        Verdict::Blocked { code, reason } => {
-            let mut blocked = policy_fields.clone();
-            blocked["code"] = json!(code);
-            blocked["reason"] = json!(reason);
-            (
-                "blocked",
-                Some(ack("blocked", None, Some(code))),
-                vec![("safety.blocked", blocked), ("orchestration.action.decided", decided("blocked", Some(&reason)))],
-                None,
-            )
-        }
-        Verdict::NeedsConfirmation => (
-            "pending_confirmation",
-            Some(ack("pending_confirmation", None, None)),
-            vec![
-                ("safety.confirmation.issued", json!({ "actionId": c.action_id, "paramsHash": c.params_hash })),
-                (
-                    "orchestration.action.decided",
-                    decided("pending_confirmation", Some("sensitive: the session owner must confirm")),
-                ),
-            ],
-            None,
-        ),
-        Verdict::Approved { rule } => {
-            let mut approved = policy_fields.clone();
-            approved["rule"] = json!(rule);
-            (
-                "executing",
-                None,
-                vec![("safety.approved", approved), ("orchestration.action.decided", decided("approved", None))],
-                executor,
-            )
+            if terminal {
+                return Err(AppError::new(
+                    ErrorCode::SessionTerminated,
+                    format!("session `{}` is {}; it takes no actions", request.session_id, session.state),
+                ));
+            }
+            let minute_ago = now.plus_seconds(-60).to_rfc3339();
+            let (in_session, last_minute) = queries::action_usage(tx.conn(), &request.session_id, &minute_ago)?;
+            let executor = executors::executor_for(&request.action_type);
+            let usage = Usage { actions_in_session: in_session, actions_last_minute: last_minute };
+            let params = Value::Object(request.params.clone());
+            let mut verdict =
+                c.policy.evaluate(&c.principal.roles, &request.action_type, &params, usage, executor.is_some());
+            if let (Some(executor), Verdict::Approved { .. } | Verdict::NeedsConfirmation) = (executor, &verdict)
+                && let Err(reason) = executors::validate_params(executor, &params)
+            {
+                verdict = Verdict::Blocked { code: ErrorCode::ParamsInvalid, reason };
+            }
+            let events = request.first(verdict, &c.policy_ref(), executor.is_some(), &c.node, now);
+            let run = matches!(events.last(), Some(ActionEvent::Started { .. }));
+            Step::Append { events, run }
         }
     };
-    let mut all = vec![("orchestration.action.requested", requested)];
-    all.extend(events);
-    append(tx, tenant, &c.session_id, &c.principal, all)?;
-    let stored = stored_ack.as_ref().map(to_canonical_string);
-    queries::insert_action(
-        tx.conn(),
-        &ActionRecord {
-            tenant_id: tenant.to_owned(),
-            action_id: c.action_id.clone(),
-            session_id: c.session_id.clone(),
-            action_type: c.action_type.clone(),
-            params: to_canonical_string(&c.params),
-            params_hash: c.params_hash.clone(),
-            request_hash: c.request_hash.to_vec(),
-            requested_by: c.principal.user_id.as_str().to_owned(),
-            status: status.to_owned(),
-            ack: stored,
-            confirm_nonce: None,
-            confirm_used: false,
-            created_at: now.clone(),
-            updated_at: now,
-        },
-    )?;
-    Ok(match (outcome, stored_ack) {
-        (Some(executor), _) => Begin::Run { executor, params: c.params.clone() },
-        (None, Some(ack)) => Begin::Done(ack),
-        (None, None) => return Err(AppError::internal_msg("approved action without executor")),
-    })
+    match step {
+        Step::Answer(ack) => Ok(Began::Done(ack)),
+        Step::Append { events, run } => {
+            append(tx, tenant, &request.session_id, &c.principal, &events)?;
+            let action = current(tx, tenant, &request.action_id)?;
+            match executors::executor_for(&action.action_type) {
+                Some(executor) if run => Ok(Began::Run(executor)),
+                _ => Ok(Began::Done(action.ack)),
+            }
+        }
+    }
 }
 
-fn check_confirmation(row: &ActionRecord, confirmation: &Confirmation, now: &str) -> Result<(), AppError> {
-    if confirmation.action_id != row.action_id || confirmation.params_hash != row.params_hash {
-        return Err(AppError::new(
-            ErrorCode::ConfirmationTokenMismatch,
-            "the confirmation token is for another action or other params",
-        ));
-    }
-    if row.confirm_nonce.as_deref() != Some(confirmation.nonce.as_str()) || row.confirm_used {
-        return Err(AppError::new(
-            ErrorCode::ConfirmationTokenUsed,
-            "the confirmation token was already used or replaced",
-        ));
-    }
-    let now = chrono::DateTime::parse_from_rfc3339(now).map_err(AppError::internal)?.timestamp();
-    if now > confirmation.expires_at {
-        return Err(AppError::new(
-            ErrorCode::ConfirmationTokenExpired,
-            "the confirmation token has expired; ask the owner again",
-        ));
-    }
-    Ok(())
-}
-
-/// Record the outcome. `None` means: run the internal note executor here, or — when `interrupted`
-/// — fail the action that a previous process left half-done.
-fn finish(tx: &mut WriteTx<'_>, c: &Context, outcome: Option<Outcome>, interrupted: bool) -> Result<Value, AppError> {
+/// Record the outcome under this node's claim. `None` means: the internal note executor, which
+/// runs here, in the transaction that records it.
+fn finish(tx: &mut WriteTx<'_>, c: &Context, outcome: Option<Outcome>) -> Result<Ack, AppError> {
     let tenant = c.principal.tenant_id.as_str();
-    let row =
-        queries::action(tx.conn(), tenant, &c.action_id)?.ok_or_else(|| AppError::internal_msg("action vanished"))?;
-    if row.status != "executing" {
-        return Ok(row.ack.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null));
-    }
+    let action = current(tx, tenant, &c.request.action_id)?;
     let mut events = Vec::new();
-    let outcome = match (outcome, executors::executor_for(&row.action_type)) {
-        (Some(outcome), _) => outcome,
-        (None, Some(Executor::Note)) if !interrupted => {
-            let note_id = format!("note-{}", c.action_id);
-            let text = c.params.get("text").and_then(Value::as_str).unwrap_or_default();
-            events.push((
-                "orchestration.note.created",
-                json!({ "actionId": c.action_id, "noteId": note_id, "text": text }),
-            ));
-            Outcome::Executed { outcome_ref: note_id.clone(), attempts: 1, result: json!({ "noteId": note_id }) }
-        }
-        (None, _) => Outcome::Failed {
-            error_code: ErrorCode::ExecutionInterrupted,
-            attempts: 0,
-            message: "the server stopped while the action was running; it is not run again".into(),
-        },
-    };
-    let final_ack = match &outcome {
-        Outcome::Executed { outcome_ref, attempts, result } => {
-            events.push((
-                "orchestration.action.executed",
-                json!({ "actionId": c.action_id, "outcomeRef": outcome_ref, "attempts": attempts, "result": result }),
-            ));
-            ack("executed", Some(outcome_ref), None)
-        }
-        Outcome::Failed { error_code, attempts, message } => {
-            let mut failed = json!({ "actionId": c.action_id, "errorCode": error_code, "attempts": attempts });
-            if !message.is_empty() {
-                failed["message"] = json!(message);
-            }
-            events.push(("orchestration.action.failed", failed));
-            ack("failed", None, Some(*error_code))
-        }
-    };
-    append(tx, tenant, &row.session_id, &c.principal, events)?;
-    let status = final_ack["status"].as_str().unwrap_or("failed").to_owned();
-    let now = tx.recorded_at().to_owned();
-    queries::set_action_status(tx.conn(), tenant, &c.action_id, &status, Some(&to_canonical_string(&final_ack)), &now)?;
-    Ok(final_ack)
+    let outcome = outcome.unwrap_or_else(|| {
+        let note_id = format!("note-{}", action.action_id);
+        let text = action.params.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
+        events.push(ActionEvent::NoteCreated { action_id: action.action_id.clone(), note_id: note_id.clone(), text });
+        Outcome::Executed { outcome_ref: note_id.clone(), attempts: 1, result: json!({ "noteId": note_id }) }
+    });
+    let recorded = action.finish(&c.node, outcome);
+    if recorded.is_empty() {
+        tracing::warn!(action_id = %action.action_id, state = action.state.as_str(), "the claim was lost before the outcome was recorded");
+        return Ok(action.ack);
+    }
+    events.extend(recorded);
+    append(tx, tenant, &action.session_id, &c.principal, &events)?;
+    Ok(current(tx, tenant, &action.action_id)?.ack)
 }
 
 /// `POST /v1/actions/decision`: the session owner approves (→ a single-use confirmation token) or
@@ -468,8 +333,8 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
             let tenant = principal.tenant_id.as_str().to_owned();
             let not_found =
                 || AppError::new(ErrorCode::ActionNotFound, format!("action `{}` was not found", request.action_id));
-            let row = queries::action(tx.conn(), &tenant, &request.action_id)?.ok_or_else(not_found)?;
-            let session = queries::session(tx.conn(), &row.session_id)?.ok_or_else(not_found)?;
+            let action = queries::action(tx.conn(), &tenant, &request.action_id)?.ok_or_else(not_found)?.action;
+            let session = queries::session(tx.conn(), &action.session_id)?.ok_or_else(not_found)?;
             match principal.session_access(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id }) {
                 Ok(SessionAccess::Owner) => {}
                 Ok(_) => {
@@ -480,64 +345,32 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
                 }
                 Err(_) => return Err(not_found()),
             }
-            if row.status != "pending_confirmation" {
-                return Err(AppError::new(
-                    ErrorCode::ActionNotPending,
-                    format!("the action is `{}`, not waiting for a decision", row.status),
-                )
-                .with_details(json!({ "status": row.status })));
-            }
-            let now = tx.recorded_at().to_owned();
-            let policy_fields =
-                json!({ "actionId": row.action_id, "policyId": policy.id, "policyVersion": policy.version });
-            if approve {
-                let nonce = uuid::Uuid::new_v4().simple().to_string();
-                let expires_at = chrono::DateTime::parse_from_rfc3339(&now).map_err(AppError::internal)?.timestamp()
-                    + policy.confirmation_ttl_secs as i64;
-                queries::set_confirmation(tx.conn(), &tenant, &row.action_id, &nonce, &now)?;
-                let mut approved = policy_fields;
-                approved["rule"] = json!("confirmed-by-owner");
-                append(tx, &tenant, &row.session_id, &principal, vec![("safety.approved", approved)])?;
-                let token = confirm::sign(
-                    &secret,
-                    &Confirmation {
-                        action_id: row.action_id.clone(),
-                        params_hash: row.params_hash.clone(),
-                        expires_at,
-                        nonce,
-                    },
-                );
-                let expires = chrono::DateTime::from_timestamp(expires_at, 0).unwrap_or_default();
-                Ok(json!({
-                    "actionId": row.action_id,
-                    "decision": "approve",
-                    "confirmationToken": token,
-                    "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                }))
-            } else {
-                let mut blocked = policy_fields.clone();
-                blocked["code"] = json!(ErrorCode::ActionRejected);
-                blocked["reason"] = json!("rejected by the session owner");
-                let mut decided = policy_fields;
-                decided["decision"] = json!("blocked");
-                decided["reason"] = json!("rejected by the session owner");
-                append(
-                    tx,
-                    &tenant,
-                    &row.session_id,
-                    &principal,
-                    vec![("safety.blocked", blocked), ("orchestration.action.decided", decided)],
-                )?;
-                let final_ack = ack("blocked", None, Some(ErrorCode::ActionRejected));
-                queries::set_action_status(
-                    tx.conn(),
-                    &tenant,
-                    &row.action_id,
-                    "blocked",
-                    Some(&to_canonical_string(&final_ack)),
-                    &now,
-                )?;
-                Ok(json!({ "actionId": row.action_id, "decision": "reject", "ack": final_ack }))
+            let policy_ref = PolicyRef { id: policy.id.clone(), version: policy.version };
+            let confirmation_id = format!("cf_{}", uuid::Uuid::new_v4().simple());
+            let ttl = policy.confirmation_ttl_secs as i64;
+            let events = action.decide_owner(approve, confirmation_id, ttl, &policy_ref, tx.recorded_at())?;
+            append(tx, &tenant, &action.session_id, &principal, &events)?;
+            let decided = current(tx, &tenant, &action.action_id)?;
+            match (&decided.confirmation, approve) {
+                (Some(confirmation), true) => {
+                    let token = confirm::sign(
+                        &secret,
+                        &Confirmation {
+                            action_id: decided.action_id.clone(),
+                            params_hash: decided.params_hash.clone(),
+                            expires_at: confirmation.expires_at.unix_seconds(),
+                            nonce: confirmation.id.clone(),
+                        },
+                    );
+                    Ok(json!({
+                        "actionId": decided.action_id,
+                        "decision": "approve",
+                        "confirmationToken": token,
+                        "expiresAt": confirmation.expires_at.to_rfc3339_seconds(),
+                    }))
+                }
+                (None, true) => Err(AppError::internal_msg("an approval without a confirmation")),
+                (_, false) => Ok(json!({ "actionId": decided.action_id, "decision": "reject", "ack": decided.ack })),
             }
         })
         .await
@@ -552,8 +385,8 @@ pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> 
         .store
         .read(move |conn| {
             let Some(row) = queries::action(conn, &tenant, &lookup)? else { return Ok(None) };
-            let session = queries::session(conn, &row.session_id)?;
-            let history = queries::action_history(conn, &row.session_id, &lookup)?;
+            let session = queries::session(conn, &row.action.session_id)?;
+            let history = queries::action_history(conn, &row.action.session_id, &lookup)?;
             Ok(Some((row, session, history)))
         })
         .await?;
@@ -563,14 +396,17 @@ pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> 
     principal
         .session_access(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|_| not_found())?;
+    let action = &row.action;
+    // An ack exists once there is an answer: pending, or final. While running there is none yet.
+    let answered = action.state.is_final() || action.state == ActionState::PendingConfirmation;
     Ok(json!({
-        "actionId": row.action_id,
-        "sessionId": row.session_id,
-        "type": row.action_type,
-        "params": serde_json::from_str::<Value>(&row.params).unwrap_or(Value::Null),
-        "status": row.status,
-        "ack": row.ack.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()),
-        "requestedBy": row.requested_by,
+        "actionId": action.action_id,
+        "sessionId": action.session_id,
+        "type": action.action_type,
+        "params": action.params,
+        "status": action.state.as_str(),
+        "ack": answered.then_some(&action.ack),
+        "requestedBy": action.requested_by,
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "history": history.iter().map(|e| e.to_json()).collect::<Vec<_>>(),

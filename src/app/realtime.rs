@@ -9,6 +9,7 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::Principal;
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::resume::{self, ResumeClaim};
 use crate::store::WriteTx;
@@ -84,10 +85,10 @@ pub async fn open(
                         disconnected_at: None,
                     };
                     // Connections closed long past any reconnect window go, a few per new one.
-                    let keep = chrono::Duration::seconds(CONNECTION_RETENTION_SECS.max(window_secs) as i64);
+                    let keep = CONNECTION_RETENTION_SECS.max(window_secs) as i64;
                     let cutoff = crate::app::sessions::not_before(tx, keep);
                     queries::prune_expired(tx.conn(), queries::Retained::WsConnections, &cutoff)?;
-                    queries::insert_connection(tx.conn(), &record, tx.recorded_at())?;
+                    queries::insert_connection(tx.conn(), &record, &tx.recorded_at().to_rfc3339())?;
                     let claim = ResumeClaim { connection_id: record.connection_id.clone(), generation: 1, epoch };
                     Ok(Opened {
                         resume_token: resume::sign(&secret, &claim),
@@ -157,18 +158,18 @@ fn resume_in_tx(
     if record.generation != claim.generation {
         return Err(token_invalid("the resume token was already used; use the newest one"));
     }
-    let now = tx.recorded_at().to_owned();
+    let now = tx.recorded_at();
     if let Some(disconnected_at) = &record.disconnected_at {
-        let since = chrono::DateTime::parse_from_rfc3339(disconnected_at).map_err(AppError::internal)?;
-        let now_time = chrono::DateTime::parse_from_rfc3339(&now).map_err(AppError::internal)?;
-        if now_time - since > window {
+        let since = Timestamp::parse(disconnected_at)
+            .ok_or_else(|| AppError::internal_msg("a stored disconnect time is not RFC 3339"))?;
+        if now.millis_since(since) > window.num_milliseconds() {
             return Err(AppError::new(
                 ErrorCode::ResumeWindowExpired,
                 format!("the reconnect window of {} s after the disconnect has passed", window.num_seconds()),
             ));
         }
     }
-    if !queries::rotate_connection(tx.conn(), &record.connection_id, claim.generation, &now)? {
+    if !queries::rotate_connection(tx.conn(), &record.connection_id, claim.generation, &now.to_rfc3339())? {
         return Err(token_invalid("the resume token was already used; use the newest one"));
     }
     if record_event {
@@ -176,7 +177,7 @@ fn resume_in_tx(
         let resumed =
             EventType::lookup("call.connection.resumed").ok_or_else(|| AppError::internal_msg("unregistered"))?;
         let payload = json!({ "connectionId": record.connection_id, "replayFrom": record.acked_seq });
-        let event = server_event(&id, resumed, payload, &now)?;
+        let event = server_event(&id, resumed, payload, &now.to_rfc3339())?;
         tx.append(&record.tenant_id, session_id, &actor_of(principal), vec![event.into()])?;
     }
     let generation = claim.generation + 1;
@@ -235,7 +236,7 @@ pub async fn disconnected(state: &AppState, connection_id: String, generation: u
         .store
         .writer
         .execute(move |tx| {
-            let now = tx.recorded_at().to_owned();
+            let now = tx.recorded_at().to_rfc3339();
             queries::mark_disconnected(tx.conn(), &connection_id, generation, &now)?;
             Ok(())
         })

@@ -83,7 +83,7 @@ pub async fn create(
     let tenant = principal.tenant_id.as_str().to_owned();
     let user = principal.user_id.as_str().to_owned();
     let actor = actor_of(principal);
-    let retention = chrono::Duration::seconds(state.config.idempotency_retention_secs as i64);
+    let retention = state.config.idempotency_retention_secs as i64;
     let max_open_sessions = state.tenants.admission(&tenant).quotas.max_open_sessions;
 
     state
@@ -116,11 +116,11 @@ pub async fn create(
             let session_id = SessionId::generate();
             let created = EventType::lookup("call.session.created")
                 .ok_or_else(|| AppError::internal_msg("call.session.created is not registered"))?;
-            let event = server_event(&session_id, created, payload, tx.recorded_at())?;
+            let event = server_event(&session_id, created, payload, &tx.recorded_at().to_rfc3339())?;
             tx.append(&tenant, session_id.as_str(), &actor, vec![event.into()])?;
             let body = session_view(tx.conn(), session_id.as_str())?;
             if let Some(key) = &idempotency_key {
-                let created_at = tx.recorded_at().to_owned();
+                let created_at = tx.recorded_at().to_rfc3339();
                 queries::store_idempotent_response(
                     tx.conn(),
                     scope(key),
@@ -386,7 +386,7 @@ pub fn append_session_events(
         return Ok(());
     }
     let session_id = SessionId::parse(&record.session_id).map_err(AppError::internal_msg)?;
-    let now = tx.recorded_at().to_owned();
+    let now = tx.recorded_at().to_rfc3339();
     let mut new_events = Vec::with_capacity(events.len());
     for event in events {
         let (type_name, payload) = event.to_envelope_parts();
@@ -442,9 +442,6 @@ pub fn session_json(record: &SessionRecord) -> Value {
 }
 
 /// The oldest `recorded_at` still inside a retention period, as the RFC 3339 text we store.
-pub fn not_before(tx: &crate::store::WriteTx<'_>, retention: chrono::Duration) -> String {
-    let now = chrono::DateTime::parse_from_rfc3339(tx.recorded_at())
-        .map(|t| t.to_utc())
-        .unwrap_or_else(|_| chrono::Utc::now());
-    (now - retention).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+pub fn not_before(tx: &crate::store::WriteTx<'_>, retention_secs: i64) -> String {
+    tx.recorded_at().plus_seconds(-retention_secs).to_rfc3339()
 }

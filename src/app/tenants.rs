@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::clock::MAX_ADVANCE_SECS;
 use crate::config::{MAX_LIMIT, RateLimits};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::principal::{Principal, Role};
@@ -194,7 +195,7 @@ pub async fn create(
                     format!("tenant `{}` already has a record", request.tenant_id),
                 ));
             }
-            let now = tx.recorded_at().to_owned();
+            let now = tx.recorded_at().to_rfc3339();
             let record = TenantRecord {
                 tenant_id: request.tenant_id,
                 name: request.name,
@@ -245,7 +246,7 @@ pub async fn update(
         .execute(move |tx| {
             let before = tenants::get(tx.conn(), &tenant_id)?
                 .ok_or_else(|| AppError::new(ErrorCode::TenantNotFound, format!("no tenant `{tenant_id}`")))?;
-            let now = tx.recorded_at().to_owned();
+            let now = tx.recorded_at().to_rfc3339();
             let mut after = before.clone();
             if let Some(name) = request.name {
                 after.name = Some(name);
@@ -320,4 +321,43 @@ pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limi
         })).collect::<Vec<_>>(),
         "nextAfter": next_after,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdvanceClock {
+    pub advance_seconds: i64,
+}
+
+/// `POST /v1/operator/clock` (test clock only): move "now" forward for every layer at once, and
+/// answer the new now. Audited like any other operator change.
+pub async fn advance_clock(
+    state: &AppState,
+    principal: &Principal,
+    request: AdvanceClock,
+    request_id: String,
+) -> Result<Value, AppError> {
+    operator_only(principal)?;
+    if !(1..=MAX_ADVANCE_SECS).contains(&request.advance_seconds) {
+        return Err(AppError::new(
+            ErrorCode::ValidationFailed,
+            format!("`advanceSeconds` must be an integer between 1 and {MAX_ADVANCE_SECS}"),
+        ));
+    }
+    let clock = state.clock.clone();
+    let principal = principal.clone();
+    state
+        .store
+        .writer
+        .execute(move |tx| {
+            let before = tx.recorded_at();
+            let now = clock.advance(request.advance_seconds).ok_or_else(|| {
+                AppError::new(ErrorCode::RouteNotFound, "the clock can only be moved with CALLSTREAM_TEST_CLOCK=1")
+            })?;
+            let details = json!({ "advanceSeconds": request.advance_seconds, "before": before, "now": now });
+            let entry = audit_entry(&principal, &before.to_rfc3339(), "clock.advanced", "clock", details, &request_id);
+            tenants::audit(tx.conn(), &entry)?;
+            Ok(json!({ "now": now, "offsetSeconds": clock.offset_millis() / 1000 }))
+        })
+        .await
 }

@@ -95,15 +95,13 @@ pub async fn compact(
     principal.session_access(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id }).map_err(|_| {
         AppError::new(ErrorCode::ForbiddenRole, "your roles do not allow compacting this session's snapshots")
     })?;
-    let older_than = chrono::Duration::seconds(request.older_than_secs.unwrap_or(0).min(10 * 365 * 86_400) as i64);
+    let older_than_secs = request.older_than_secs.unwrap_or(0).min(10 * 365 * 86_400) as i64;
     let stats = state
         .store
         .writer
         .execute(move |tx| {
-            let now = chrono::DateTime::parse_from_rfc3339(tx.recorded_at()).map_err(AppError::internal)?;
             // Strictly before the cutoff; a zero age covers everything recorded up to now.
-            let before = (now - older_than + chrono::Duration::milliseconds(1))
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let before = tx.recorded_at().plus_seconds(-older_than_secs).plus_millis(1).to_rfc3339();
             Ok(snapshots::compact(tx.conn(), &session_id, &before)?)
         })
         .await?;

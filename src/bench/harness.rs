@@ -95,7 +95,8 @@ impl ChildServer {
     }
 
     pub fn token(&self, sub: &str, roles: &[Role]) -> Result<String, String> {
-        crate::http::auth::mint(&self.jwt, sub, "bench", roles, 3600).map_err(|e| e.to_string())
+        crate::http::auth::mint(&self.jwt, crate::clock::Clock::system().now(), sub, "bench", roles, 3600)
+            .map_err(|e| e.to_string())
     }
 
     pub fn database(&self) -> PathBuf {

@@ -189,7 +189,8 @@ fn baseline(server: &ChildServer, args: &IngestArgs) -> Result<f64, String> {
     let path = server.data_dir.join("baseline.db");
     let durability =
         if args.durability == "normal" { crate::config::Durability::Normal } else { crate::config::Durability::Full };
-    let conn = crate::store::open_for_writing(&path, durability).map_err(|e| e.to_string())?;
+    let conn = crate::store::open_for_writing(&path, durability, crate::clock::Clock::system().now())
+        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut insert = conn.prepare(log::INSERT).map_err(|e| e.to_string())?;
     for chunk in rows.chunks(args.batch) {

@@ -86,6 +86,7 @@ error_codes! {
     ActionIdConflict = "ACTION_ID_CONFLICT" => (409, "orchestration", "The actionId was already used for another session, type or params."),
     ActionNotFound = "ACTION_NOT_FOUND" => (404, "orchestration", "No such action is visible to the caller."),
     ActionNotPending = "ACTION_NOT_PENDING" => (409, "orchestration", "The action is not waiting for a confirmation."),
+    ActionInProgress = "ACTION_IN_PROGRESS" => (409, "orchestration", "Another node holds the claim on this action and is running it; retry after Retry-After for its ack."),
     ConfirmationTokenInvalid = "CONFIRMATION_TOKEN_INVALID" => (400, "orchestration", "The confirmation token is malformed or not signed by this server."),
     ConfirmationTokenMismatch = "CONFIRMATION_TOKEN_MISMATCH" => (409, "orchestration", "The confirmation token is for another action or other params."),
     ConfirmationTokenUsed = "CONFIRMATION_TOKEN_USED" => (409, "orchestration", "The confirmation token was already used or replaced by a newer one."),
@@ -124,6 +125,19 @@ error_codes! {
     RateLimited = "RATE_LIMITED" => (429, "operational", "The tenant exceeded its request rate for this route class; wait for Retry-After."),
     ServiceUnavailable = "SERVICE_UNAVAILABLE" => (503, "operational", "The service is starting, stopping or overloaded; retry with backoff."),
     Internal = "INTERNAL" => (500, "operational", "An unexpected failure; the request id identifies it in the logs."),
+}
+
+impl ErrorCode {
+    pub fn parse(raw: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|code| code.as_str() == raw)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ErrorCode, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        ErrorCode::parse(&raw).ok_or_else(|| serde::de::Error::custom(format!("`{raw}` is not in the error catalog")))
+    }
 }
 
 impl Serialize for ErrorCode {

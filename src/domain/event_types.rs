@@ -77,6 +77,7 @@ registry! {
     "transcript.segment.edited" => [1] Client,
     "orchestration.action.requested" => [1] Server,
     "orchestration.action.decided" => [1] Server,
+    "orchestration.action.started" => [1] Server,
     "orchestration.action.executed" => [1] Server,
     "orchestration.action.failed" => [1] Server,
     "orchestration.note.created" => [1] Server,

@@ -1,5 +1,6 @@
 //! Pure domain rules: no I/O, no async, no actix, no rusqlite.
 
+pub mod action;
 pub mod canonical;
 pub mod envelope;
 pub mod error;
@@ -9,3 +10,4 @@ pub mod outbound;
 pub mod policy;
 pub mod principal;
 pub mod session;
+pub mod time;

@@ -11,11 +11,12 @@ use crate::app::AppState;
 use crate::config::JwtConfig;
 use crate::domain::ids::{TenantId, UserId};
 use crate::domain::principal::{Principal, Role};
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::http::rate_limit::RouteClass;
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 30;
+const LEEWAY_SECS: i64 = 30;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -34,8 +35,15 @@ pub struct Claims {
 }
 
 /// Mint a token the way `callstream token` and `serve --dev` do.
-pub fn mint(config: &JwtConfig, sub: &str, tenant: &str, roles: &[Role], ttl_secs: i64) -> Result<String, AppError> {
-    let now = chrono::Utc::now().timestamp();
+pub fn mint(
+    config: &JwtConfig,
+    now: Timestamp,
+    sub: &str,
+    tenant: &str,
+    roles: &[Role],
+    ttl_secs: i64,
+) -> Result<String, AppError> {
+    let now = now.unix_seconds();
     let roles = roles
         .iter()
         .map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
@@ -59,33 +67,39 @@ pub fn mint(config: &JwtConfig, sub: &str, tenant: &str, roles: &[Role], ttl_sec
 }
 
 /// Verify a bearer token and turn its claims into a principal.
-pub fn authenticate(config: &JwtConfig, token: &str) -> Result<Principal, AppError> {
-    authenticate_with_expiry(config, token).map(|(principal, _)| principal)
+pub fn authenticate(config: &JwtConfig, token: &str, now: Timestamp) -> Result<Principal, AppError> {
+    authenticate_with_expiry(config, token, now).map(|(principal, _)| principal)
 }
 
 /// As `authenticate`, also returning the token's `exp` (Unix seconds), for long-lived connections.
-pub fn authenticate_with_expiry(config: &JwtConfig, token: &str) -> Result<(Principal, i64), AppError> {
+pub fn authenticate_with_expiry(config: &JwtConfig, token: &str, now: Timestamp) -> Result<(Principal, i64), AppError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&[&config.issuer]);
     validation.set_audience(&[&config.audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation.validate_nbf = true;
-    validation.leeway = LEEWAY_SECS;
+    // Expiry and not-before are checked below against the injected clock, not the system time.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     let data = jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(config.secret.expose().as_bytes()),
         &validation,
     )
     .map_err(|err| match err.kind() {
-        ErrorKind::ExpiredSignature => AppError::new(ErrorCode::AuthExpired, "the bearer token has expired"),
         ErrorKind::InvalidIssuer => invalid("the token's issuer is not accepted"),
         ErrorKind::InvalidAudience => invalid("the token's audience is not accepted"),
-        ErrorKind::ImmatureSignature => invalid("the token is not valid yet (nbf)"),
         ErrorKind::InvalidSignature => invalid("the token's signature does not verify"),
         ErrorKind::MissingRequiredClaim(claim) => invalid(&format!("the token lacks the `{claim}` claim")),
         _ => invalid("the bearer token is malformed"),
     })?;
     let claims = data.claims;
+    let now = now.unix_seconds();
+    if claims.exp + LEEWAY_SECS < now {
+        return Err(AppError::new(ErrorCode::AuthExpired, "the bearer token has expired"));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now) {
+        return Err(invalid("the token is not valid yet (nbf)"));
+    }
     let user_id = UserId::parse(&claims.sub).map_err(|why| invalid(&format!("the `sub` claim {why}")))?;
     let tenant_id = TenantId::parse(&claims.tenant).map_err(|why| invalid(&format!("the `tenant` claim {why}")))?;
     let roles = claims
@@ -139,7 +153,7 @@ impl FromRequest for Principal {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| AppError::internal_msg("application state missing"))?;
-            let principal = authenticate(&state.config.jwt, bearer_token(req)?)?;
+            let principal = authenticate(&state.config.jwt, bearer_token(req)?, state.clock.now())?;
             admit(state, req, &principal)?;
             Ok(principal)
         })();

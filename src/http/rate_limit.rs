@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use actix_web::http::Method;
 
+use crate::clock::Clock;
 use crate::config::RateLimits;
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,26 +48,31 @@ impl RouteClass {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<(String, RouteClass), Bucket>>,
+    clock: Clock,
 }
 
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
-    refilled: Instant,
+    refilled: Timestamp,
 }
 
 impl RateLimiter {
+    pub fn new(clock: Clock) -> RateLimiter {
+        RateLimiter { buckets: Mutex::default(), clock }
+    }
+
     /// Take one token for `tenant` in `class`, or say how long until one is available.
     pub fn check(&self, tenant: &str, class: RouteClass, limits: &RateLimits) -> Result<(), AppError> {
         let rate = class.per_sec(limits) as f64;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let bucket =
             buckets.entry((tenant.to_owned(), class)).or_insert_with(|| Bucket { tokens: rate, refilled: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * rate).min(rate);
+        bucket.tokens = (bucket.tokens + now.millis_since(bucket.refilled).max(0) as f64 / 1000.0 * rate).min(rate);
         bucket.refilled = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -94,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_one_seconds_worth_passes_then_the_tenant_waits() {
-        let limiter = RateLimiter::default();
+        let limiter = RateLimiter::new(Clock::system());
         for _ in 0..3 {
             limiter.check("t1", RouteClass::Write, &LIMITS).expect("within the burst");
         }

@@ -15,7 +15,11 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(handlers::method_not_allowed))
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// `test_clock`: also route `POST /v1/operator/clock` (otherwise it does not exist: 404).
+pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
+    if test_clock {
+        cfg.service(resource("/v1/operator/clock").route(web::post().to(operator::advance_clock)));
+    }
     cfg.app_data(BodyLimit::DEFAULT)
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             AppError::new(ErrorCode::QueryInvalid, format!("invalid query string: {err}")).into()

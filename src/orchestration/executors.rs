@@ -12,15 +12,11 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::outbound::{Outbound, is_address_forbidden};
+use crate::clock::Clock;
 use crate::config::OrchestrationConfig;
 use crate::domain::error::ErrorCode;
 
-/// What an executor produced.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Executed { outcome_ref: String, attempts: u64, result: Value },
-    Failed { error_code: ErrorCode, attempts: u64, message: String },
-}
+pub use crate::domain::action::Outcome;
 
 /// How an action type is carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +61,21 @@ pub fn validate_params(executor: Executor, params: &Value) -> Result<(), String>
     }
 }
 
+/// The pause before retry number `retry` (1 = the second attempt): 100 ms, 200 ms, 400 ms … up to
+/// 6.4 s, plus `jitter` (0..=1) of as much again, so receivers are not hit in lockstep.
+pub fn backoff(retry: u64, jitter: f64) -> Duration {
+    let base = 100u64 << (retry.max(1) - 1).min(6);
+    Duration::from_millis(base + (base as f64 * jitter.clamp(0.0, 1.0)) as u64)
+}
+
+/// The longest an outbound delivery can take with this config: every attempt timing out after the
+/// longest backoff. A claim's lease outlasts it.
+pub fn longest_delivery(config: &OrchestrationConfig) -> Duration {
+    let attempts = config.executor_attempts.max(1);
+    let waits: Duration = (1..attempts).map(|retry| backoff(retry, 1.0)).sum();
+    Duration::from_millis(config.executor_timeout_ms * attempts) + waits
+}
+
 /// Sign like Standard Webhooks: HMAC-SHA256 over `id.timestamp.body`, base64, versioned `v1,`.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
@@ -79,6 +90,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
 pub async fn deliver(
     config: &OrchestrationConfig,
     outbound: &Outbound,
+    clock: &Clock,
     executor: Executor,
     id: &str,
     params: &Value,
@@ -121,13 +133,10 @@ pub async fn deliver(
     let mut last = (ErrorCode::TargetUnreachable, String::new());
     while attempts < config.executor_attempts {
         if attempts > 0 {
-            // 100 ms, 200 ms, 400 ms … plus up to 100 % jitter.
-            let base = 100u64 << (attempts - 1).min(6);
-            let jitter = rand::rng().random_range(0..=base);
-            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            tokio::time::sleep(backoff(attempts, rand::rng().random_range(0.0..=1.0))).await;
         }
         attempts += 1;
-        let timestamp = chrono::Utc::now().timestamp();
+        let timestamp = clock.now().unix_seconds();
         let started = Instant::now();
         let mut request = client.post(&url).timeout(timeout).header("x-request-id", crate::http::request_id::current());
         if let Some(traceparent) = crate::http::request_id::outbound_traceparent() {
@@ -180,6 +189,19 @@ pub async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_caps_at_6_4_s_and_jitters_up_to_as_much_again() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, 0.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(7, 0.0), Duration::from_millis(6_400));
+        assert_eq!(backoff(50, 0.5), Duration::from_millis(9_600));
+        for jitter in [0.0, 0.3, 0.99, 1.0, 7.0, -1.0] {
+            let pause = backoff(2, jitter);
+            assert!(pause >= Duration::from_millis(200) && pause <= Duration::from_millis(400), "{pause:?}");
+        }
+    }
 
     #[test]
     fn signatures_follow_standard_webhooks() {

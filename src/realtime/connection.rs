@@ -91,14 +91,18 @@ impl Connection {
             Err(_) => return Ending::Close(Close::Internal),
         };
         self.known_head = head;
-        let window = chrono::Duration::seconds(realtime.reconnect_window_secs as i64);
         let welcome = ServerFrame::Welcome {
             connection_id: self.opened.connection_id.clone(),
             epoch: self.state.store.epoch().to_owned(),
             head_seq: head,
             replay_from: self.opened.replay_from,
             resume_token: self.opened.resume_token.clone(),
-            resume_expires_at: (chrono::Utc::now() + window).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            resume_expires_at: self
+                .state
+                .clock
+                .now()
+                .plus_seconds(realtime.reconnect_window_secs as i64)
+                .to_rfc3339_seconds(),
             reconnect_window_secs: realtime.reconnect_window_secs,
         };
         if socket.text(welcome.to_text()).await.is_err() {
@@ -162,7 +166,7 @@ impl Connection {
     }
 
     fn token_deadline(&self) -> Instant {
-        let remaining = self.token_expires_at - chrono::Utc::now().timestamp();
+        let remaining = self.token_expires_at - self.state.clock.now().unix_seconds();
         Instant::now() + Duration::from_secs(remaining.max(0) as u64)
     }
 
@@ -261,7 +265,11 @@ impl Connection {
                 }
             }
             ClientFrame::Refresh { token } => {
-                match crate::http::auth::authenticate_with_expiry(&self.state.config.jwt, &token) {
+                match crate::http::auth::authenticate_with_expiry(
+                    &self.state.config.jwt,
+                    &token,
+                    self.state.clock.now(),
+                ) {
                     Ok((principal, expires_at))
                         if principal.user_id == self.principal.user_id
                             && principal.tenant_id == self.principal.tenant_id =>

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::clock::Clock;
 use crate::config::Durability;
+use crate::domain::time::Timestamp;
 use crate::error::AppError;
 pub use writer::{AppendOutcome, Appended, WriteTx, Writer};
 
@@ -49,7 +51,7 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
 
 /// Open (creating if needed) and migrate the database; rebuild projections whose version changed.
 /// Returns the write connection.
-pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+pub fn open_for_writing(path: &Path, durability: Durability, now: Timestamp) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir { path: dir.to_path_buf(), source })?;
     }
@@ -62,8 +64,7 @@ pub fn open_for_writing(path: &Path, durability: Durability) -> Result<Connectio
     let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
     // Sockets do not survive a restart: their reconnect windows start now.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now])?;
+    conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now.to_rfc3339()])?;
     if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
         let replayed = projections::rebuild(&mut conn)?;
         tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");
@@ -92,13 +93,13 @@ impl From<StoreError> for AppError {
 
 /// Drop and rebuild the projections of the database at `path`.
 pub fn rebuild(path: &Path) -> Result<u64, StoreError> {
-    let mut conn = open_for_writing(path, Durability::Full)?;
+    let mut conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
     Ok(projections::rebuild(&mut conn)?)
 }
 
 /// Apply pending migrations and report the resulting version.
 pub fn migrate(path: &Path) -> Result<i64, StoreError> {
-    let conn = open_for_writing(path, Durability::Full)?;
+    let conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
 }
 
@@ -111,17 +112,21 @@ pub struct Store {
 }
 
 impl Store {
+    /// Embedded SQLite serves one process: a claim by any other node is from a process that is gone.
+    pub const EXCLUSIVE: bool = true;
+
     pub fn open(
         path: &Path,
         durability: Durability,
         queue_capacity: usize,
+        clock: Clock,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let conn = open_for_writing(path, durability)?;
+        let conn = open_for_writing(path, durability, clock.now())?;
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
         let checkpoints = checkpoint::start(path, durability)?;
         let (writer, handle) =
-            Writer::start(conn, checkpoints, queue_capacity).map_err(|e| StoreError::Writer(e.to_string()))?;
+            Writer::start(conn, checkpoints, queue_capacity, clock).map_err(|e| StoreError::Writer(e.to_string()))?;
         let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
         Ok((Store { writer, readers, epoch: epoch.into() }, handle))
     }

@@ -11,12 +11,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::log::{self, StoredEvent};
+use crate::domain::action::{self, ActionEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 6;
+pub const PROJECTION_VERSION: i64 = 7;
 
 /// Derived tables, in the order they are compared.
-pub const TABLES: &[&str] = &["sessions", "session_participants", "session_recordings", "transcript_segments"];
+pub const TABLES: &[&str] =
+    &["sessions", "session_participants", "session_recordings", "transcript_segments", "actions"];
 
 const DDL: &str = r#"
 CREATE TABLE sessions (
@@ -93,6 +95,30 @@ CREATE TABLE transcript_segments (
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (session_id, segment_id)
 ) STRICT, WITHOUT ROWID;
+
+-- In-call actions: the fold of each action's events (domain::action::evolve), keyed by the
+-- tenant-scoped actionId. The confirmation token itself is never stored, only its id and expiry.
+CREATE TABLE actions (
+    tenant_id               TEXT NOT NULL,
+    action_id               TEXT NOT NULL,
+    session_id              TEXT NOT NULL,
+    type                    TEXT NOT NULL,
+    params                  TEXT NOT NULL,
+    params_hash             TEXT NOT NULL,
+    request_hash            TEXT NOT NULL,
+    requested_by            TEXT NOT NULL,
+    status                  TEXT NOT NULL,
+    ack                     TEXT NOT NULL,
+    confirmation_id         TEXT,
+    confirmation_expires_at TEXT,
+    confirmation_spent      INTEGER NOT NULL DEFAULT 0,
+    claimed_by              TEXT,
+    lease_expires_at        TEXT,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, action_id)
+) STRICT;
+CREATE INDEX actions_by_session ON actions (session_id, created_at);
 "#;
 
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
@@ -138,6 +164,8 @@ pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite:
                 None => transcripts.insert(TranscriptWriter::prepare(conn, mode)?),
             };
             writer.apply(event)?;
+        } else if let Some(action_event) = ActionEvent::from_envelope_parts(&event.event_type, &event.payload) {
+            apply_action(conn, event, &action_event)?;
         } else {
             apply_lifecycle(conn, event)?;
         }
@@ -305,6 +333,18 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// Fold one event into its action's row: the row is exactly what `evolve` returns.
+fn apply_action(conn: &Connection, event: &StoredEvent, action_event: &ActionEvent) -> rusqlite::Result<()> {
+    let current = super::queries::action(conn, &event.tenant_id, action_event.action_id())?;
+    let before = current.as_ref().map(|row| row.action.clone());
+    let Some(after) = action::evolve(before.clone(), &event.stream_id, action_event) else { return Ok(()) };
+    if before.as_ref() == Some(&after) {
+        return Ok(());
+    }
+    let created_at = current.map_or_else(|| event.recorded_at.clone(), |row| row.created_at);
+    super::queries::save_action(conn, &event.tenant_id, &after, &created_at, &event.recorded_at)
 }
 
 /// The fields of a `transcript.segment.*` payload the projection reads, borrowed from the stored

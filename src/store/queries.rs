@@ -4,6 +4,9 @@
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::log::{self, StoredEvent};
+use crate::domain::action::{Action, ActionState, Claim, Confirmation};
+use crate::domain::canonical::to_canonical_string;
+use crate::domain::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
@@ -450,104 +453,98 @@ pub fn snapshot_stats(conn: &Connection, session_id: &str) -> rusqlite::Result<(
     .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
 }
 
+/// An action as its projection row holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ActionRecord {
+pub struct ActionRow {
     pub tenant_id: String,
-    pub action_id: String,
-    pub session_id: String,
-    pub action_type: String,
-    pub params: String,
-    pub params_hash: String,
-    pub request_hash: Vec<u8>,
-    pub requested_by: String,
-    pub status: String,
-    pub ack: Option<String>,
-    pub confirm_nonce: Option<String>,
-    pub confirm_used: bool,
+    pub action: Action,
     pub created_at: String,
     pub updated_at: String,
 }
 
-pub fn action(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<Option<ActionRecord>> {
+pub fn action(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<Option<ActionRow>> {
     conn.prepare_cached(
         "SELECT tenant_id, action_id, session_id, type, params, params_hash, request_hash, requested_by, status, ack, \
-         confirm_nonce, confirm_used, created_at, updated_at FROM actions WHERE tenant_id = ?1 AND action_id = ?2",
+         confirmation_id, confirmation_expires_at, confirmation_spent, claimed_by, lease_expires_at, created_at, \
+         updated_at FROM actions WHERE tenant_id = ?1 AND action_id = ?2",
     )?
     .query_row([tenant_id, action_id], |row| {
-        Ok(ActionRecord {
+        let corrupt = |index: usize, what: &str| {
+            rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.to_owned().into())
+        };
+        let params: String = row.get(4)?;
+        let status: String = row.get(8)?;
+        let ack: String = row.get(9)?;
+        let timestamp = |index: usize| -> rusqlite::Result<Option<Timestamp>> {
+            row.get::<_, Option<String>>(index)?
+                .map(|raw| Timestamp::parse(&raw).ok_or_else(|| corrupt(index, "not an RFC 3339 time")))
+                .transpose()
+        };
+        let confirmation = match (row.get::<_, Option<String>>(10)?, timestamp(11)?) {
+            (Some(id), Some(expires_at)) => Some(Confirmation { id, expires_at, spent: row.get(12)? }),
+            _ => None,
+        };
+        let claim = match (row.get::<_, Option<String>>(13)?, timestamp(14)?) {
+            (Some(node), Some(lease_expires_at)) => Some(Claim { node, lease_expires_at }),
+            _ => None,
+        };
+        Ok(ActionRow {
             tenant_id: row.get(0)?,
-            action_id: row.get(1)?,
-            session_id: row.get(2)?,
-            action_type: row.get(3)?,
-            params: row.get(4)?,
-            params_hash: row.get(5)?,
-            request_hash: row.get(6)?,
-            requested_by: row.get(7)?,
-            status: row.get(8)?,
-            ack: row.get(9)?,
-            confirm_nonce: row.get(10)?,
-            confirm_used: row.get(11)?,
-            created_at: row.get(12)?,
-            updated_at: row.get(13)?,
+            action: Action {
+                action_id: row.get(1)?,
+                session_id: row.get(2)?,
+                action_type: row.get(3)?,
+                params: serde_json::from_str(&params).map_err(|_| corrupt(4, "params are not a JSON object"))?,
+                params_hash: row.get(5)?,
+                request_hash: row.get(6)?,
+                requested_by: row.get(7)?,
+                state: ActionState::parse(&status).ok_or_else(|| corrupt(8, "unknown action state"))?,
+                ack: serde_json::from_str(&ack).map_err(|_| corrupt(9, "not an ack"))?,
+                confirmation,
+                claim,
+            },
+            created_at: row.get(15)?,
+            updated_at: row.get(16)?,
         })
     })
     .optional()
 }
 
-pub fn insert_action(conn: &Connection, record: &ActionRecord) -> rusqlite::Result<()> {
+/// Store an action as `evolve` left it (the projection's only write).
+pub fn save_action(
+    conn: &Connection,
+    tenant_id: &str,
+    action: &Action,
+    created_at: &str,
+    updated_at: &str,
+) -> rusqlite::Result<()> {
+    let confirmation = action.confirmation.as_ref();
+    let claim = action.claim.as_ref();
     conn.prepare_cached(
-        "INSERT INTO actions (tenant_id, action_id, session_id, type, params, params_hash, request_hash, requested_by, \
-         status, ack, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        "INSERT OR REPLACE INTO actions (tenant_id, action_id, session_id, type, params, params_hash, request_hash, \
+         requested_by, status, ack, confirmation_id, confirmation_expires_at, confirmation_spent, claimed_by, \
+         lease_expires_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(rusqlite::params![
-        record.tenant_id,
-        record.action_id,
-        record.session_id,
-        record.action_type,
-        record.params,
-        record.params_hash,
-        record.request_hash,
-        record.requested_by,
-        record.status,
-        record.ack,
-        record.created_at,
+        tenant_id,
+        action.action_id,
+        action.session_id,
+        action.action_type,
+        to_canonical_string(&serde_json::Value::Object(action.params.clone())),
+        action.params_hash,
+        action.request_hash,
+        action.requested_by,
+        action.state.as_str(),
+        to_canonical_string(&serde_json::to_value(&action.ack).unwrap_or_default()),
+        confirmation.map(|c| c.id.as_str()),
+        confirmation.map(|c| c.expires_at.to_rfc3339()),
+        confirmation.is_some_and(|c| c.spent),
+        claim.map(|c| c.node.as_str()),
+        claim.map(|c| c.lease_expires_at.to_rfc3339()),
+        created_at,
+        updated_at,
     ])?;
-    Ok(())
-}
-
-pub fn set_action_status(
-    conn: &Connection,
-    tenant_id: &str,
-    action_id: &str,
-    status: &str,
-    ack: Option<&str>,
-    now: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE actions SET status = ?3, ack = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND action_id = ?2",
-    )?
-    .execute(rusqlite::params![tenant_id, action_id, status, ack, now])?;
-    Ok(())
-}
-
-/// A new confirmation replaces (and so invalidates) any earlier one.
-pub fn set_confirmation(
-    conn: &Connection,
-    tenant_id: &str,
-    action_id: &str,
-    nonce: &str,
-    now: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE actions SET confirm_nonce = ?3, confirm_used = 0, updated_at = ?4 WHERE tenant_id = ?1 AND action_id = ?2",
-    )?
-    .execute(rusqlite::params![tenant_id, action_id, nonce, now])?;
-    Ok(())
-}
-
-pub fn spend_confirmation(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE actions SET confirm_used = 1 WHERE tenant_id = ?1 AND action_id = ?2")?
-        .execute([tenant_id, action_id])?;
     Ok(())
 }
 

@@ -227,6 +227,13 @@ ALTER TABLE idempotency_keys_v2 RENAME TO idempotency_keys;
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 "#,
         ),
+        M::up(
+            r#"
+-- Actions became a projection of their events (src/domain/action.rs): the table is now created and
+-- rebuilt with the other projections, from the log alone.
+DROP TABLE actions;
+"#,
+        ),
     ])
 }
 

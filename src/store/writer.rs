@@ -12,6 +12,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::checkpoint::Nudge;
 use super::log::{self, Actor, NewEvent, StoredEvent};
 use super::projections;
+use crate::clock::Clock;
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 
 /// Most commands folded into one transaction.
@@ -41,7 +43,9 @@ struct Tip {
 pub struct WriteTx<'a> {
     conn: &'a Connection,
     tip: Tip,
-    recorded_at: String,
+    recorded_at: Timestamp,
+    /// `recorded_at` as the log stores it.
+    recorded_at_text: String,
     /// Streams this command appended to, with their new heads.
     heads: Vec<(String, u64)>,
 }
@@ -61,8 +65,9 @@ impl WriteTx<'_> {
         self.conn
     }
 
-    pub fn recorded_at(&self) -> &str {
-        &self.recorded_at
+    /// The group's one "now": every event and row this transaction writes carries it.
+    pub fn recorded_at(&self) -> Timestamp {
+        self.recorded_at
     }
 
     /// Append events to one stream, in order. An eventId already in the tenant's log with the same
@@ -89,7 +94,7 @@ impl WriteTx<'_> {
                 event_type: event.event_type.to_owned(),
                 schema_version: event.schema_version,
                 ts: event.ts,
-                recorded_at: self.recorded_at.clone(),
+                recorded_at: self.recorded_at_text.clone(),
                 actor: actor.clone(),
                 payload: event.payload,
                 content_hash: event.content_hash,
@@ -185,6 +190,7 @@ impl Writer {
         conn: Connection,
         checkpoints: Nudge,
         capacity: usize,
+        clock: Clock,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
         let (position, hash) = log::tip(&conn)?;
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
@@ -197,6 +203,8 @@ impl Writer {
             appended: appended.clone(),
             stats: stats.clone(),
             checkpoints,
+            clock,
+            last_recorded_at: None,
         };
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
@@ -259,6 +267,8 @@ struct WriterLoop {
     appended: broadcast::Sender<Appended>,
     stats: Arc<WriterStats>,
     checkpoints: Nudge,
+    clock: Clock,
+    last_recorded_at: Option<Timestamp>,
 }
 
 impl WriterLoop {
@@ -292,10 +302,12 @@ impl WriterLoop {
                 false
             }
             Ok(()) => {
-                let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                // Never earlier than the previous group, even if the system clock steps back.
+                let recorded_at = self.clock.now().max(self.last_recorded_at.unwrap_or(Timestamp::MIN));
+                self.last_recorded_at = Some(recorded_at);
                 let mut healthy = true;
                 for job in group {
-                    let (completion, settled, job_heads) = self.run_job(job, &recorded_at);
+                    let (completion, settled, job_heads) = self.run_job(job, recorded_at);
                     healthy &= settled;
                     completions.push(completion);
                     for (stream, head) in job_heads {
@@ -341,10 +353,15 @@ impl WriterLoop {
 
     /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
-    fn run_job(&mut self, job: Job, recorded_at: &str) -> (Completion, bool, Vec<(String, u64)>) {
+    fn run_job(&mut self, job: Job, recorded_at: Timestamp) -> (Completion, bool, Vec<(String, u64)>) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
-        let mut tx =
-            WriteTx { conn: &self.conn, tip: self.tip, recorded_at: recorded_at.to_owned(), heads: Vec::new() };
+        let mut tx = WriteTx {
+            conn: &self.conn,
+            tip: self.tip,
+            recorded_at,
+            recorded_at_text: recorded_at.to_rfc3339(),
+            heads: Vec::new(),
+        };
         let (ok, completion) = job(&mut tx);
         let tip_after = tx.tip;
         let heads = if ok { tx.heads } else { Vec::new() };

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use callstream::clock::Clock;
 use callstream::domain::principal::Role;
 use rand::Rng;
 use serde_json::{Value, json};
@@ -68,7 +69,9 @@ async fn create_session(client: &reqwest::Client, server: &Server, token: &str) 
 async fn acknowledged_events_survive_repeated_kill_9() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
-    let token = callstream::http::auth::mint(&config.jwt, "crash-user", "t1", &[Role::User], 3600).expect("mint");
+    let token =
+        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "crash-user", "t1", &[Role::User], 3600)
+            .expect("mint");
     let client = crate::helpers::client_builder().timeout(Duration::from_secs(10)).build().expect("client");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sessions = Vec::new();
@@ -169,8 +172,11 @@ async fn socket_clients_survive_kill_9() {
     const KILLS: usize = 6;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
-    let owner = callstream::http::auth::mint(&config.jwt, "ws-owner", "t1", &[Role::User], 3600).expect("mint");
-    let agent = callstream::http::auth::mint(&config.jwt, "ws-agent", "t1", &[Role::Service], 3600).expect("mint");
+    let owner = callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ws-owner", "t1", &[Role::User], 3600)
+        .expect("mint");
+    let agent =
+        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ws-agent", "t1", &[Role::Service], 3600)
+            .expect("mint");
     let client = crate::helpers::client();
     let published: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sessions = Vec::new();
@@ -291,7 +297,8 @@ async fn an_action_interrupted_by_kill_9_is_not_run_again() {
     let policy_file = policy_file.display().to_string();
     let overrides = [("CALLSTREAM_POLICY_FILE", policy_file.as_str()), ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "60000")];
     let config = test_config(data_dir.path());
-    let token = callstream::http::auth::mint(&config.jwt, "alice", "t1", &[Role::User], 3600).expect("mint");
+    let token = callstream::http::auth::mint(&config.jwt, Clock::system().now(), "alice", "t1", &[Role::User], 3600)
+        .expect("mint");
     let client = crate::helpers::client();
 
     let mut server = start_with(data_dir.path(), &overrides);

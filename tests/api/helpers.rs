@@ -64,6 +64,8 @@ pub struct TestApp {
     pub config: Config,
     pub data_dir: tempfile::TempDir,
     pub server: actix_web::dev::ServerHandle,
+    /// The server's clock: tokens are minted at its now.
+    pub clock: callstream::clock::Clock,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -88,8 +90,9 @@ async fn spawn_configured(data_dir: tempfile::TempDir, overrides: &[(&'static st
     let app = callstream::Application::build_with_listener(config.clone(), listener).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
+    let clock = app.state().clock.clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: client(), config, data_dir, server }
+    TestApp { address, client: client(), config, data_dir, server, clock }
 }
 
 impl TestApp {
@@ -104,7 +107,21 @@ impl TestApp {
     }
 
     pub fn token(&self, sub: &str, tenant: &str, roles: &[Role]) -> String {
-        mint(&self.config.jwt, sub, tenant, roles, 600).expect("mint")
+        self.token_for(sub, tenant, roles, 600)
+    }
+
+    pub fn token_for(&self, sub: &str, tenant: &str, roles: &[Role], ttl_secs: i64) -> String {
+        mint(&self.config.jwt, self.clock.now(), sub, tenant, roles, ttl_secs).expect("mint")
+    }
+
+    /// Move the server's clock forward through the operator route (the app must run with
+    /// `CALLSTREAM_TEST_CLOCK=1`); answers the new now.
+    pub async fn advance_clock(&self, seconds: i64) -> String {
+        let operator = self.token("ops", "t-ops", &[Role::Operator]);
+        let response = self.post("/v1/operator/clock", &operator, &json!({ "advanceSeconds": seconds })).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json");
+        body["now"].as_str().expect("now").to_owned()
     }
 
     pub fn user(&self, sub: &str) -> String {

@@ -63,6 +63,7 @@ async fn a_note_is_executed_once_and_retries_get_the_same_ack() {
             "orchestration.action.requested",
             "safety.approved",
             "orchestration.action.decided",
+            "orchestration.action.started",
             "orchestration.note.created",
             "orchestration.action.executed"
         ]
@@ -206,6 +207,7 @@ async fn a_sensitive_action_waits_for_the_owner_and_runs_once_confirmed() {
             "orchestration.action.decided",
             "safety.approved",
             "orchestration.action.decided",
+            "orchestration.action.started",
             "orchestration.action.executed"
         ]
     );

@@ -274,7 +274,7 @@ async fn a_slow_consumer_is_closed_with_4008_never_holds_up_others_and_resumes_w
 async fn an_expired_token_closes_the_socket_unless_refreshed() {
     let app = spawn_app().await;
     let session = app.create_session(&app.user("alice")).await;
-    let short = callstream::http::auth::mint(&app.config.jwt, "alice", "t1", &[Role::User], 2).expect("mint");
+    let short = app.token_for("alice", "t1", &[Role::User], 2);
     let mut refreshed = connect(&app, &short, &session, "").await;
     refreshed.next().await;
     refreshed.send(json!({"op": "refresh", "token": app.user("alice")})).await;

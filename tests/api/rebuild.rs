@@ -10,9 +10,9 @@ use crate::helpers::{spawn_app, transcript};
 
 const STATES: [&str; 5] = ["created", "connecting", "active", "ended", "failed"];
 
-fn dump_sessions(path: &std::path::Path) -> Vec<Vec<String>> {
+fn dump(path: &std::path::Path, table: &str) -> Vec<Vec<String>> {
     let conn = rusqlite::Connection::open(path).expect("open");
-    let mut statement = conn.prepare("SELECT * FROM sessions ORDER BY session_id").expect("prepare");
+    let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).expect("prepare");
     let columns = statement.column_count();
     statement
         .query_map([], |row| {
@@ -34,8 +34,9 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let mut sessions: Vec<(String, usize)> = Vec::new();
     let mut sent: Vec<(usize, String, Value)> = Vec::new();
     let mut accepted = 0usize;
+    let mut actions: Vec<(String, usize, Value)> = Vec::new();
     for op in 0..300 {
-        let roll = rng.random_range(0..100);
+        let roll = rng.random_range(0..115);
         if sessions.is_empty() || roll < 10 {
             let owner = rng.random_range(0..users.len());
             sessions.push((app.create_session(&users[owner]).await, owner));
@@ -85,6 +86,45 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
                 assert!(response.status().is_success() || response.status() == StatusCode::CONFLICT, "seed {seed}");
                 continue;
             }
+            100..=114 => {
+                // Actions: new ones (executed, unsupported, pending), retries, the owner's
+                // decisions and confirmed runs. Terminal sessions refuse new ones (409).
+                let answer = match rng.random_range(0..5) {
+                    0 | 1 if !actions.is_empty() => {
+                        let (id, owner, request) = actions[rng.random_range(0..actions.len())].clone();
+                        let owner_token = &users[owner];
+                        let decision = if rng.random_bool(0.7) { "approve" } else { "reject" };
+                        let decided = app
+                            .post("/v1/actions/decision", owner_token, &json!({"actionId": id, "decision": decision}))
+                            .await;
+                        let decided: Value = decided.json().await.expect("json");
+                        match decided["confirmationToken"].as_str() {
+                            Some(token) if rng.random_bool(0.8) => {
+                                let mut confirmed = request.clone();
+                                confirmed["confirmationToken"] = json!(token);
+                                app.post("/v1/orchestration/actions/execute", owner_token, &confirmed).await
+                            }
+                            _ => app.post("/v1/orchestration/actions/execute", owner_token, &request).await,
+                        }
+                    }
+                    _ => {
+                        let id = format!("act-{op}");
+                        let (action_type, params) = match rng.random_range(0..3) {
+                            0 => ("note.create", json!({"text": format!("note {op}")})),
+                            1 => ("message.send", json!({"to": "+15550100", "text": "hi"})),
+                            _ => ("fax.send", json!({})),
+                        };
+                        let request =
+                            json!({"actionId": id, "sessionId": session, "type": action_type, "params": params});
+                        actions.push((id, owner, request.clone()));
+                        app.post("/v1/orchestration/actions/execute", token, &request).await
+                    }
+                };
+                let status = answer.status();
+                let refused = [StatusCode::CONFLICT, StatusCode::GONE].contains(&status);
+                assert!(status.is_success() || refused, "seed {seed}: {}", answer.text().await.unwrap_or_default());
+                continue;
+            }
             _ => {
                 let mut bad = transcript(&session, &format!("op{op}-bad"), "x");
                 bad["payload"]["revision"] = json!("not a number");
@@ -110,16 +150,27 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         .expect("open")
         .execute("VACUUM INTO ?1", [copy.display().to_string()])
         .expect("copy");
-    let live = dump_sessions(&copy);
+    let live = dump(&copy, "sessions");
+    let live_actions = dump(&copy, "actions");
     callstream::store::rebuild(&copy).expect("rebuild");
-    assert_eq!(dump_sessions(&copy), live, "seed {seed}");
+    assert_eq!(dump(&copy, "sessions"), live, "seed {seed}");
+    assert_eq!(dump(&copy, "actions"), live_actions, "seed {seed}");
     assert_eq!(live.len(), sessions.len());
+    assert!(!live_actions.is_empty(), "seed {seed}: the workload requested actions");
 
     // The comparison can fail: damage one projection row and it is named.
     rusqlite::Connection::open(&copy)
         .expect("open")
         .execute("UPDATE sessions SET version = version + 1000 WHERE rowid = (SELECT MIN(rowid) FROM sessions)", [])
         .expect("sabotage");
+    rusqlite::Connection::open(&copy)
+        .expect("open")
+        .execute("UPDATE actions SET status = status || '-damaged' WHERE rowid = (SELECT MIN(rowid) FROM actions)", [])
+        .expect("sabotage an action");
     let differences = callstream::store::projections::diff_against_rebuild(&copy).expect("diff");
-    assert_eq!(differences, vec![("sessions".to_owned(), 2)], "one row differs, counted from both sides");
+    assert_eq!(
+        differences,
+        vec![("sessions".to_owned(), 2), ("actions".to_owned(), 2)],
+        "one row of each differs, counted from both sides"
+    );
 }

@@ -43,6 +43,15 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(updated))
 }
 
+/// `POST /v1/operator/clock`: only routed with `CALLSTREAM_TEST_CLOCK=1`.
+pub async fn advance_clock(
+    state: web::Data<AppState>,
+    principal: Principal,
+    Json(body): Json<tenants::AdvanceClock>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(tenants::advance_clock(&state, &principal, body, request_id::current()).await?))
+}
+
 /// `GET /v1/governance/data-map`
 pub async fn data_map(principal: Principal) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(tenants::data_map(&principal)?))

@@ -31,7 +31,7 @@ pub async fn connect(
         Some(token) if req.headers().get(actix_web::http::header::AUTHORIZATION).is_none() => token,
         _ => bearer_token(&req)?.to_owned(),
     };
-    let (principal, expires_at) = authenticate_with_expiry(&state.config.jwt, &token)?;
+    let (principal, expires_at) = authenticate_with_expiry(&state.config.jwt, &token, state.clock.now())?;
     crate::http::auth::admit(&state, &req, &principal)?;
     let (response, socket, incoming) = actix_ws::handle(&req, body).map_err(|_| {
         AppError::new(ErrorCode::WsUpgradeRequired, "this route speaks WebSocket: send an Upgrade request")
