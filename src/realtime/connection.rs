@@ -59,10 +59,10 @@ impl Connection {
         self.state.metrics.ws_opened(self.opened.resumed);
         let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;
         self.state.hub.unregister(&connection_id, registration);
-        self.state.metrics.ws_closed(match &ending {
+        let close_code = match &ending {
             Ending::Close(close) => Some(close.code()),
             Ending::Gone => None,
-        });
+        };
         if let Ending::Close(close) = ending {
             let code = close.code();
             let description = close.description(rand::rng().random_range(250..2_250));
@@ -75,6 +75,8 @@ impl Connection {
         if let Err(err) = realtime::disconnected(&self.state, connection_id, self.opened.generation).await {
             tracing::warn!(error = %err, "could not record a disconnect");
         }
+        // Counted as open until its reconnect window has started.
+        self.state.metrics.ws_closed(close_code);
     }
 
     async fn serve(

@@ -398,3 +398,41 @@ async fn serve_dev_prints_tokens_that_work() {
     child.wait().expect("reap");
     assert!(data_dir.path().join("dev-secrets.json").exists(), "the dev secrets are kept for the next start");
 }
+
+/// A movable clock is for tests and demos: plain `serve` refuses it unless told twice.
+#[test]
+fn serve_refuses_the_test_clock_without_dev_or_an_explicit_allowance() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_callstream"))
+        .arg("serve")
+        .envs(test_env(data_dir.path()))
+        .env("CALLSTREAM_TEST_CLOCK", "1")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run serve");
+    assert!(!output.status.success(), "serve must refuse to start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CALLSTREAM_ALLOW_TEST_CLOCK"), "the refusal names the way out: {stderr}");
+    assert!(!data_dir.path().join("callstream.db").exists(), "nothing was opened");
+}
+
+/// With the allowance, the route exists and moves the clock.
+#[tokio::test]
+async fn serve_with_the_allowance_routes_the_test_clock() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[("CALLSTREAM_TEST_CLOCK", "1"), ("CALLSTREAM_ALLOW_TEST_CLOCK", "1")]);
+    let config = test_config(data_dir.path());
+    let operator =
+        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ops", "t-ops", &[Role::Operator], 600)
+            .expect("mint");
+    let client = crate::helpers::client();
+    wait_ready(&client, &server).await;
+    let response = client
+        .post(format!("{}/v1/operator/clock", server.address))
+        .bearer_auth(operator)
+        .json(&json!({"advanceSeconds": 60}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+}

@@ -114,6 +114,18 @@ impl TestApp {
         mint(&self.config.jwt, self.clock.now(), sub, tenant, roles, ttl_secs).expect("mint")
     }
 
+    /// Wait (bounded) until `/metrics` shows `line`, e.g. `callstream_ws_connections 0`.
+    pub async fn wait_for_metric(&self, line: &str) {
+        for _ in 0..400 {
+            let text = self.client.get(format!("{}/metrics", self.address)).send().await.expect("metrics");
+            if text.text().await.expect("text").lines().any(|l| l == line) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("/metrics never showed `{line}`");
+    }
+
     /// Move the server's clock forward through the operator route (the app must run with
     /// `CALLSTREAM_TEST_CLOCK=1`); answers the new now.
     pub async fn advance_clock(&self, seconds: i64) -> String {

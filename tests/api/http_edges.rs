@@ -147,7 +147,7 @@ async fn cors_allows_exactly_the_configured_origins() {
 
 #[tokio::test]
 async fn a_tenant_over_its_rate_is_told_when_to_retry_and_nothing_happens() {
-    let app = spawn_app_with(&[("CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", "3")]).await;
+    let app = spawn_app_with(&[("CALLSTREAM_RATE_LIMIT_WRITE_PER_SEC", "3"), ("CALLSTREAM_TEST_CLOCK", "1")]).await;
     let alice = app.user("alice");
     let mut statuses = Vec::new();
     for _ in 0..6 {
@@ -167,6 +167,6 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_and_nothing_happens() {
     // Reads are another class, other tenants another bucket.
     let bob = app.token("bob", "t2", &[Role::User]);
     assert_eq!(app.post("/v1/call/sessions", &bob, &json!({})).await.status(), StatusCode::CREATED);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.advance_clock(1).await;
     assert_eq!(app.post("/v1/call/sessions", &alice, &json!({})).await.status(), StatusCode::CREATED);
 }

@@ -220,3 +220,53 @@ async fn the_data_map_describes_exactly_the_tables_that_exist() {
     let refused = app.get("/v1/governance/data-map", &app.user("alice")).await;
     assert_eq!(error_code(refused).await, "FORBIDDEN_ROLE");
 }
+
+#[tokio::test]
+async fn the_test_clock_moves_forward_for_operators_only_and_is_audited() {
+    let app = crate::helpers::spawn_app_with(&[("CALLSTREAM_TEST_CLOCK", "1")]).await;
+    let operator = app.token("ops", "t-ops", &[Role::Operator]);
+    let alice = app.user("alice");
+    let before = app.clock.now();
+    let advance = |token: &str, body: Value| {
+        let (app, token) = (&app, token.to_owned());
+        async move { app.post("/v1/operator/clock", &token, &body).await }
+    };
+    assert_eq!(advance(&alice, json!({"advanceSeconds": 60})).await.status(), StatusCode::FORBIDDEN);
+    for bad in [json!({"advanceSeconds": 0}), json!({"advanceSeconds": -5}), json!({"advanceSeconds": 1e9}), json!({})]
+    {
+        let response = advance(&operator, bad.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert!(app.clock.now().millis_since(before) < 60_000, "refused requests moved nothing");
+
+    let moved: Value = advance(&operator, json!({"advanceSeconds": 3600})).await.json().await.expect("json");
+    let now = callstream::domain::time::Timestamp::parse(moved["now"].as_str().expect("now")).expect("RFC 3339");
+    assert!(now.millis_since(before) >= 3_600_000, "{moved}");
+    assert_eq!(moved["offsetSeconds"], 3600);
+    // Every layer reads the one clock: tokens minted before have expired, and the next event is
+    // recorded an hour on.
+    let stale = app.get("/v1/call/sessions", &alice).await;
+    assert_eq!(crate::helpers::error_code(stale).await, "AUTH_EXPIRED");
+    let alice = app.user("alice");
+    let operator = app.token("ops", "t-ops", &[Role::Operator]);
+    let session = app.create_session(&alice).await;
+    let created: Value = app.get(&format!("/v1/call/sessions/{session}"), &alice).await.json().await.expect("json");
+    let created_at =
+        callstream::domain::time::Timestamp::parse(created["createdAt"].as_str().expect("at")).expect("time");
+    assert!(created_at.millis_since(before) >= 3_600_000, "{created}");
+    let audit: Value = app.get("/v1/operator/audit", &operator).await.json().await.expect("json");
+    let entries = audit["entries"].as_array().expect("entries");
+    assert!(
+        entries.iter().any(|e| e["action"] == "clock.advanced" && e["details"]["advanceSeconds"] == 3600),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_test_clock_the_route_does_not_exist() {
+    let app = crate::helpers::spawn_app().await;
+    let operator = app.token("ops", "t-ops", &[Role::Operator]);
+    let response = app.post("/v1/operator/clock", &operator, &json!({"advanceSeconds": 60})).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(crate::helpers::error_code(response).await, "ROUTE_NOT_FOUND");
+}

@@ -216,8 +216,8 @@ async fn a_sensitive_action_waits_for_the_owner_and_runs_once_confirmed() {
 #[tokio::test]
 async fn confirmation_tokens_are_single_use_bound_and_expiring() {
     let dir = tempfile::tempdir().expect("dir");
-    let policy = open_policy(dir.path(), 1);
-    let app = spawn_app_with(&[("CALLSTREAM_POLICY_FILE", &policy)]).await;
+    let policy = open_policy(dir.path(), 300);
+    let app = spawn_app_with(&[("CALLSTREAM_POLICY_FILE", &policy), ("CALLSTREAM_TEST_CLOCK", "1")]).await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
     let send = |id: &str, text: &str| json!({"actionId": id, "sessionId": session, "type": "message.send", "params": {"to": "x", "text": text}});
@@ -245,7 +245,7 @@ async fn confirmation_tokens_are_single_use_bound_and_expiring() {
     assert_eq!(error_code(execute(&app, &alice, forged).await).await, "CONFIRMATION_TOKEN_INVALID");
 
     let expiring = token_of(approve("c").await.json().await.expect("json"));
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.advance_clock(301).await;
     let mut late = send("c", "hi");
     late["confirmationToken"] = json!(expiring);
     let expired = execute(&app, &alice, late).await;

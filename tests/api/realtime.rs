@@ -206,13 +206,14 @@ async fn resume_works_across_a_server_restart() {
 
 #[tokio::test]
 async fn resume_after_the_window_is_refused() {
-    let app = spawn_app_with(&[("CALLSTREAM_RECONNECT_WINDOW_SECS", "1")]).await;
+    let app = spawn_app_with(&[("CALLSTREAM_RECONNECT_WINDOW_SECS", "60"), ("CALLSTREAM_TEST_CLOCK", "1")]).await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
     let mut ws = connect(&app, &alice, &session, "").await;
     let token = ws.next().await["resumeToken"].as_str().expect("token").to_owned();
     ws.close().await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.wait_for_metric("callstream_ws_connections 0").await;
+    app.advance_clock(61).await;
     let expired = reconnect(&app, &alice, &session, &token).await;
     assert_eq!(expired.status(), StatusCode::GONE);
     assert_eq!(error_code(expired).await, "RESUME_WINDOW_EXPIRED");
