@@ -9,6 +9,7 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::Principal;
+use crate::domain::session::SessionState;
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::resume::{self, ResumeClaim};
@@ -27,7 +28,7 @@ pub struct Opened {
     pub resumed: bool,
 }
 
-fn terminated(session_id: &str, state: &str) -> AppError {
+fn terminated(session_id: &str, state: SessionState) -> AppError {
     AppError::new(
         ErrorCode::SessionTerminated,
         format!("session `{session_id}` is {state}; it has no live stream any more"),
@@ -54,7 +55,7 @@ pub async fn open(
 ) -> Result<Opened, AppError> {
     let session = visible_session(state, principal, session_id.clone()).await?;
     if session.is_terminal() {
-        return Err(terminated(&session_id, &session.state));
+        return Err(terminated(&session_id, session.state));
     }
     match resume_token {
         Some(token) => resume(state, principal, session_id, &token, true).await,
@@ -153,7 +154,7 @@ fn resume_in_tx(
         .ok_or_else(|| token_invalid("the resume token is not for this session and caller"))?;
     let session = queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
     if session.is_terminal() {
-        return Err(terminated(session_id, &session.state));
+        return Err(terminated(session_id, session.state));
     }
     if record.generation != claim.generation {
         return Err(token_invalid("the resume token was already used; use the newest one"));
@@ -202,7 +203,7 @@ pub async fn reconnect(
 ) -> Result<Value, AppError> {
     let session = visible_session(state, principal, session_id.clone()).await?;
     if session.is_terminal() {
-        return Err(terminated(&session_id, &session.state));
+        return Err(terminated(&session_id, session.state));
     }
     let opened = resume(state, principal, session_id, &token, false).await?;
     Ok(json!({

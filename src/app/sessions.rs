@@ -358,22 +358,8 @@ pub fn load_for_write(
     principal
         .session_writer(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
-    let session = aggregate(&record)?;
+    let session = record.aggregate();
     Ok((record, session))
-}
-
-pub fn aggregate(record: &SessionRecord) -> Result<Session, AppError> {
-    Ok(Session {
-        state: SessionState::parse(&record.state)
-            .ok_or_else(|| AppError::internal_msg(format!("unknown session state {}", record.state)))?,
-        version: record.version,
-        provider: ProviderCorrelation {
-            provider: record.provider.clone(),
-            provider_room_id: record.provider_room_id.clone(),
-            provider_participant_id: record.provider_participant_id.clone(),
-            provider_call_id: record.provider_call_id.clone(),
-        },
-    })
 }
 
 pub fn append_session_events(

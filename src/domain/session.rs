@@ -40,8 +40,15 @@ impl SessionState {
         SessionState::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
+    /// The one definition of "over": a terminal session accepts no connections, tokens, actions
+    /// or transitions. Everything else asks this.
     pub fn is_terminal(self) -> bool {
         matches!(self, SessionState::Ended | SessionState::Failed)
+    }
+
+    /// The terminal states, for queries that must filter on them.
+    pub fn terminal() -> impl Iterator<Item = SessionState> {
+        SessionState::ALL.into_iter().filter(|s| s.is_terminal())
     }
 
     /// Whether the lifecycle allows moving from `self` to `to` (a repeat of the current state is
@@ -76,17 +83,32 @@ impl ProviderCorrelation {
     }
 }
 
-/// The aggregate: what decisions about a session need to know.
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The aggregate: what decisions about a session need to know, and exactly what the `sessions`
+/// projection stores of its lifecycle (it stores what `evolve` returns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub state: SessionState,
     pub version: u64,
     pub provider: ProviderCorrelation,
+    /// The code a `failed` session recorded.
+    pub failure_code: Option<String>,
 }
 
 impl Session {
+    /// A session as `call.session.created` starts it.
     pub fn new() -> Session {
-        Session { state: SessionState::Created, version: 1, provider: ProviderCorrelation::default() }
+        Session {
+            state: SessionState::Created,
+            version: 1,
+            provider: ProviderCorrelation::default(),
+            failure_code: None,
+        }
     }
 }
 
@@ -188,7 +210,10 @@ pub fn decide(session: &Session, command: SessionCommand) -> Result<Vec<SessionE
 pub fn evolve(mut session: Session, event: &SessionEvent) -> Session {
     match event {
         SessionEvent::StateChanged { to, .. } => session.state = *to,
-        SessionEvent::Failed { .. } => session.state = SessionState::Failed,
+        SessionEvent::Failed { code, .. } => {
+            session.state = SessionState::Failed;
+            session.failure_code = Some(code.clone());
+        }
         SessionEvent::ProviderLinked(update) => {
             let merge = |current: &mut Option<String>, new: &Option<String>| {
                 if new.is_some() {
@@ -205,30 +230,79 @@ pub fn evolve(mut session: Session, event: &SessionEvent) -> Session {
     session
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateChangedPayload {
+    from: SessionState,
+    to: SessionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailedPayload {
+    from: SessionState,
+    code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// `call.session.created`: who owns the session and what they called it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedPayload {
+    pub owner_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
 impl SessionEvent {
     /// The canonical event type and payload this event is logged as.
     pub fn to_envelope_parts(&self) -> (&'static str, Value) {
-        let with_reason = |mut payload: Value, reason: &Option<String>| {
-            if let Some(reason) = reason {
-                payload["reason"] = Value::from(reason.clone());
+        let value = |payload: Result<Value, serde_json::Error>| payload.unwrap_or(Value::Null);
+        match self.clone() {
+            SessionEvent::StateChanged { from, to, reason } => {
+                ("call.session.state_changed", value(serde_json::to_value(StateChangedPayload { from, to, reason })))
             }
-            payload
-        };
-        match self {
-            SessionEvent::StateChanged { from, to, reason } => (
-                "call.session.state_changed",
-                with_reason(serde_json::json!({ "from": from.as_str(), "to": to.as_str() }), reason),
-            ),
             SessionEvent::Failed { from, code, reason } => {
-                ("call.session.failed", with_reason(serde_json::json!({ "from": from.as_str(), "code": code }), reason))
+                ("call.session.failed", value(serde_json::to_value(FailedPayload { from, code, reason })))
             }
             SessionEvent::ProviderLinked(correlation) => {
-                let mut payload = serde_json::to_value(correlation).unwrap_or_default();
+                let mut payload = value(serde_json::to_value(correlation));
                 if let Value::Object(map) = &mut payload {
                     map.retain(|_, v| !v.is_null());
                 }
                 ("call.session.provider_linked", payload)
             }
+        }
+    }
+
+    /// Read a logged lifecycle event back; `None` for other types (`call.session.created` starts
+    /// a session rather than changing one) or a payload this fold cannot read.
+    pub fn from_envelope_parts(event_type: &str, payload: &str) -> Option<SessionEvent> {
+        match event_type {
+            "call.session.state_changed" => {
+                let p: StateChangedPayload = serde_json::from_str(payload).ok()?;
+                Some(SessionEvent::StateChanged { from: p.from, to: p.to, reason: p.reason })
+            }
+            "call.session.failed" => {
+                let p: FailedPayload = serde_json::from_str(payload).ok()?;
+                Some(SessionEvent::Failed { from: p.from, code: p.code, reason: p.reason })
+            }
+            "call.session.provider_linked" => serde_json::from_str(payload).ok().map(SessionEvent::ProviderLinked),
+            _ => None,
+        }
+    }
+
+    /// Whether this event ends the session (connected clients are closed after it).
+    pub fn ends_session(&self) -> bool {
+        match self {
+            SessionEvent::StateChanged { to, .. } => to.is_terminal(),
+            SessionEvent::Failed { .. } => true,
+            SessionEvent::ProviderLinked(_) => false,
         }
     }
 }

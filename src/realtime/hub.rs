@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::protocol::ServerFrame;
+use crate::domain::session::SessionEvent;
 use crate::error::AppError;
 use crate::store::{Appended, Store, queries};
 
@@ -68,9 +69,8 @@ async fn read(store: &Store, session_id: &str, after: u64, limit: u64) -> Result
             Ok(queries::stream_events(conn, &session_id, after, limit)?
                 .into_iter()
                 .map(|event| {
-                    let terminal = event.event_type == "call.session.failed"
-                        || (event.event_type == "call.session.state_changed"
-                            && event.payload_json().get("to").and_then(serde_json::Value::as_str) == Some("ended"));
+                    let terminal = SessionEvent::from_envelope_parts(&event.event_type, &event.payload)
+                        .is_some_and(|change| change.ends_session());
                     let text = ServerFrame::Event { event: event.to_json() }.to_text();
                     Arc::new(EventFrame { seq: event.seq, text: text.into(), terminal })
                 })

@@ -8,13 +8,13 @@ use std::borrow::Cow;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::log::{self, StoredEvent};
 use crate::domain::action::{self, ActionEvent};
+use crate::domain::session::{self, CreatedPayload, Session, SessionEvent};
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 7;
+pub const PROJECTION_VERSION: i64 = 8;
 
 /// Derived tables, in the order they are compared.
 pub const TABLES: &[&str] =
@@ -191,63 +191,66 @@ pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite:
     Ok(())
 }
 
+/// The payload fields the projection reads from the `call.*` types, borrowed from the stored JSON
+/// (validated against its schema on the way in). Absent fields read as `None`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct CallPayload<'a> {
+    #[serde(borrow)]
+    participant_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    participant_sid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room_sid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recording_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    location: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error: Option<Cow<'a, str>>,
+}
+
 fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
-    let payload = || event.payload_json();
-    let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    if event.event_type == "call.session.created" {
+        let Ok(created) = serde_json::from_str::<CreatedPayload>(&event.payload) else { return Ok(()) };
+        let session = Session::new();
+        conn.prepare_cached(
+            "INSERT INTO sessions (session_id, tenant_id, owner_id, title, metadata, state, version, \
+             created_position, created_at, updated_at, last_event_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+        )?
+        .execute(params![
+            event.stream_id,
+            event.tenant_id,
+            created.owner_id,
+            created.title,
+            created.metadata.as_ref().map(crate::domain::canonical::to_canonical_string),
+            session.state.as_str(),
+            session.version,
+            event.position,
+            event.recorded_at,
+        ])?;
+        return Ok(());
+    }
+    if let Some(change) = SessionEvent::from_envelope_parts(&event.event_type, &event.payload) {
+        // The row stores exactly what the aggregate's fold returns.
+        if let Some(record) = super::queries::session(conn, &event.stream_id)? {
+            let session = session::evolve(record.aggregate(), &change);
+            super::queries::save_lifecycle(conn, &event.stream_id, &session, &event.recorded_at)?;
+        }
+        return Ok(());
+    }
+    let payload: CallPayload = serde_json::from_str(&event.payload).unwrap_or_default();
     match event.event_type.as_str() {
-        "call.session.created" => {
-            let payload = payload();
-            let metadata = payload.get("metadata").map(crate::domain::canonical::to_canonical_string);
-            conn.prepare_cached(
-                "INSERT INTO sessions (session_id, tenant_id, owner_id, title, metadata, state, version, \
-                 created_position, created_at, updated_at, last_event_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'created', 1, ?6, ?7, ?7, ?7)",
-            )?
-            .execute(params![
-                event.stream_id,
-                event.tenant_id,
-                text(&payload, "ownerId").unwrap_or_default(),
-                text(&payload, "title"),
-                metadata,
-                event.position,
-                event.recorded_at,
-            ])?;
-        }
-        "call.session.state_changed" => {
-            let to = text(&payload(), "to").unwrap_or_default();
-            conn.prepare_cached(
-                "UPDATE sessions SET state = ?2, version = version + 1, updated_at = ?3 WHERE session_id = ?1",
-            )?
-            .execute(params![event.stream_id, to, event.recorded_at])?;
-        }
-        "call.session.failed" => {
-            let code = text(&payload(), "code");
-            conn.prepare_cached(
-                "UPDATE sessions SET state = 'failed', failure_code = ?2, version = version + 1, updated_at = ?3 \
-                 WHERE session_id = ?1",
-            )?
-            .execute(params![event.stream_id, code, event.recorded_at])?;
-        }
-        "call.session.provider_linked" => {
-            let payload = payload();
-            conn.prepare_cached(
-                "UPDATE sessions SET provider = ?2, \
-                 provider_room_id = COALESCE(?3, provider_room_id), \
-                 provider_participant_id = COALESCE(?4, provider_participant_id), \
-                 provider_call_id = COALESCE(?5, provider_call_id), \
-                 version = version + 1, updated_at = ?6 WHERE session_id = ?1",
-            )?
-            .execute(params![
-                event.stream_id,
-                text(&payload, "provider"),
-                text(&payload, "providerRoomId"),
-                text(&payload, "providerParticipantId"),
-                text(&payload, "providerCallId"),
-                event.recorded_at,
-            ])?;
-        }
         "call.participant.joined" => {
-            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
@@ -257,17 +260,16 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             )?
             .execute(params![
                 event.stream_id,
-                text(&payload, "participantId"),
-                text(&payload, "participantSid"),
-                text(&payload, "name"),
-                text(&payload, "kind"),
+                payload.participant_id,
+                payload.participant_sid,
+                payload.name,
+                payload.kind,
                 event.recorded_at,
             ])?;
         }
         "call.participant.left" => {
             // A leave carrying the sid of an earlier connection is stale (the participant has
             // reconnected since): it stays in the log and changes nothing here.
-            let payload = payload();
             conn.prepare_cached(
                 "UPDATE session_participants SET state = 'left', left_at = ?4, left_reason = ?5 \
                  WHERE session_id = ?1 AND participant_id = ?2 \
@@ -275,46 +277,42 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             )?
             .execute(params![
                 event.stream_id,
-                text(&payload, "participantId"),
-                text(&payload, "participantSid"),
+                payload.participant_id,
+                payload.participant_sid,
                 event.recorded_at,
-                text(&payload, "reason"),
+                payload.reason,
             ])?;
         }
         "call.room.started" => {
             // A late `started` for the room instance that already finished changes nothing; a new
             // instance (another sid) restarts the room.
-            let payload = payload();
             conn.prepare_cached(
                 "UPDATE sessions SET room_state = 'started', room_sid = COALESCE(?2, room_sid) \
                  WHERE session_id = ?1 AND NOT (IFNULL(room_state, '') = 'finished' AND (?2 IS NULL OR IFNULL(room_sid = ?2, 0)))",
             )?
-            .execute(params![event.stream_id, text(&payload, "roomSid")])?;
+            .execute(params![event.stream_id, payload.room_sid])?;
         }
         "call.room.finished" => {
-            let payload = payload();
             conn.prepare_cached(
                 "UPDATE sessions SET room_state = 'finished', room_sid = COALESCE(?2, room_sid) WHERE session_id = ?1",
             )?
-            .execute(params![event.stream_id, text(&payload, "roomSid")])?;
+            .execute(params![event.stream_id, payload.room_sid])?;
         }
         "call.recording.started" => {
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
                  ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)",
             )?
-            .execute(params![event.stream_id, text(&payload(), "recordingId"), event.recorded_at])?;
+            .execute(params![event.stream_id, payload.recording_id, event.recorded_at])?;
         }
         "call.recording.updated" => {
-            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
                  ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'",
             )?
-            .execute(params![event.stream_id, text(&payload, "recordingId"), text(&payload, "status")])?;
+            .execute(params![event.stream_id, payload.recording_id, payload.status])?;
         }
         "call.recording.ended" => {
-            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, status, location, error, ended_at) \
                  VALUES (?1, ?2, 'ended', ?3, ?4, ?5, ?6) \
@@ -323,10 +321,10 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             )?
             .execute(params![
                 event.stream_id,
-                text(&payload, "recordingId"),
-                text(&payload, "status"),
-                text(&payload, "location"),
-                text(&payload, "error"),
+                payload.recording_id,
+                payload.status,
+                payload.location,
+                payload.error,
                 event.recorded_at,
             ])?;
         }

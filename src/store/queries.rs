@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::log::{self, StoredEvent};
 use crate::domain::action::{Action, ActionState, Claim, Confirmation};
 use crate::domain::canonical::to_canonical_string;
+use crate::domain::session::{ProviderCorrelation, Session, SessionState};
 use crate::domain::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +16,7 @@ pub struct SessionRecord {
     pub owner_id: String,
     pub title: Option<String>,
     pub metadata: Option<String>,
-    pub state: String,
+    pub state: SessionState,
     pub version: u64,
     pub failure_code: Option<String>,
     pub provider: Option<String>,
@@ -32,11 +33,50 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// Ended or failed: the session accepts no new connections, tokens or actions.
+    /// The session accepts no new connections, tokens or actions.
     pub fn is_terminal(&self) -> bool {
-        crate::domain::session::SessionState::parse(&self.state)
-            .is_some_and(crate::domain::session::SessionState::is_terminal)
+        self.state.is_terminal()
     }
+
+    /// The lifecycle aggregate this row holds (the projection stored what `evolve` returned).
+    pub fn aggregate(&self) -> Session {
+        Session {
+            state: self.state,
+            version: self.version,
+            provider: ProviderCorrelation {
+                provider: self.provider.clone(),
+                provider_room_id: self.provider_room_id.clone(),
+                provider_participant_id: self.provider_participant_id.clone(),
+                provider_call_id: self.provider_call_id.clone(),
+            },
+            failure_code: self.failure_code.clone(),
+        }
+    }
+}
+
+/// Store a session's lifecycle as `evolve` left it.
+pub fn save_lifecycle(
+    conn: &Connection,
+    session_id: &str,
+    session: &Session,
+    updated_at: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE sessions SET state = ?2, version = ?3, failure_code = ?4, provider = ?5, provider_room_id = ?6, \
+         provider_participant_id = ?7, provider_call_id = ?8, updated_at = ?9 WHERE session_id = ?1",
+    )?
+    .execute(rusqlite::params![
+        session_id,
+        session.state.as_str(),
+        session.version,
+        session.failure_code,
+        session.provider.provider,
+        session.provider.provider_room_id,
+        session.provider.provider_participant_id,
+        session.provider.provider_call_id,
+        updated_at,
+    ])?;
+    Ok(())
 }
 
 const SESSION_COLUMNS: &str = "session_id, tenant_id, owner_id, title, metadata, state, version, failure_code, provider, \
@@ -50,7 +90,12 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         owner_id: row.get(2)?,
         title: row.get(3)?,
         metadata: row.get(4)?,
-        state: row.get(5)?,
+        state: {
+            let raw: String = row.get(5)?;
+            SessionState::parse(&raw).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("state {raw}").into())
+            })?
+        },
         version: row.get(6)?,
         failure_code: row.get(7)?,
         provider: row.get(8)?,

@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::domain::session::SessionState;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
     pub tenant_id: String,
@@ -72,8 +74,12 @@ pub fn update(conn: &Connection, record: &TenantRecord) -> rusqlite::Result<()> 
 
 /// Sessions of `tenant_id` that have not ended or failed.
 pub fn open_sessions(conn: &Connection, tenant_id: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM sessions WHERE tenant_id = ?1 AND state NOT IN ('ended', 'failed')")?
-        .query_row([tenant_id], |row| row.get(0))
+    let terminal: Vec<String> = SessionState::terminal().map(|state| format!("'{state}'")).collect();
+    conn.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM sessions WHERE tenant_id = ?1 AND state NOT IN ({})",
+        terminal.join(", ")
+    ))?
+    .query_row([tenant_id], |row| row.get(0))
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -192,3 +192,108 @@ async fn listing_is_scoped_paginated_and_filterable() {
         assert_eq!(error_code(response).await, "QUERY_INVALID", "{bad}");
     }
 }
+
+/// One step of a random history: a lifecycle command, or an event some writer ingests.
+#[derive(Debug, Clone)]
+enum Step {
+    Transition { to: &'static str, code: Option<&'static str>, expected_version: Option<u64>, room: Option<u8> },
+    Link { room: u8, expected_version: Option<u64> },
+    Ingest(&'static str),
+}
+
+fn any_step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let state = prop::sample::select(vec!["created", "connecting", "active", "ended", "failed"]);
+    let version = prop::option::of(1u64..8);
+    prop_oneof![
+        4 => (state, prop::option::of(prop::sample::select(vec!["MEDIA_TIMEOUT", "CARRIER_DROPPED"])), version.clone(), prop::option::of(0u8..3))
+            .prop_map(|(to, code, expected_version, room)| Step::Transition { to, code, expected_version, room }),
+        1 => (0u8..3, version).prop_map(|(room, expected_version)| Step::Link { room, expected_version }),
+        2 => prop::sample::select(vec!["call.participant.joined", "call.room.finished", "call.room.started", "transcript.segment.final"])
+            .prop_map(Step::Ingest),
+    ]
+}
+
+async fn run_history(app: &TestApp, owner: &str, agent: &str, steps: &[Step]) -> Result<(), String> {
+    let session = app.create_session(owner).await;
+    for (n, step) in steps.iter().enumerate() {
+        let response = match step {
+            Step::Transition { to, code, expected_version, room } => {
+                let mut body = json!({ "to": to, "code": code, "expectedVersion": expected_version });
+                if let Some(room) = room {
+                    body["provider"] = json!({ "provider": "livekit", "providerRoomId": format!("room-{room}") });
+                }
+                transition(app, owner, &session, body).await
+            }
+            Step::Link { room, expected_version } => {
+                let body = json!({ "provider": "livekit", "providerRoomId": format!("room-{room}"), "expectedVersion": expected_version });
+                app.post(&format!("/v1/call/sessions/{session}/provider"), owner, &body).await
+            }
+            Step::Ingest(event_type) => {
+                let payload = match *event_type {
+                    "call.participant.joined" => json!({ "participantId": format!("p{n}") }),
+                    "transcript.segment.final" => json!({ "segmentId": format!("s{n}"), "revision": 1, "text": "hi" }),
+                    _ => json!({ "roomSid": format!("RM_{n}") }),
+                };
+                let event = json!({ "eventId": format!("h{n}"), "sessionId": session, "ts": "2026-11-23T10:00:00Z",
+                                    "type": event_type, "payload": payload, "schemaVersion": 1 });
+                let writer = if event_type.starts_with("transcript.") { owner } else { agent };
+                app.ingest(writer, &session, vec![event]).await
+            }
+        };
+        // A refused command is a domain rejection with a catalog code, never a server fault.
+        if response.status().is_server_error() {
+            return Err(format!("step {n} {step:?}: {}", response.status()));
+        }
+    }
+    // The fold of `evolve` over the lifecycle events the log holds…
+    let log = app.replay(owner, &session, 0, 1000).await;
+    let folded = log["events"].as_array().expect("events").iter().fold(Session::new(), |session, event| {
+        let payload = event["payload"].to_string();
+        match SessionEvent::from_envelope_parts(event["type"].as_str().expect("type"), &payload) {
+            Some(change) => evolve(session, &change),
+            None => session,
+        }
+    });
+    // …is what the projection answers.
+    let row: Value = app.get(&format!("/v1/call/sessions/{session}"), owner).await.json().await.expect("json");
+    let projected = (
+        row["state"].as_str().map(str::to_owned),
+        row["version"].as_u64(),
+        row["failureCode"].as_str().map(str::to_owned),
+        row["provider"]["provider"].as_str().map(str::to_owned),
+        row["provider"]["providerRoomId"].as_str().map(str::to_owned),
+    );
+    let expected = (
+        Some(folded.state.as_str().to_owned()),
+        Some(folded.version),
+        folded.failure_code.clone(),
+        folded.provider.provider.clone(),
+        folded.provider.provider_room_id.clone(),
+    );
+    if projected != expected {
+        return Err(format!("projection {projected:?} != fold {expected:?} after {steps:?}"));
+    }
+    Ok(())
+}
+
+use callstream::domain::session::{Session, SessionEvent, evolve};
+
+/// The `sessions` row is the fold of `evolve` over the session's log, whatever the history:
+/// random commands (accepted or refused) interleaved with events other writers ingest.
+#[test]
+fn the_projection_is_the_fold_of_evolve_over_random_histories() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let app = runtime.block_on(spawn_app());
+    let owner = app.user("alice");
+    let agent = app.token("media-bridge", "t1", &[Role::Service]);
+    let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+    let histories = proptest::collection::vec(any_step(), 1..24);
+    let result = runner.run(&histories, |steps| {
+        runtime.block_on(run_history(&app, &owner, &agent, &steps)).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
