@@ -202,7 +202,8 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         welcome["connectionId"], welcome["headSeq"]
     ));
 
-    let now = chrono::Utc::now().timestamp().to_string();
+    // The demo plays LiveKit: its webhooks carry LiveKit's (the machine's) clock.
+    let now = crate::clock::Clock::system().now().unix_seconds().to_string();
     for (event_id, event, extra) in [
         ("EV_demo_1", "room_started", json!({})),
         (
@@ -254,7 +255,7 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
     for (n, (kind, text)) in
         [("partial", "let's look at the"), ("final", "Let's look at the roadmap.")].into_iter().enumerate()
     {
-        let event = json!({"eventId": format!("stt-{n}"), "sessionId": id, "ts": chrono::Utc::now().to_rfc3339(),
+        let event = json!({"eventId": format!("stt-{n}"), "sessionId": id, "ts": crate::clock::Clock::system().now().to_rfc3339(),
             "type": format!("transcript.segment.{kind}"), "payload": {"segmentId": "seg-1", "revision": n + 1, "text": text, "speaker": "ada"},
             "schemaVersion": 1});
         demo.expect(
