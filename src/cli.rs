@@ -170,7 +170,7 @@ fn verify() -> ExitCode {
     if !path.exists() {
         return fail(format!("no database at {}", path.display()));
     }
-    match crate::store::verify::verify(&path) {
+    match crate::store::verify(&path) {
         Err(err) => fail(format!("verify could not read the database: {err}")),
         Ok(report) => {
             println!("events: {}  streams: {}", report.events, report.streams);

@@ -287,13 +287,9 @@ impl Config {
                 return Err(problem("CALLSTREAM_DURABILITY", "must be `full` or `normal`"));
             }
         };
-        let writer_queue_capacity = bounded(
-            &get,
-            "CALLSTREAM_WRITER_QUEUE_CAPACITY",
-            crate::store::writer::QUEUE_CAPACITY as u64,
-            1,
-            1_000_000,
-        )? as usize;
+        let writer_queue_capacity =
+            bounded(&get, "CALLSTREAM_WRITER_QUEUE_CAPACITY", crate::store::QUEUE_CAPACITY as u64, 1, 1_000_000)?
+                as usize;
         let webhook_tolerance_secs = bounded(&get, "CALLSTREAM_WEBHOOK_TOLERANCE_SECS", 300, 1, 3600)?;
         let livekit_token_ttl_secs =
             bounded(&get, "CALLSTREAM_LIVEKIT_TOKEN_TTL_SECS", 600, 60, MAX_LIVEKIT_TOKEN_TTL_SECS)?;

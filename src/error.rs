@@ -68,9 +68,22 @@ impl From<Rejection> for AppError {
     }
 }
 
-impl From<rusqlite::Error> for AppError {
-    fn from(err: rusqlite::Error) -> Self {
-        AppError::internal(err)
+/// The store's errors in the catalog: its rejections are the caller's, "unavailable" is a 503 to
+/// retry, anything else is ours.
+impl From<crate::store::StoreError> for AppError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Rejected(rejection) => AppError::Rejected(rejection),
+            StoreError::Unavailable { reason, retry_after_secs } => {
+                let rejection = Rejection::new(ErrorCode::ServiceUnavailable, format!("{reason}; retry with backoff"));
+                AppError::Rejected(match retry_after_secs {
+                    Some(secs) => rejection.with_details(serde_json::json!({ "retryAfterSecs": secs })),
+                    None => rejection,
+                })
+            }
+            other => AppError::internal(other),
+        }
     }
 }
 

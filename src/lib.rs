@@ -63,7 +63,7 @@ impl Application {
         let (store, writer_thread) =
             Store::open(&config.database_path(), config.durability, config.writer_queue_capacity, clock.clone())?;
         let hub = realtime::hub::Hub::default();
-        let tenants = Arc::new(app::tenants::TenantDirectory::load(&config.database_path())?);
+        let tenants = Arc::new(app::tenants::TenantDirectory::load(&store)?);
         let actions = app::orchestration::ActionRuntime::new(&config.orchestration, Store::EXCLUSIVE)?;
         let state = AppState {
             store: store.clone(),

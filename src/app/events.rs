@@ -9,8 +9,9 @@ use crate::domain::error::Rejection;
 use crate::domain::event_types::Writers;
 use crate::domain::principal::{Ownership, Principal, Role};
 use crate::error::{AppError, ErrorCode};
+use crate::store::StoreError;
 use crate::store::log::NewEvent;
-use crate::store::{AppendOutcome, WriteTx, queries};
+use crate::store::{AppendOutcome, WriteUnit};
 
 pub const MAX_BATCH: usize = 500;
 pub const MAX_REPLAY_LIMIT: u64 = 1000;
@@ -106,12 +107,12 @@ pub async fn append_checked(
 }
 
 fn append_in_tx(
-    tx: &mut WriteTx<'_>,
+    tx: &mut dyn WriteUnit,
     principal: &Principal,
     session_id: &str,
     events: Vec<IngestEvent>,
 ) -> Result<Vec<AppendOutcome>, AppError> {
-    let session = queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    let session = tx.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
@@ -132,9 +133,9 @@ pub async fn replay(
     visible_session(state, principal, session_id.clone()).await?;
     let (events, head) = state
         .store
-        .read(move |conn| {
-            let events = queries::stream_events(conn, &session_id, after, limit)?;
-            let head = queries::stream_head(conn, &session_id)?;
+        .read(move |conn| -> Result<_, StoreError> {
+            let events = conn.stream_events(&session_id, after, limit)?;
+            let head = conn.stream_head(&session_id)?;
             Ok((events, head))
         })
         .await?;

@@ -1,5 +1,6 @@
 //! Readiness: the database is writable, the writer answers, migrations and projections are current.
 
+use crate::store::StoreError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,9 +17,10 @@ pub async fn readiness(state: &AppState) -> Readiness {
     let writer = &state.store.writer;
     let alive = writer.stats.alive.load(Ordering::SeqCst);
     // A no-op command proves the writer takes the write lock and commits.
-    let round_trip = tokio::time::timeout(Duration::from_secs(2), writer.execute(|tx| Ok(tx.conn().is_autocommit())));
+    let round_trip =
+        tokio::time::timeout(Duration::from_secs(2), writer.execute(|tx| Ok::<_, StoreError>(tx.recorded_at())));
     let writable = matches!(round_trip.await, Ok(Ok(_)));
-    let current = state.store.read(|conn| Ok(crate::store::schema_is_current(conn)?)).await.unwrap_or(false);
+    let current = state.store.read(|reads| reads.schema_is_current()).await.unwrap_or(false);
     Readiness {
         ready: alive && writable && current,
         checks: json!({

@@ -17,7 +17,7 @@ use crate::domain::session::{ProviderCorrelation, SessionCommand, decide};
 use crate::error::{AppError, ErrorCode};
 use crate::livekit::{token, webhook};
 use crate::store::log::{Actor, ActorKind};
-use crate::store::queries::{self, Receipt, Retained};
+use crate::store::{Receipt, Retained};
 
 pub const PROVIDER: &str = "livekit";
 /// Receipts are kept far longer than the tolerance window, after which a replay is stale anyway.
@@ -72,7 +72,7 @@ async fn map_room(state: &AppState, principal: &Principal, session_id: String) -
         .store
         .writer
         .execute(move |tx| {
-            let (record, session) = load_for_write(tx.conn(), &principal, &session_id)?;
+            let (record, session) = load_for_write(tx, &principal, &session_id)?;
             if session.state.is_terminal() {
                 return Err(AppError::new(
                     ErrorCode::SessionTerminated,
@@ -125,12 +125,12 @@ pub async fn receive_webhook(
 }
 
 fn record_webhook(
-    tx: &mut crate::store::WriteTx<'_>,
+    tx: &mut dyn crate::store::WriteUnit,
     hook: &webhook::Webhook,
     tolerance_secs: u64,
     actor: &Actor,
 ) -> Result<WebhookOutcome, AppError> {
-    if queries::webhook_receipt_exists(tx.conn(), &hook.id)? {
+    if tx.webhook_receipt_exists(&hook.id)? {
         return Ok(WebhookOutcome::Duplicate);
     }
     let received_at = tx.recorded_at();
@@ -144,13 +144,12 @@ fn record_webhook(
             ),
         ));
     }
-    let cutoff = received_at.plus_seconds(-RECEIPT_RETENTION_HOURS * 3600).to_rfc3339();
-    queries::prune_expired(tx.conn(), Retained::WebhookReceipts, &cutoff)?;
+    tx.prune_expired(Retained::WebhookReceipts, received_at.plus_seconds(-RECEIPT_RETENTION_HOURS * 3600))?;
 
     let translation = webhook::translate(hook);
     let room = translation.as_ref().and_then(|t| t.room_name.clone());
     let session = match &room {
-        Some(room) => queries::session_by_room(tx.conn(), PROVIDER, room)?,
+        Some(room) => tx.session_by_room(PROVIDER, room)?,
         None => None,
     };
     let received_text = received_at.to_rfc3339();
@@ -166,7 +165,7 @@ fn record_webhook(
     let known_type = translation.is_some();
     let (Some(translation), Some(session)) = (translation, session) else {
         let reason = if known_type { "unknown_room" } else { "unknown_event" };
-        queries::store_webhook_receipt(tx.conn(), &receipt(reason, None))?;
+        tx.store_webhook_receipt(&receipt(reason, None))?;
         return Ok(WebhookOutcome::Accepted { reason });
     };
 
@@ -182,7 +181,7 @@ fn record_webhook(
         hook.id.chars().map(|c| if c.is_ascii_alphanumeric() || "._:-".contains(c) { c } else { '_' }).collect();
     event.event_id = crate::domain::ids::EventId::parse(&format!("lk:{safe_id}")).map_err(AppError::internal_msg)?;
     let (outcomes, _) = tx.append(&session.tenant_id, &session.session_id, actor, vec![event.into()])?;
-    queries::store_webhook_receipt(tx.conn(), &receipt("appended", Some(session.session_id.as_str())))?;
+    tx.store_webhook_receipt(&receipt("appended", Some(session.session_id.as_str())))?;
     let seq = outcomes.first().map(|o| o.seq).unwrap_or_default();
     Ok(WebhookOutcome::Appended { session_id: session.session_id, event_type: translation.event_type, seq })
 }

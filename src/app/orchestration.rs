@@ -28,8 +28,8 @@ use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::orchestration::confirm::{self, Confirmation};
 use crate::orchestration::executors::{self, Executor, Outcome};
-use crate::store::WriteTx;
-use crate::store::queries;
+use crate::store::StoreError;
+use crate::store::WriteUnit;
 
 /// This node's identity for claims, the outbound clients, and the requests for one actionId that
 /// wait here for the one running it (the claim in the log is what excludes other nodes).
@@ -209,7 +209,7 @@ impl Context {
 
 /// Append an action's events to its session.
 fn append(
-    tx: &mut WriteTx<'_>,
+    tx: &mut dyn WriteUnit,
     tenant_id: &str,
     session_id: &str,
     principal: &Principal,
@@ -232,22 +232,21 @@ fn append(
 }
 
 /// The action as the projection holds it after this transaction's appends.
-fn current(tx: &WriteTx<'_>, tenant: &str, action_id: &str) -> Result<Action, AppError> {
-    Ok(queries::action(tx.conn(), tenant, action_id)?.ok_or_else(|| AppError::internal_msg("action vanished"))?.action)
+fn current(tx: &dyn WriteUnit, tenant: &str, action_id: &str) -> Result<Action, AppError> {
+    Ok(tx.action(tenant, action_id)?.ok_or_else(|| AppError::internal_msg("action vanished"))?.action)
 }
 
-fn begin(tx: &mut WriteTx<'_>, c: &Context, presented: Option<&PresentedConfirmation>) -> Result<Began, AppError> {
+fn begin(tx: &mut dyn WriteUnit, c: &Context, presented: Option<&PresentedConfirmation>) -> Result<Began, AppError> {
     let tenant = c.principal.tenant_id.as_str();
     let request = &c.request;
     let now = tx.recorded_at();
     // Only callers who may act on the session learn anything about its actions.
-    let session =
-        queries::session(tx.conn(), &request.session_id)?.ok_or_else(|| session_not_found(&request.session_id))?;
+    let session = tx.session(&request.session_id)?.ok_or_else(|| session_not_found(&request.session_id))?;
     c.principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, &request.session_id))?;
     let terminal = session.is_terminal();
-    let step = match queries::action(tx.conn(), tenant, &request.action_id)? {
+    let step = match tx.action(tenant, &request.action_id)? {
         Some(row) => request.again(&row.action, presented, &c.policy_ref(), terminal, &c.node, now)?,
         None => {
             if presented.is_some() {
@@ -262,8 +261,7 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, presented: Option<&PresentedConfirma
                     format!("session `{}` is {}; it takes no actions", request.session_id, session.state),
                 ));
             }
-            let minute_ago = now.plus_seconds(-60).to_rfc3339();
-            let (in_session, last_minute) = queries::action_usage(tx.conn(), &request.session_id, &minute_ago)?;
+            let (in_session, last_minute) = tx.action_usage(&request.session_id, now.plus_seconds(-60))?;
             let executor = executors::executor_for(&request.action_type);
             let usage = Usage { actions_in_session: in_session, actions_last_minute: last_minute };
             let params = Value::Object(request.params.clone());
@@ -294,7 +292,7 @@ fn begin(tx: &mut WriteTx<'_>, c: &Context, presented: Option<&PresentedConfirma
 
 /// Record the outcome under this node's claim. `None` means: the internal note executor, which
 /// runs here, in the transaction that records it.
-fn finish(tx: &mut WriteTx<'_>, c: &Context, outcome: Option<Outcome>) -> Result<Ack, AppError> {
+fn finish(tx: &mut dyn WriteUnit, c: &Context, outcome: Option<Outcome>) -> Result<Ack, AppError> {
     let tenant = c.principal.tenant_id.as_str();
     let action = current(tx, tenant, &c.request.action_id)?;
     let mut events = Vec::new();
@@ -333,8 +331,8 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
             let tenant = principal.tenant_id.as_str().to_owned();
             let not_found =
                 || AppError::new(ErrorCode::ActionNotFound, format!("action `{}` was not found", request.action_id));
-            let action = queries::action(tx.conn(), &tenant, &request.action_id)?.ok_or_else(not_found)?.action;
-            let session = queries::session(tx.conn(), &action.session_id)?.ok_or_else(not_found)?;
+            let action = tx.action(&tenant, &request.action_id)?.ok_or_else(not_found)?.action;
+            let session = tx.session(&action.session_id)?.ok_or_else(not_found)?;
             match principal.session_access(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id }) {
                 Ok(SessionAccess::Owner) => {}
                 Ok(_) => {
@@ -383,10 +381,10 @@ pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> 
     let lookup = action_id.clone();
     let found = state
         .store
-        .read(move |conn| {
-            let Some(row) = queries::action(conn, &tenant, &lookup)? else { return Ok(None) };
-            let session = queries::session(conn, &row.action.session_id)?;
-            let history = queries::action_history(conn, &row.action.session_id, &lookup)?;
+        .read(move |conn| -> Result<_, StoreError> {
+            let Some(row) = conn.action(&tenant, &lookup)? else { return Ok(None) };
+            let session = conn.session(&row.action.session_id)?;
+            let history = conn.action_history(&row.action.session_id, &lookup)?;
             Ok(Some((row, session, history)))
         })
         .await?;

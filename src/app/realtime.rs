@@ -13,8 +13,7 @@ use crate::domain::session::SessionState;
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::resume::{self, ResumeClaim};
-use crate::store::WriteTx;
-use crate::store::queries::{self, ConnectionRecord};
+use crate::store::{ConnectionRecord, Retained, WriteUnit};
 
 /// A connection ready to stream: where to start and the token that resumes it.
 #[derive(Debug, Clone)]
@@ -68,7 +67,7 @@ pub async fn open(
                 .store
                 .writer
                 .execute(move |tx| {
-                    let head = queries::stream_head(tx.conn(), &session_id)?;
+                    let head = tx.stream_head(&session_id)?;
                     let replay_from = after.unwrap_or(0);
                     if replay_from > head {
                         return Err(AppError::new(
@@ -88,8 +87,8 @@ pub async fn open(
                     // Connections closed long past any reconnect window go, a few per new one.
                     let keep = CONNECTION_RETENTION_SECS.max(window_secs) as i64;
                     let cutoff = crate::app::sessions::not_before(tx, keep);
-                    queries::prune_expired(tx.conn(), queries::Retained::WsConnections, &cutoff)?;
-                    queries::insert_connection(tx.conn(), &record, &tx.recorded_at().to_rfc3339())?;
+                    tx.prune_expired(Retained::WsConnections, cutoff)?;
+                    tx.insert_connection(&record)?;
                     let claim = ResumeClaim { connection_id: record.connection_id.clone(), generation: 1, epoch };
                     Ok(Opened {
                         resume_token: resume::sign(&secret, &claim),
@@ -136,7 +135,7 @@ pub async fn resume(
 
 #[allow(clippy::too_many_arguments)]
 fn resume_in_tx(
-    tx: &mut WriteTx<'_>,
+    tx: &mut dyn WriteUnit,
     principal: &Principal,
     session_id: &str,
     claim: ResumeClaim,
@@ -145,14 +144,15 @@ fn resume_in_tx(
     window: chrono::Duration,
     record_event: bool,
 ) -> Result<Opened, AppError> {
-    let record = queries::connection(tx.conn(), &claim.connection_id)?
+    let record = tx
+        .connection(&claim.connection_id)?
         .filter(|r| {
             r.session_id == session_id
                 && r.tenant_id == principal.tenant_id.as_str()
                 && r.user_id == principal.user_id.as_str()
         })
         .ok_or_else(|| token_invalid("the resume token is not for this session and caller"))?;
-    let session = queries::session(tx.conn(), session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    let session = tx.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     if session.is_terminal() {
         return Err(terminated(session_id, session.state));
     }
@@ -170,7 +170,7 @@ fn resume_in_tx(
             ));
         }
     }
-    if !queries::rotate_connection(tx.conn(), &record.connection_id, claim.generation, &now.to_rfc3339())? {
+    if !tx.rotate_connection(&record.connection_id, claim.generation)? {
         return Err(token_invalid("the resume token was already used; use the newest one"));
     }
     if record_event {
@@ -221,11 +221,11 @@ pub async fn ack(state: &AppState, connection_id: String, session_id: String, se
         .store
         .writer
         .execute(move |tx| {
-            let head = queries::stream_head(tx.conn(), &session_id)?;
+            let head = tx.stream_head(&session_id)?;
             if seq > head {
                 return Err(AppError::new(ErrorCode::AckBeyondHead, format!("seq {seq} is beyond the head {head}")));
             }
-            queries::record_ack(tx.conn(), &connection_id, seq)?;
+            tx.record_ack(&connection_id, seq)?;
             Ok(())
         })
         .await
@@ -237,8 +237,7 @@ pub async fn disconnected(state: &AppState, connection_id: String, generation: u
         .store
         .writer
         .execute(move |tx| {
-            let now = tx.recorded_at().to_rfc3339();
-            queries::mark_disconnected(tx.conn(), &connection_id, generation, &now)?;
+            tx.mark_disconnected(&connection_id, generation)?;
             Ok(())
         })
         .await

@@ -11,9 +11,10 @@ use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::{Ownership, Principal};
 use crate::domain::session::{ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide};
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::store::log::{Actor, ActorKind};
-use crate::store::queries::{self, SessionRecord};
+use crate::store::{SessionRecord, WriteUnit};
 
 const CREATE_ROUTE: &str = "POST /v1/call/sessions";
 const MAX_TITLE_CHARS: usize = 200;
@@ -91,10 +92,10 @@ pub async fn create(
         .writer
         .execute(move |tx| {
             let scope =
-                |key| queries::IdempotencyScope { tenant_id: &tenant, user_id: &user, route: CREATE_ROUTE, key };
+                |key| crate::store::IdempotencyScope { tenant_id: &tenant, user_id: &user, route: CREATE_ROUTE, key };
             if let Some(key) = &idempotency_key
                 && let Some((stored_hash, status, body)) =
-                    queries::idempotent_response(tx.conn(), scope(key), &not_before(tx, retention))?
+                    tx.idempotent_response(scope(key), not_before(tx, retention))?
             {
                 if stored_hash != request_hash {
                     return Err(AppError::new(
@@ -105,7 +106,7 @@ pub async fn create(
                 return Ok((status, serde_json::from_str(&body).map_err(AppError::internal)?));
             }
             if let Some(max) = max_open_sessions
-                && crate::store::tenants::open_sessions(tx.conn(), &tenant)? >= max
+                && tx.open_sessions(&tenant)? >= max
             {
                 return Err(AppError::new(
                     ErrorCode::QuotaExceeded,
@@ -118,17 +119,9 @@ pub async fn create(
                 .ok_or_else(|| AppError::internal_msg("call.session.created is not registered"))?;
             let event = server_event(&session_id, created, payload, &tx.recorded_at().to_rfc3339())?;
             tx.append(&tenant, session_id.as_str(), &actor, vec![event.into()])?;
-            let body = session_view(tx.conn(), session_id.as_str())?;
+            let body = session_view(tx, session_id.as_str())?;
             if let Some(key) = &idempotency_key {
-                let created_at = tx.recorded_at().to_rfc3339();
-                queries::store_idempotent_response(
-                    tx.conn(),
-                    scope(key),
-                    &request_hash,
-                    201,
-                    &body.to_string(),
-                    &created_at,
-                )?;
+                tx.store_idempotent_response(scope(key), &request_hash, 201, &body.to_string())?;
             }
             Ok((201, body))
         })
@@ -143,10 +136,11 @@ pub async fn get(state: &AppState, principal: &Principal, session_id: String) ->
 }
 
 /// The full view of a session, read through `conn` (a reader, or the write transaction).
-pub fn session_view(conn: &crate::store::Conn, session_id: &str) -> Result<Value, AppError> {
-    let record = queries::session(conn, session_id)?.ok_or_else(|| session_not_found(session_id))?;
+pub fn session_view(conn: &dyn crate::store::Reads, session_id: &str) -> Result<Value, AppError> {
+    let record = conn.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     let mut view = session_json(&record);
-    view["participants"] = queries::participants(conn, session_id)?
+    view["participants"] = conn
+        .participants(session_id)?
         .into_iter()
         .map(|p| {
             json!({
@@ -156,7 +150,8 @@ pub fn session_view(conn: &crate::store::Conn, session_id: &str) -> Result<Value
             })
         })
         .collect();
-    view["recordings"] = queries::recordings(conn, session_id)?
+    view["recordings"] = conn
+        .recordings(session_id)?
         .into_iter()
         .map(|r| {
             json!({
@@ -196,14 +191,14 @@ pub async fn list(
     }
     let before_position = cursor.as_deref().map(decode_cursor).transpose()?;
     let tenant_wide = principal.has(Role::Operator) || principal.has(Role::Service);
-    let filter = queries::SessionFilter {
+    let filter = crate::store::SessionFilter {
         tenant_id: principal.tenant_id.as_str().to_owned(),
         owner_id: (!tenant_wide).then(|| principal.user_id.as_str().to_owned()),
         state: state_filter,
         before_position,
         limit: limit + 1,
     };
-    let mut rows = state.store.read(move |conn| Ok(queries::list_sessions(conn, &filter)?)).await?;
+    let mut rows = state.store.read(move |conn| conn.list_sessions(&filter)).await?;
     let next_cursor = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|(_, position)| encode_cursor(*position))
@@ -340,21 +335,21 @@ async fn run_session_command(
         .store
         .writer
         .execute(move |tx| {
-            let (record, session) = load_for_write(tx.conn(), &principal, &session_id)?;
+            let (record, session) = load_for_write(tx, &principal, &session_id)?;
             let events = decide(&session, command)?;
             append_session_events(tx, &record, &principal, &events)?;
-            session_view(tx.conn(), &session_id)
+            session_view(tx, &session_id)
         })
         .await
 }
 
 /// The session record and its aggregate, for a caller allowed to change it.
 pub fn load_for_write(
-    conn: &crate::store::Conn,
+    conn: &dyn crate::store::Reads,
     principal: &Principal,
     session_id: &str,
 ) -> Result<(SessionRecord, Session), AppError> {
-    let record = queries::session(conn, session_id)?.ok_or_else(|| session_not_found(session_id))?;
+    let record = conn.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     principal
         .session_writer(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
@@ -363,7 +358,7 @@ pub fn load_for_write(
 }
 
 pub fn append_session_events(
-    tx: &mut crate::store::WriteTx<'_>,
+    tx: &mut dyn crate::store::WriteUnit,
     record: &SessionRecord,
     principal: &Principal,
     events: &[SessionEvent],
@@ -391,11 +386,8 @@ pub async fn visible_session(
     session_id: String,
 ) -> Result<SessionRecord, AppError> {
     let lookup_id = session_id.clone();
-    let record = state
-        .store
-        .read(move |conn| Ok(queries::session(conn, &lookup_id)?))
-        .await?
-        .ok_or_else(|| session_not_found(&session_id))?;
+    let record =
+        state.store.read(move |conn| conn.session(&lookup_id)).await?.ok_or_else(|| session_not_found(&session_id))?;
     principal
         .session_access(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id })
         .map_err(|denied| session_denied(denied, &session_id))?;
@@ -428,6 +420,6 @@ pub fn session_json(record: &SessionRecord) -> Value {
 }
 
 /// The oldest `recorded_at` still inside a retention period, as the RFC 3339 text we store.
-pub fn not_before(tx: &crate::store::WriteTx<'_>, retention_secs: i64) -> String {
-    tx.recorded_at().plus_seconds(-retention_secs).to_rfc3339()
+pub fn not_before(tx: &dyn WriteUnit, retention_secs: i64) -> Timestamp {
+    tx.recorded_at().plus_seconds(-retention_secs)
 }

@@ -4,7 +4,6 @@
 //! recorded in the append-only audit trail in the same transaction.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use crate::config::{MAX_LIMIT, RateLimits};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
-use crate::store::tenants::{self, AuditEntry, TenantRecord};
+use crate::store::{AuditEntry, TenantRecord};
 
 /// Limits an operator sets for one tenant; an absent field means the server default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,9 +85,9 @@ pub struct TenantDirectory {
 
 impl TenantDirectory {
     /// Read every tenant record of the database at `path`.
-    pub fn load(path: &Path) -> Result<TenantDirectory, AppError> {
+    pub fn load(store: &crate::store::Store) -> Result<TenantDirectory, AppError> {
         let directory = TenantDirectory::default();
-        for record in crate::store::read_once(path, tenants::list)? {
+        for record in store.read_now(|reads| reads.tenants())? {
             directory.remember(&record)?;
         }
         Ok(directory)
@@ -189,7 +188,7 @@ pub async fn create(
         .store
         .writer
         .execute(move |tx| {
-            if tenants::get(tx.conn(), &request.tenant_id)?.is_some() {
+            if tx.tenant(&request.tenant_id)?.is_some() {
                 return Err(AppError::new(
                     ErrorCode::TenantExists,
                     format!("tenant `{}` already has a record", request.tenant_id),
@@ -205,12 +204,9 @@ pub async fn create(
                 created_at: now.clone(),
                 updated_at: now.clone(),
             };
-            tenants::insert(tx.conn(), &record)?;
+            tx.insert_tenant(&record)?;
             let details = json!({ "after": view(&record) });
-            tenants::audit(
-                tx.conn(),
-                &audit_entry(&principal, &now, "tenant.created", &record.tenant_id, details, &request_id),
-            )?;
+            tx.audit(&audit_entry(&principal, &now, "tenant.created", &record.tenant_id, details, &request_id))?;
             Ok(record)
         })
         .await?;
@@ -243,8 +239,9 @@ pub async fn update(
     let record = state
         .store
         .writer
-        .execute(move |tx| {
-            let before = tenants::get(tx.conn(), &tenant_id)?
+        .execute(move |tx| -> Result<_, AppError> {
+            let before = tx
+                .tenant(&tenant_id)?
                 .ok_or_else(|| AppError::new(ErrorCode::TenantNotFound, format!("no tenant `{tenant_id}`")))?;
             let now = tx.recorded_at().to_rfc3339();
             let mut after = before.clone();
@@ -262,14 +259,14 @@ pub async fn update(
             }
             after.version += 1;
             after.updated_at = now.clone();
-            tenants::update(tx.conn(), &after)?;
+            tx.update_tenant(&after)?;
             let action = match (before.status.as_str(), after.status.as_str()) {
                 ("active", "suspended") => "tenant.suspended",
                 ("suspended", "active") => "tenant.reactivated",
                 _ => "tenant.updated",
             };
             let details = json!({ "before": view(&before), "after": view(&after) });
-            tenants::audit(tx.conn(), &audit_entry(&principal, &now, action, &tenant_id, details, &request_id))?;
+            tx.audit(&audit_entry(&principal, &now, action, &tenant_id, details, &request_id))?;
             Ok(after)
         })
         .await?;
@@ -280,7 +277,7 @@ pub async fn update(
 /// `GET /v1/operator/tenants/{id}`
 pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> Result<Value, AppError> {
     operator_only(principal)?;
-    let record = state.store.read(move |conn| Ok(tenants::get(conn, &tenant_id)?)).await?;
+    let record = state.store.read(move |conn| conn.tenant(&tenant_id)).await?;
     record
         .map(|record| view(&record))
         .ok_or_else(|| AppError::new(ErrorCode::TenantNotFound, "no tenant record with this id"))
@@ -289,7 +286,7 @@ pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> 
 /// `GET /v1/operator/tenants`
 pub async fn list(state: &AppState, principal: &Principal) -> Result<Value, AppError> {
     operator_only(principal)?;
-    let records = state.store.read(|conn| Ok(tenants::list(conn)?)).await?;
+    let records = state.store.read(|conn| conn.tenants()).await?;
     Ok(json!({ "tenants": records.iter().map(view).collect::<Vec<_>>() }))
 }
 
@@ -307,7 +304,7 @@ pub fn data_map(principal: &Principal) -> Result<Value, AppError> {
 pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limit: u64) -> Result<Value, AppError> {
     operator_only(principal)?;
     let limit = limit.clamp(1, 1000);
-    let entries = state.store.read(move |conn| Ok(tenants::audit_after(conn, after, limit)?)).await?;
+    let entries = state.store.read(move |conn| conn.audit_after(after, limit)).await?;
     let next_after = entries.last().map_or(after, |e| e.audit_id);
     Ok(json!({
         "entries": entries.iter().map(|e| json!({
@@ -356,7 +353,7 @@ pub async fn advance_clock(
             })?;
             let details = json!({ "advanceSeconds": request.advance_seconds, "before": before, "now": now });
             let entry = audit_entry(&principal, &before.to_rfc3339(), "clock.advanced", "clock", details, &request_id);
-            tenants::audit(tx.conn(), &entry)?;
+            tx.audit(&entry)?;
             Ok(json!({ "now": now, "offsetSeconds": clock.offset_millis() / 1000 }))
         })
         .await

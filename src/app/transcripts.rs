@@ -7,7 +7,7 @@ use super::AppState;
 use super::sessions::visible_session;
 use crate::domain::principal::{Ownership, Principal};
 use crate::error::{AppError, ErrorCode};
-use crate::store::{queries, snapshots};
+use crate::store::StoreError;
 
 /// `GET /v1/realtime/sessions/{id}/transcript`: the winning revision of every segment.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
@@ -15,7 +15,9 @@ pub async fn transcript(state: &AppState, principal: &Principal, session_id: Str
     visible_session(state, principal, session_id.clone()).await?;
     let (segments, head) = state
         .store
-        .read(move |conn| Ok((queries::transcript(conn, &session_id)?, queries::stream_head(conn, &session_id)?)))
+        .read(move |conn| -> Result<_, StoreError> {
+            Ok((conn.transcript(&session_id)?, conn.stream_head(&session_id)?))
+        })
         .await?;
     let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
     let segments: Vec<Value> = segments
@@ -51,11 +53,8 @@ pub async fn snapshots(
     visible_session(state, principal, session_id.clone()).await?;
     let (rows, (total, superseded)) = state
         .store
-        .read(move |conn| {
-            Ok((
-                queries::transcript_snapshots(conn, &session_id, after, limit)?,
-                queries::snapshot_stats(conn, &session_id)?,
-            ))
+        .read(move |conn| -> Result<_, StoreError> {
+            Ok((conn.transcript_snapshots(&session_id, after, limit)?, conn.snapshot_stats(&session_id)?))
         })
         .await?;
     let next_after = rows.last().map(|r| r.seq);
@@ -101,8 +100,8 @@ pub async fn compact(
         .writer
         .execute(move |tx| {
             // Strictly before the cutoff; a zero age covers everything recorded up to now.
-            let before = tx.recorded_at().plus_seconds(-older_than_secs).plus_millis(1).to_rfc3339();
-            Ok(snapshots::compact(tx.conn(), &session_id, &before)?)
+            let before = tx.recorded_at().plus_seconds(-older_than_secs).plus_millis(1);
+            tx.compact_snapshots(&session_id, before)
         })
         .await?;
     Ok(json!({ "examined": stats.examined, "deleted": stats.deleted, "kept": stats.kept }))

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use super::harness::{ChildServer, block_on, percentile};
 use crate::domain::principal::Role;
-use crate::store::log;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -181,24 +180,9 @@ pub(super) async fn fill(server: &ChildServer, args: &IngestArgs) -> Result<(Dur
 
 /// Insert the rows the server wrote into a fresh database with the same schema, timed.
 fn baseline(server: &ChildServer, args: &IngestArgs) -> Result<f64, String> {
-    let source = rusqlite::Connection::open(server.database()).map_err(|e| e.to_string())?;
-    let rows: Vec<log::StoredEvent> = source
-        .prepare(&format!("SELECT {} FROM events ORDER BY position", log::SELECT_COLUMNS))
-        .and_then(|mut s| s.query_map([], log::from_row)?.collect())
-        .map_err(|e| e.to_string())?;
-    let path = server.data_dir.join("baseline.db");
     let durability =
         if args.durability == "normal" { crate::config::Durability::Normal } else { crate::config::Durability::Full };
-    let conn = crate::store::open_for_writing(&path, durability, crate::clock::Clock::system().now())
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let mut insert = conn.prepare(log::INSERT).map_err(|e| e.to_string())?;
-    for chunk in rows.chunks(args.batch) {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-        for row in chunk {
-            log::insert(&mut insert, row).map_err(|e| e.to_string())?;
-        }
-        conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
-    }
-    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+    let target = server.data_dir.join("baseline.db");
+    crate::store::sqlite::bench::raw_insert_rate(&server.database(), &target, durability, args.batch)
+        .map_err(|e| e.to_string())
 }

@@ -39,7 +39,7 @@ async fn bench(args: RebuildArgs) -> Result<(), String> {
     let started = Instant::now();
     let replayed = crate::store::rebuild(&database).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
-    let differences = crate::store::projections::diff_against_rebuild(&database).map_err(|e| e.to_string())?;
+    let differences = crate::store::diff_against_rebuild(&database).map_err(|e| e.to_string())?;
     if !differences.is_empty() {
         return Err(format!("the rebuilt projections differ from a fresh replay: {differences:?}"));
     }

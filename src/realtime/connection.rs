@@ -18,7 +18,6 @@ use crate::app::events::{append_checked, caller_class, parse_batch};
 use crate::app::realtime::{self, Opened};
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
-use crate::store::queries;
 
 /// Events read from the store per round trip while catching up.
 const CATCH_UP_CHUNK: u64 = 256;
@@ -174,7 +173,7 @@ impl Connection {
 
     async fn head(&self) -> Result<u64, AppError> {
         let session_id = self.opened.session_id.clone();
-        self.state.store.read(move |conn| Ok(queries::stream_head(conn, &session_id)?)).await
+        Ok(self.state.store.read(move |conn| conn.stream_head(&session_id)).await?)
     }
 
     /// Send everything after `last_sent`, in seq order, until the store has no more.

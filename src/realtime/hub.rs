@@ -11,7 +11,8 @@ use tokio::sync::{broadcast, oneshot, watch};
 use super::protocol::ServerFrame;
 use crate::domain::session::SessionEvent;
 use crate::error::AppError;
-use crate::store::{Appended, Store, queries};
+use crate::store::StoreError;
+use crate::store::{Appended, Store};
 
 /// One event, serialized once as its `event` frame, shared by every connection of the session.
 #[derive(Debug)]
@@ -65,8 +66,9 @@ impl Feed {
 async fn read(store: &Store, session_id: &str, after: u64, limit: u64) -> Result<Vec<Arc<EventFrame>>, AppError> {
     let session_id = session_id.to_owned();
     store
-        .read(move |conn| {
-            Ok(queries::stream_events(conn, &session_id, after, limit)?
+        .read(move |conn| -> Result<_, StoreError> {
+            Ok(conn
+                .stream_events(&session_id, after, limit)?
                 .into_iter()
                 .map(|event| {
                     let terminal = SessionEvent::from_envelope_parts(&event.event_type, &event.payload)
@@ -77,6 +79,7 @@ async fn read(store: &Store, session_id: &str, after: u64, limit: u64) -> Result
                 .collect())
         })
         .await
+        .map_err(AppError::from)
 }
 
 #[derive(Default)]
@@ -152,12 +155,8 @@ impl Hub {
                     tracing::warn!(missed, "realtime hub lagged behind the writer; refreshing heads");
                     let watched: Vec<String> = self.lock().sessions.keys().cloned().collect();
                     let heads = store
-                        .read(move |conn| {
-                            watched.into_iter().map(|s| Ok((queries::stream_head(conn, &s)?, s))).collect::<Result<
-                                Vec<_>,
-                                crate::error::AppError,
-                            >>(
-                            )
+                        .read(move |conn| -> Result<_, StoreError> {
+                            watched.into_iter().map(|s| Ok((conn.stream_head(&s)?, s))).collect::<Result<Vec<_>, _>>()
                         })
                         .await;
                     for (head, session_id) in heads.unwrap_or_default() {

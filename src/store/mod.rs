@@ -1,185 +1,155 @@
-//! The only module that knows rusqlite. The rest of the crate sees a narrow interface: run a
-//! command on the writer, run a query on a reader, verify, rebuild.
+//! The store interface: what the use cases may ask of storage, and nothing more.
+//!
+//! A command runs in a *write unit* (`WriteUnit`): typed appends and typed row operations inside
+//! one transaction, answered after it committed. Queries run on a *read view* (`Reads`). Both hand
+//! out typed rows (`records`), never a connection or SQL. Commits are announced on a feed
+//! (`Appended`) for fan-out. Errors are `StoreError`; the application maps them to its catalog.
+//!
+//! `sqlite` is the embedded backend (the default); no other module names its driver.
 
-mod checkpoint;
 pub mod log;
-pub mod projections;
-pub mod queries;
-mod schema;
-pub mod snapshots;
-pub mod tenants;
-pub mod verify;
-pub mod writer;
+mod records;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+pub use records::*;
+pub use sqlite::{Store, Writer};
 
-use crate::clock::Clock;
-use crate::config::Durability;
+use crate::domain::error::Rejection;
 use crate::domain::time::Timestamp;
-use crate::error::AppError;
-pub use writer::{AppendOutcome, Appended, WriteTx, Writer};
+use log::{Actor, NewEvent, StoredEvent};
 
-/// The connection type queries take; use cases pass it along without knowing what it is.
-pub type Conn = rusqlite::Connection;
+/// Bumped when what the projections hold changes; a database with another version is rebuilt
+/// from the log at start-up.
+pub use sqlite::projections::PROJECTION_VERSION;
+/// Commands that may wait for the writer by default.
+pub use sqlite::writer::QUEUE_CAPACITY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("migration: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    /// A rule the log itself enforces (an eventId reused for other content): the caller's fault.
     #[error("{0}")]
-    Writer(String),
+    Rejected(Rejection),
+    /// The store cannot take the command now (queue full, stopping, commit failed): retry.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable { reason: &'static str, retry_after_secs: Option<u64> },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    /// Anything else the backend reports; not the caller's fault.
+    #[error("{0}")]
+    Backend(String),
 }
 
-fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    let synchronous = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
+/// Read-side queries, on a read view or inside a write unit (where they see its own writes).
+pub trait Reads {
+    fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    fn session_by_room(&self, provider: &str, room: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Newest first, with each row's cursor.
+    fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<(SessionRecord, u64)>, StoreError>;
+    fn participants(&self, session_id: &str) -> Result<Vec<ParticipantRecord>, StoreError>;
+    fn recordings(&self, session_id: &str) -> Result<Vec<RecordingRecord>, StoreError>;
+    /// Sessions of the tenant that are not over.
+    fn open_sessions(&self, tenant_id: &str) -> Result<u64, StoreError>;
+
+    fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError>;
+    fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError>;
+
+    fn transcript(&self, session_id: &str) -> Result<Vec<SegmentRecord>, StoreError>;
+    fn transcript_snapshots(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StoreError>;
+    /// `(snapshots, distinct segments)` of the session.
+    fn snapshot_stats(&self, session_id: &str) -> Result<(u64, u64), StoreError>;
+
+    fn action(&self, tenant_id: &str, action_id: &str) -> Result<Option<ActionRow>, StoreError>;
+    /// The server-written orchestration and safety events of one action, in log order.
+    fn action_history(&self, session_id: &str, action_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    /// `(actions of the session, actions requested since `since`)`.
+    fn action_usage(&self, session_id: &str, since: Timestamp) -> Result<(u64, u64), StoreError>;
+
+    fn connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError>;
+    fn webhook_receipt_exists(&self, webhook_id: &str) -> Result<bool, StoreError>;
+
+    fn tenant(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError>;
+    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    fn audit_after(&self, after: u64, limit: u64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Whether the migrations and projections match this build.
+    fn schema_is_current(&self) -> Result<bool, StoreError>;
 }
 
-/// Open (creating if needed) and migrate the database; rebuild projections whose version changed.
-/// Returns the write connection.
-pub fn open_for_writing(path: &Path, durability: Durability, now: Timestamp) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir { path: dir.to_path_buf(), source })?;
-    }
-    let mut conn = Connection::open(path)?;
-    configure(&conn, durability)?;
-    // The writer touches every live session's pages in the log indexes and projections; a 64 MiB
-    // cache (SQLite's default is 2 MiB) keeps them in memory instead of re-reading the file.
-    conn.pragma_update(None, "cache_size", -64 * 1024)?;
-    schema::migrations().to_latest(&mut conn)?;
-    let epoch = format!("ep_{}", uuid::Uuid::new_v4().simple());
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
-    // Sockets do not survive a restart: their reconnect windows start now.
-    conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now.to_rfc3339()])?;
-    if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
-        let replayed = projections::rebuild(&mut conn)?;
-        tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");
-    }
-    Ok(conn)
+/// One command's view of the open transaction. Everything it does commits or rolls back together;
+/// an `Err` from the command rolls back only that command.
+pub trait WriteUnit: Reads {
+    /// The group's one "now": every event and row this transaction writes carries it.
+    fn recorded_at(&self) -> Timestamp;
+
+    /// Append events to one stream, in order, and update every projection in the same
+    /// transaction. An eventId already in the tenant's log with the same content is an idempotent
+    /// success (its original seq); with other content it is `EVENT_ID_CONFLICT`.
+    fn append(
+        &mut self,
+        tenant_id: &str,
+        stream_id: &str,
+        actor: &Actor,
+        events: Vec<NewEvent>,
+    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError>;
+
+    /// A stored answer for the key, forgetting it first if it was stored before `not_before`.
+    fn idempotent_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+        not_before: Timestamp,
+    ) -> Result<Option<(Vec<u8>, u16, String)>, StoreError>;
+    fn store_idempotent_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+        request_hash: &[u8],
+        status: u16,
+        response: &str,
+    ) -> Result<(), StoreError>;
+
+    fn store_webhook_receipt(&self, receipt: &Receipt<'_>) -> Result<(), StoreError>;
+    /// Forget a bounded number of rows recorded before `cutoff`.
+    fn prune_expired(&self, table: Retained, cutoff: Timestamp) -> Result<usize, StoreError>;
+
+    fn insert_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError>;
+    /// Rotate the resume generation if it is still `expected`; false when another resume won.
+    fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError>;
+    /// Monotonic: lower or repeated acks change nothing.
+    fn record_ack(&self, connection_id: &str, seq: u64) -> Result<(), StoreError>;
+    fn mark_disconnected(&self, connection_id: &str, generation: u64) -> Result<(), StoreError>;
+
+    /// Delete superseded snapshots of the session recorded before `before`.
+    fn compact_snapshots(&self, session_id: &str, before: Timestamp) -> Result<CompactionStats, StoreError>;
+
+    fn insert_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
+    fn update_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
+    /// Append to the audit trail; answers the entry's id.
+    fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
 }
 
-/// Run one query on a fresh read-only connection, outside the pool (start-up only).
-pub fn read_once<T>(path: &Path, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, AppError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
-        .map_err(AppError::internal)?;
-    query(&conn).map_err(AppError::internal)
+/// Check the hash chain and the projections of the database at `path`.
+pub fn verify(database: &Path) -> Result<VerifyReport, StoreError> {
+    Ok(sqlite::verify::verify(database)?)
 }
 
-/// Whether the database's migrations and projections match this build.
-pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
-    let pending = schema::migrations().pending_migrations(conn)?;
-    Ok(pending == 0 && projections::stored_version(conn)? == Some(projections::PROJECTION_VERSION))
-}
-
-impl From<StoreError> for AppError {
-    fn from(err: StoreError) -> Self {
-        AppError::internal(err)
-    }
-}
-
-/// Drop and rebuild the projections of the database at `path`.
-pub fn rebuild(path: &Path) -> Result<u64, StoreError> {
-    let mut conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
-    Ok(projections::rebuild(&mut conn)?)
+/// Drop and rebuild the projections of the database at `path` from its log.
+pub fn rebuild(database: &Path) -> Result<u64, StoreError> {
+    sqlite::rebuild(database)
 }
 
 /// Apply pending migrations and report the resulting version.
-pub fn migrate(path: &Path) -> Result<i64, StoreError> {
-    let conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
-    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+pub fn migrate(database: &Path) -> Result<i64, StoreError> {
+    sqlite::migrate(database)
 }
 
-/// The running store: one writer, a pool of read-only connections.
-#[derive(Clone)]
-pub struct Store {
-    pub writer: Writer,
-    readers: Arc<ReadPool>,
-    epoch: Arc<str>,
-}
-
-impl Store {
-    /// Embedded SQLite serves one process: a claim by any other node is from a process that is gone.
-    pub const EXCLUSIVE: bool = true;
-
-    pub fn open(
-        path: &Path,
-        durability: Durability,
-        queue_capacity: usize,
-        clock: Clock,
-    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let conn = open_for_writing(path, durability, clock.now())?;
-        let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
-        let checkpoints = checkpoint::start(path, durability)?;
-        let (writer, handle) =
-            Writer::start(conn, checkpoints, queue_capacity, clock).map_err(|e| StoreError::Writer(e.to_string()))?;
-        let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
-        Ok((Store { writer, readers, epoch: epoch.into() }, handle))
-    }
-
-    /// Identifies this database's history; a client holding another epoch must reload.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
-    /// Run a read-only query off the async threads, keeping the caller's tracing span.
-    pub async fn read<T, F>(&self, query: F) -> Result<T, AppError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
-    {
-        let readers = self.readers.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let conn = readers.take()?;
-            let result = query(&conn);
-            readers.give_back(conn);
-            result
-        })
-        .await
-        .map_err(AppError::internal)?
-    }
-}
-
-struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReadPool {
-    const MAX_IDLE: usize = 16;
-
-    fn take(&self) -> Result<Connection, AppError> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(conn);
-        }
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(conn)
-    }
-
-    fn give_back(&self, conn: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < Self::MAX_IDLE {
-            idle.push(conn);
-        }
-    }
+/// Projection tables whose live rows differ from a rebuild of the log, with the number of
+/// differing rows (the database is only read).
+pub fn diff_against_rebuild(database: &Path) -> Result<Vec<(String, u64)>, StoreError> {
+    Ok(sqlite::projections::diff_against_rebuild(database)?)
 }

@@ -141,7 +141,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     }
     assert!(accepted > 50, "seed {seed}: the workload should mostly succeed");
 
-    let report = callstream::store::verify::verify(&app.database()).expect("verify");
+    let report = callstream::store::verify(&app.database()).expect("verify");
     assert!(report.is_ok(), "seed {seed}: {report:?}");
 
     // The rebuild command on a consistent copy yields exactly the live rows.
@@ -167,7 +167,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         .expect("open")
         .execute("UPDATE actions SET status = status || '-damaged' WHERE rowid = (SELECT MIN(rowid) FROM actions)", [])
         .expect("sabotage an action");
-    let differences = callstream::store::projections::diff_against_rebuild(&copy).expect("diff");
+    let differences = callstream::store::diff_against_rebuild(&copy).expect("diff");
     assert_eq!(
         differences,
         vec![("sessions".to_owned(), 2), ("actions".to_owned(), 2)],

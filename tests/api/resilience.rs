@@ -125,7 +125,7 @@ async fn projections_of_another_version_are_rebuilt_at_start_up() {
     let conn = rusqlite::Connection::open(&database).expect("open");
     let version: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'projection_version'", [], |r| r.get(0)).expect("version");
-    assert_eq!(version, callstream::store::projections::PROJECTION_VERSION.to_string());
+    assert_eq!(version, callstream::store::PROJECTION_VERSION.to_string());
 }
 
 /// A resume token from another database history (epoch) is refused with EPOCH_CHANGED: the

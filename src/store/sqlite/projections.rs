@@ -9,9 +9,10 @@ use std::borrow::Cow;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
-use super::log::{self, StoredEvent};
+use super::log;
 use crate::domain::action::{self, ActionEvent};
 use crate::domain::session::{self, CreatedPayload, Session, SessionEvent};
+use crate::store::log::StoredEvent;
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
 pub const PROJECTION_VERSION: i64 = 8;

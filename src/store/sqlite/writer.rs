@@ -4,30 +4,26 @@
 //! COMMIT returned.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::checkpoint::Nudge;
-use super::log::{self, Actor, NewEvent, StoredEvent};
+use super::log;
 use super::projections;
 use crate::clock::Clock;
+use crate::domain::error::{ErrorCode, Rejection};
 use crate::domain::time::Timestamp;
-use crate::error::{AppError, ErrorCode};
+use crate::store::log::chain_hash;
+use crate::store::log::{Actor, NewEvent, StoredEvent};
+use crate::store::{AppendOutcome, Appended, StoreError, WriteUnit, WriterStats};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
 /// Commands waiting for the writer before callers are told to back off (the default of
 /// `CALLSTREAM_WRITER_QUEUE_CAPACITY`).
 pub const QUEUE_CAPACITY: usize = 8192;
-
-/// What one group commit appended: the new head seq of every stream it touched. Broadcast after
-/// COMMIT — keys, not payloads: subscribers catch up from the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    pub heads: Arc<Vec<(String, u64)>>,
-}
 
 type Completion = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Completion) + Send>;
@@ -50,15 +46,6 @@ pub struct WriteTx<'a> {
     heads: Vec<(String, u64)>,
 }
 
-/// The outcome of appending one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub event_id: String,
-    pub seq: u64,
-    pub position: u64,
-    pub duplicate: bool,
-}
-
 impl WriteTx<'_> {
     /// Read access to the transaction's state (including this group's earlier, uncommitted commands).
     pub fn conn(&self) -> &Connection {
@@ -79,7 +66,7 @@ impl WriteTx<'_> {
         stream_id: &str,
         actor: &Actor,
         events: Vec<NewEvent>,
-    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), AppError> {
+    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
         let mut head = log::stream_head(self.conn, stream_id)?;
         let mut insert = self.conn.prepare_cached(log::INSERT)?;
         let mut outcomes = Vec::with_capacity(events.len());
@@ -101,7 +88,7 @@ impl WriteTx<'_> {
                 prev_hash: self.tip.hash,
                 hash: [0; 32],
             };
-            candidate.hash = log::chain_hash(&candidate);
+            candidate.hash = chain_hash(&candidate);
             match log::insert(&mut insert, &candidate) {
                 Ok(()) => {
                     head = candidate.seq;
@@ -137,10 +124,10 @@ impl WriteTx<'_> {
         stream_id: &str,
         index: usize,
         candidate: &StoredEvent,
-    ) -> Result<AppendOutcome, AppError> {
+    ) -> Result<AppendOutcome, StoreError> {
         let Some((stream, seq, content_hash)) = log::find_by_event_id(self.conn, tenant_id, &candidate.event_id)?
         else {
-            return Err(AppError::internal_msg("unique violation on events without an eventId match"));
+            return Err(StoreError::Backend("unique violation on events without an eventId match".into()));
         };
         if stream == stream_id && content_hash == candidate.content_hash {
             let position = self.conn.query_row(
@@ -150,11 +137,13 @@ impl WriteTx<'_> {
             )?;
             return Ok(AppendOutcome { event_id: candidate.event_id.clone(), seq, position, duplicate: true });
         }
-        Err(AppError::new(
-            ErrorCode::EventIdConflict,
-            format!("eventId `{}` was already used in this tenant for different content", candidate.event_id),
-        )
-        .with_details(serde_json::json!({ "index": index, "eventId": candidate.event_id })))
+        Err(StoreError::Rejected(
+            Rejection::new(
+                ErrorCode::EventIdConflict,
+                format!("eventId `{}` was already used in this tenant for different content", candidate.event_id),
+            )
+            .with_details(serde_json::json!({ "index": index, "eventId": candidate.event_id })),
+        ))
     }
 }
 
@@ -162,16 +151,6 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _)
         if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
         || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
-
-/// Shared counters for health and metrics.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub alive: AtomicBool,
-    pub groups_committed: AtomicU64,
-    pub commands_committed: AtomicU64,
-    pub last_group_size: AtomicU64,
-    pub events_appended: AtomicU64,
 }
 
 /// A cheap, cloneable handle to the writer thread.
@@ -191,7 +170,7 @@ impl Writer {
         checkpoints: Nudge,
         capacity: usize,
         clock: Clock,
-    ) -> Result<(Writer, std::thread::JoinHandle<()>), AppError> {
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), StoreError> {
         let (position, hash) = log::tip(&conn)?;
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
         let (appended, _) = broadcast::channel(4096);
@@ -209,47 +188,47 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
             .spawn(move || worker.run(receiver))
-            .map_err(AppError::internal)?;
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok((Writer { jobs, capacity: capacity.max(1), appended, stats }, handle))
     }
 
     /// Run `command` inside the next group's transaction and answer after it committed.
     /// An `Err` from the command rolls back only that command.
-    pub async fn execute<T, F>(&self, command: F) -> Result<T, AppError>
+    pub async fn execute<T, E, F>(&self, command: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, AppError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn WriteUnit) -> Result<T, E> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T, AppError>>();
+        let (reply, answer) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |tx| {
             let result = command(tx);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
                 let outcome = match result {
                     Ok(value) if committed => Ok(value),
-                    Ok(_) => {
-                        Err(AppError::new(ErrorCode::ServiceUnavailable, "the write could not be committed; retry"))
+                    Ok(_) => Err(StoreError::Unavailable {
+                        reason: "the write could not be committed",
+                        retry_after_secs: None,
                     }
+                    .into()),
                     Err(err) => Err(err),
                 };
                 let _ = reply.send(outcome);
             });
             (ok, completion)
         });
+        let stopped = || StoreError::Unavailable { reason: "the writer has stopped", retry_after_secs: None };
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(AppError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "the writer queue is full; retry with backoff",
-                )
-                .with_details(serde_json::json!({ "retryAfterSecs": 1 })));
+                return Err(
+                    StoreError::Unavailable { reason: "the writer queue is full", retry_after_secs: Some(1) }.into()
+                );
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(AppError::new(ErrorCode::ServiceUnavailable, "the writer has stopped"));
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped().into()),
         }
-        answer.await.unwrap_or_else(|_| Err(AppError::new(ErrorCode::ServiceUnavailable, "the writer has stopped")))
+        answer.await.unwrap_or_else(|_| Err(stopped().into()))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Appended> {

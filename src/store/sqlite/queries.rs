@@ -3,56 +3,16 @@
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::log::{self, StoredEvent};
+use super::log;
 use crate::domain::action::{Action, ActionState, Claim, Confirmation};
 use crate::domain::canonical::to_canonical_string;
-use crate::domain::session::{ProviderCorrelation, Session, SessionState};
+use crate::domain::session::{Session, SessionState};
 use crate::domain::time::Timestamp;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionRecord {
-    pub session_id: String,
-    pub tenant_id: String,
-    pub owner_id: String,
-    pub title: Option<String>,
-    pub metadata: Option<String>,
-    pub state: SessionState,
-    pub version: u64,
-    pub failure_code: Option<String>,
-    pub provider: Option<String>,
-    pub provider_room_id: Option<String>,
-    pub provider_participant_id: Option<String>,
-    pub provider_call_id: Option<String>,
-    pub room_sid: Option<String>,
-    pub room_state: Option<String>,
-    pub head_seq: u64,
-    pub event_count: u64,
-    pub created_at: String,
-    pub updated_at: String,
-    pub last_event_at: String,
-}
-
-impl SessionRecord {
-    /// The session accepts no new connections, tokens or actions.
-    pub fn is_terminal(&self) -> bool {
-        self.state.is_terminal()
-    }
-
-    /// The lifecycle aggregate this row holds (the projection stored what `evolve` returned).
-    pub fn aggregate(&self) -> Session {
-        Session {
-            state: self.state,
-            version: self.version,
-            provider: ProviderCorrelation {
-                provider: self.provider.clone(),
-                provider_room_id: self.provider_room_id.clone(),
-                provider_participant_id: self.provider_participant_id.clone(),
-                provider_call_id: self.provider_call_id.clone(),
-            },
-            failure_code: self.failure_code.clone(),
-        }
-    }
-}
+use crate::store::log::StoredEvent;
+use crate::store::{
+    ActionRow, ConnectionRecord, IdempotencyScope, ParticipantRecord, Receipt, RecordingRecord, Retained,
+    SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord,
+};
 
 /// Store a session's lifecycle as `evolve` left it.
 pub fn save_lifecycle(
@@ -132,17 +92,6 @@ pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> 
     log::stream_head(conn, stream_id)
 }
 
-/// A stored response for an Idempotency-Key: `(request_hash, status, response)`. A key stored
-/// before `not_before` has expired: it is forgotten and may be used afresh.
-/// Whose Idempotency-Key this is: the caller (tenant and user) on one route.
-#[derive(Debug, Clone, Copy)]
-pub struct IdempotencyScope<'a> {
-    pub tenant_id: &'a str,
-    pub user_id: &'a str,
-    pub route: &'a str,
-    pub key: &'a str,
-}
-
 pub fn idempotent_response(
     conn: &Connection,
     scope: IdempotencyScope<'_>,
@@ -178,29 +127,6 @@ pub fn store_idempotent_response(
     )?
     .execute(rusqlite::params![tenant_id, user_id, route, key, request_hash, status, response, created_at])?;
     Ok(())
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParticipantRecord {
-    pub participant_id: String,
-    pub participant_sid: Option<String>,
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub state: String,
-    pub joined_at: String,
-    pub left_at: Option<String>,
-    pub left_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordingRecord {
-    pub recording_id: String,
-    pub state: String,
-    pub status: Option<String>,
-    pub location: Option<String>,
-    pub error: Option<String>,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
 }
 
 pub fn participants(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<ParticipantRecord>> {
@@ -242,18 +168,6 @@ pub fn recordings(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<R
     .collect()
 }
 
-/// Which sessions a listing covers.
-#[derive(Debug, Clone)]
-pub struct SessionFilter {
-    pub tenant_id: String,
-    /// `Some` restricts to one owner's sessions.
-    pub owner_id: Option<String>,
-    pub state: Option<String>,
-    /// Only sessions created before this log position (the cursor).
-    pub before_position: Option<u64>,
-    pub limit: u64,
-}
-
 /// Newest first; returns the page and each row's `created_position` for the cursor.
 pub fn list_sessions(conn: &Connection, filter: &SessionFilter) -> rusqlite::Result<Vec<(SessionRecord, u64)>> {
     let sql = format!(
@@ -286,16 +200,6 @@ pub fn webhook_receipt_exists(conn: &Connection, webhook_id: &str) -> rusqlite::
         .map(|found| found.is_some())
 }
 
-pub struct Receipt<'a> {
-    pub webhook_id: &'a str,
-    pub event: &'a str,
-    pub room_name: Option<&'a str>,
-    pub session_id: Option<&'a str>,
-    pub outcome: &'a str,
-    pub created_at: i64,
-    pub received_at: &'a str,
-}
-
 pub fn store_webhook_receipt(conn: &Connection, receipt: &Receipt<'_>) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO webhook_receipts (webhook_id, event, room_name, session_id, outcome, created_at, received_at) \
@@ -325,24 +229,6 @@ pub fn prune_expired(conn: &Connection, table: Retained, cutoff: &str) -> rusqli
         "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 64)"
     ))?
     .execute([cutoff])
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Retained {
-    IdempotencyKeys,
-    WebhookReceipts,
-    WsConnections,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionRecord {
-    pub connection_id: String,
-    pub tenant_id: String,
-    pub session_id: String,
-    pub user_id: String,
-    pub acked_seq: u64,
-    pub generation: u64,
-    pub disconnected_at: Option<String>,
 }
 
 pub fn connection(conn: &Connection, connection_id: &str) -> rusqlite::Result<Option<ConnectionRecord>> {
@@ -408,22 +294,6 @@ pub fn mark_disconnected(conn: &Connection, connection_id: &str, generation: u64
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SegmentRecord {
-    pub segment_id: String,
-    pub seq: u64,
-    pub kind: String,
-    pub revision: u64,
-    pub text: String,
-    pub speaker: Option<String>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    pub confidence: Option<f64>,
-    pub language: Option<String>,
-    pub edited_by: Option<String>,
-    pub updated_at: String,
-}
-
 /// The current transcript, in speaking order (start time, then first appearance).
 pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<SegmentRecord>> {
     conn.prepare_cached(
@@ -449,17 +319,6 @@ pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<S
         })
     })?
     .collect()
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotRecord {
-    pub segment_id: String,
-    pub seq: u64,
-    pub kind: String,
-    pub revision: u64,
-    pub text: String,
-    pub recorded_at: String,
-    pub current: bool,
 }
 
 pub fn transcript_snapshots(
@@ -496,15 +355,6 @@ pub fn snapshot_stats(conn: &Connection, session_id: &str) -> rusqlite::Result<(
          FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position WHERE e.stream_id = ?1",
     )?
     .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
-}
-
-/// An action as its projection row holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionRow {
-    pub tenant_id: String,
-    pub action: Action,
-    pub created_at: String,
-    pub updated_at: String,
 }
 
 pub fn action(conn: &Connection, tenant_id: &str, action_id: &str) -> rusqlite::Result<Option<ActionRow>> {

@@ -3,18 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::session::SessionState;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantRecord {
-    pub tenant_id: String,
-    pub name: Option<String>,
-    pub status: String,
-    /// Canonical JSON of `domain::tenant::Quotas`.
-    pub quotas: String,
-    pub version: u64,
-    pub created_at: String,
-    pub updated_at: String,
-}
+use crate::store::{AuditEntry, TenantRecord};
 
 const COLUMNS: &str = "tenant_id, name, status, quotas, version, created_at, updated_at";
 
@@ -80,19 +69,6 @@ pub fn open_sessions(conn: &Connection, tenant_id: &str) -> rusqlite::Result<u64
         terminal.join(", ")
     ))?
     .query_row([tenant_id], |row| row.get(0))
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEntry {
-    pub audit_id: u64,
-    pub at: String,
-    pub actor_id: String,
-    pub actor_tenant: String,
-    pub action: String,
-    pub target: String,
-    /// Canonical JSON.
-    pub details: String,
-    pub request_id: String,
 }
 
 pub fn audit(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<u64> {

@@ -5,30 +5,11 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::log::{self, GENESIS_HASH};
+use super::log;
 use super::projections;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broken {
-    pub position: u64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct VerifyReport {
-    pub events: u64,
-    pub streams: u64,
-    /// The first position where the chain, the positions or a stream's seq go wrong.
-    pub first_broken: Option<Broken>,
-    /// Projection tables that differ from a rebuild, with the number of differing rows.
-    pub projection_differences: Vec<(String, u64)>,
-}
-
-impl VerifyReport {
-    pub fn is_ok(&self) -> bool {
-        self.first_broken.is_none() && self.projection_differences.is_empty()
-    }
-}
+use crate::store::log::GENESIS_HASH;
+use crate::store::log::chain_hash;
+use crate::store::{Broken, VerifyReport};
 
 pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
     let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
@@ -46,7 +27,7 @@ pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
             Some(format!("expected position {expected_position}, found {}", event.position))
         } else if event.prev_hash != previous_hash {
             Some("prev_hash does not match the previous event's hash".to_owned())
-        } else if log::chain_hash(&event) != event.hash {
+        } else if chain_hash(&event) != event.hash {
             Some("hash does not match the event's content".to_owned())
         } else if event.seq != *head + 1 {
             Some(format!("stream {} expected seq {}, found {}", event.stream_id, *head + 1, event.seq))

@@ -3,7 +3,8 @@
 
 use rusqlite::{Connection, params};
 
-use super::log::StoredEvent;
+use crate::store::CompactionStats;
+use crate::store::log::StoredEvent;
 
 /// The statement `record` runs.
 pub const INSERT: &str = "INSERT INTO transcript_snapshots \
@@ -29,13 +30,6 @@ pub fn record(
         event.recorded_at
     ])?;
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CompactionStats {
-    pub examined: u64,
-    pub deleted: u64,
-    pub kept: u64,
 }
 
 /// Delete a session's superseded snapshots recorded before `before` (RFC 3339), keeping every

@@ -44,7 +44,7 @@ pub fn start(path: &Path, durability: Durability) -> Result<Nudge, StoreError> {
     std::thread::Builder::new()
         .name("callstream-checkpoint".into())
         .spawn(move || run(&conn, &nudges))
-        .map_err(|e| StoreError::Writer(format!("cannot start the checkpointer: {e}")))?;
+        .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer: {e}")))?;
     Ok(Nudge(nudge))
 }
 

@@ -1,0 +1,252 @@
+//! The typed rows the store hands out and takes: backend-neutral, no SQL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use crate::domain::action::Action;
+use crate::domain::session::{ProviderCorrelation, Session, SessionState};
+
+// ---- queries
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub tenant_id: String,
+    pub owner_id: String,
+    pub title: Option<String>,
+    pub metadata: Option<String>,
+    pub state: SessionState,
+    pub version: u64,
+    pub failure_code: Option<String>,
+    pub provider: Option<String>,
+    pub provider_room_id: Option<String>,
+    pub provider_participant_id: Option<String>,
+    pub provider_call_id: Option<String>,
+    pub room_sid: Option<String>,
+    pub room_state: Option<String>,
+    pub head_seq: u64,
+    pub event_count: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_event_at: String,
+}
+
+impl SessionRecord {
+    /// The session accepts no new connections, tokens or actions.
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// The lifecycle aggregate this row holds (the projection stored what `evolve` returned).
+    pub fn aggregate(&self) -> Session {
+        Session {
+            state: self.state,
+            version: self.version,
+            provider: ProviderCorrelation {
+                provider: self.provider.clone(),
+                provider_room_id: self.provider_room_id.clone(),
+                provider_participant_id: self.provider_participant_id.clone(),
+                provider_call_id: self.provider_call_id.clone(),
+            },
+            failure_code: self.failure_code.clone(),
+        }
+    }
+}
+
+/// A stored response for an Idempotency-Key: `(request_hash, status, response)`. A key stored
+/// before `not_before` has expired: it is forgotten and may be used afresh.
+/// Whose Idempotency-Key this is: the caller (tenant and user) on one route.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyScope<'a> {
+    pub tenant_id: &'a str,
+    pub user_id: &'a str,
+    pub route: &'a str,
+    pub key: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantRecord {
+    pub participant_id: String,
+    pub participant_sid: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub state: String,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub left_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingRecord {
+    pub recording_id: String,
+    pub state: String,
+    pub status: Option<String>,
+    pub location: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+/// Which sessions a listing covers.
+#[derive(Debug, Clone)]
+pub struct SessionFilter {
+    pub tenant_id: String,
+    /// `Some` restricts to one owner's sessions.
+    pub owner_id: Option<String>,
+    pub state: Option<String>,
+    /// Only sessions created before this log position (the cursor).
+    pub before_position: Option<u64>,
+    pub limit: u64,
+}
+
+pub struct Receipt<'a> {
+    pub webhook_id: &'a str,
+    pub event: &'a str,
+    pub room_name: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub outcome: &'a str,
+    pub created_at: i64,
+    pub received_at: &'a str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Retained {
+    IdempotencyKeys,
+    WebhookReceipts,
+    WsConnections,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub tenant_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub acked_seq: u64,
+    pub generation: u64,
+    pub disconnected_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRecord {
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub speaker: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub confidence: Option<f64>,
+    pub language: Option<String>,
+    pub edited_by: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub recorded_at: String,
+    pub current: bool,
+}
+
+/// An action as its projection row holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub tenant_id: String,
+    pub action: Action,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// ---- snapshots
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactionStats {
+    pub examined: u64,
+    pub deleted: u64,
+    pub kept: u64,
+}
+
+// ---- tenants
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRecord {
+    pub tenant_id: String,
+    pub name: Option<String>,
+    pub status: String,
+    /// Canonical JSON of `domain::tenant::Quotas`.
+    pub quotas: String,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub audit_id: u64,
+    pub at: String,
+    pub actor_id: String,
+    pub actor_tenant: String,
+    pub action: String,
+    pub target: String,
+    /// Canonical JSON.
+    pub details: String,
+    pub request_id: String,
+}
+
+// ---- verify
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub position: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub streams: u64,
+    /// The first position where the chain, the positions or a stream's seq go wrong.
+    pub first_broken: Option<Broken>,
+    /// Projection tables that differ from a rebuild, with the number of differing rows.
+    pub projection_differences: Vec<(String, u64)>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.first_broken.is_none() && self.projection_differences.is_empty()
+    }
+}
+
+// ---- writer
+
+/// What one group commit appended: the new head seq of every stream it touched. Broadcast after
+/// COMMIT — keys, not payloads: subscribers catch up from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub heads: Arc<Vec<(String, u64)>>,
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub event_id: String,
+    pub seq: u64,
+    pub position: u64,
+    pub duplicate: bool,
+}
+
+/// Shared counters for health and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub alive: AtomicBool,
+    pub groups_committed: AtomicU64,
+    pub commands_committed: AtomicU64,
+    pub last_group_size: AtomicU64,
+    pub events_appended: AtomicU64,
+}

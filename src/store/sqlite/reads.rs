@@ -1,0 +1,195 @@
+//! The store interface (`Reads`, `WriteUnit`) over SQLite connections: each method is one typed
+//! query or statement of `queries`, `tenants` or `snapshots`.
+
+use rusqlite::Connection;
+
+use super::{queries, snapshots, tenants};
+use crate::domain::time::Timestamp;
+use crate::store::log::{Actor, NewEvent, StoredEvent};
+use crate::store::{
+    ActionRow, AppendOutcome, AuditEntry, CompactionStats, ConnectionRecord, IdempotencyScope, ParticipantRecord,
+    Reads, Receipt, RecordingRecord, Retained, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
+    TenantRecord, WriteUnit,
+};
+
+/// Something holding a connection: a read view, or the writer's open transaction.
+pub(super) trait HasConnection {
+    fn connection(&self) -> &Connection;
+}
+
+/// A pooled read-only connection, seen through the interface.
+pub(super) struct ReadView<'c>(pub(super) &'c Connection);
+
+impl HasConnection for ReadView<'_> {
+    fn connection(&self) -> &Connection {
+        self.0
+    }
+}
+
+impl<T: HasConnection> Reads for T {
+    fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(queries::session(self.connection(), session_id)?)
+    }
+
+    fn session_by_room(&self, provider: &str, room: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(queries::session_by_room(self.connection(), provider, room)?)
+    }
+
+    fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        Ok(queries::list_sessions(self.connection(), filter)?)
+    }
+
+    fn participants(&self, session_id: &str) -> Result<Vec<ParticipantRecord>, StoreError> {
+        Ok(queries::participants(self.connection(), session_id)?)
+    }
+
+    fn recordings(&self, session_id: &str) -> Result<Vec<RecordingRecord>, StoreError> {
+        Ok(queries::recordings(self.connection(), session_id)?)
+    }
+
+    fn open_sessions(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        Ok(tenants::open_sessions(self.connection(), tenant_id)?)
+    }
+
+    fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError> {
+        Ok(queries::stream_head(self.connection(), stream_id)?)
+    }
+
+    fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(queries::stream_events(self.connection(), stream_id, after, limit)?)
+    }
+
+    fn transcript(&self, session_id: &str) -> Result<Vec<SegmentRecord>, StoreError> {
+        Ok(queries::transcript(self.connection(), session_id)?)
+    }
+
+    fn transcript_snapshots(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        Ok(queries::transcript_snapshots(self.connection(), session_id, after_seq, limit)?)
+    }
+
+    fn snapshot_stats(&self, session_id: &str) -> Result<(u64, u64), StoreError> {
+        Ok(queries::snapshot_stats(self.connection(), session_id)?)
+    }
+
+    fn action(&self, tenant_id: &str, action_id: &str) -> Result<Option<ActionRow>, StoreError> {
+        Ok(queries::action(self.connection(), tenant_id, action_id)?)
+    }
+
+    fn action_history(&self, session_id: &str, action_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(queries::action_history(self.connection(), session_id, action_id)?)
+    }
+
+    fn action_usage(&self, session_id: &str, since: Timestamp) -> Result<(u64, u64), StoreError> {
+        Ok(queries::action_usage(self.connection(), session_id, &since.to_rfc3339())?)
+    }
+
+    fn connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        Ok(queries::connection(HasConnection::connection(self), connection_id)?)
+    }
+
+    fn webhook_receipt_exists(&self, webhook_id: &str) -> Result<bool, StoreError> {
+        Ok(queries::webhook_receipt_exists(self.connection(), webhook_id)?)
+    }
+
+    fn tenant(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        Ok(tenants::get(self.connection(), tenant_id)?)
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        Ok(tenants::list(self.connection())?)
+    }
+
+    fn audit_after(&self, after: u64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(tenants::audit_after(self.connection(), after, limit)?)
+    }
+
+    fn schema_is_current(&self) -> Result<bool, StoreError> {
+        super::schema_is_current(self.connection())
+    }
+}
+
+impl HasConnection for super::WriteTx<'_> {
+    fn connection(&self) -> &Connection {
+        self.conn()
+    }
+}
+
+impl WriteUnit for super::WriteTx<'_> {
+    fn recorded_at(&self) -> Timestamp {
+        super::WriteTx::recorded_at(self)
+    }
+
+    fn append(
+        &mut self,
+        tenant_id: &str,
+        stream_id: &str,
+        actor: &Actor,
+        events: Vec<NewEvent>,
+    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
+        super::WriteTx::append(self, tenant_id, stream_id, actor, events)
+    }
+
+    fn idempotent_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+        not_before: Timestamp,
+    ) -> Result<Option<(Vec<u8>, u16, String)>, StoreError> {
+        Ok(queries::idempotent_response(self.conn(), scope, &not_before.to_rfc3339())?)
+    }
+
+    fn store_idempotent_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+        request_hash: &[u8],
+        status: u16,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.recorded_at().to_rfc3339();
+        Ok(queries::store_idempotent_response(self.conn(), scope, request_hash, status, response, &now)?)
+    }
+
+    fn store_webhook_receipt(&self, receipt: &Receipt<'_>) -> Result<(), StoreError> {
+        Ok(queries::store_webhook_receipt(self.conn(), receipt)?)
+    }
+
+    fn prune_expired(&self, table: Retained, cutoff: Timestamp) -> Result<usize, StoreError> {
+        Ok(queries::prune_expired(self.conn(), table, &cutoff.to_rfc3339())?)
+    }
+
+    fn insert_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+        Ok(queries::insert_connection(self.conn(), record, &self.recorded_at().to_rfc3339())?)
+    }
+
+    fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError> {
+        Ok(queries::rotate_connection(self.conn(), connection_id, expected, &self.recorded_at().to_rfc3339())?)
+    }
+
+    fn record_ack(&self, connection_id: &str, seq: u64) -> Result<(), StoreError> {
+        Ok(queries::record_ack(self.conn(), connection_id, seq)?)
+    }
+
+    fn mark_disconnected(&self, connection_id: &str, generation: u64) -> Result<(), StoreError> {
+        Ok(queries::mark_disconnected(self.conn(), connection_id, generation, &self.recorded_at().to_rfc3339())?)
+    }
+
+    fn compact_snapshots(&self, session_id: &str, before: Timestamp) -> Result<CompactionStats, StoreError> {
+        Ok(snapshots::compact(self.conn(), session_id, &before.to_rfc3339())?)
+    }
+
+    fn insert_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        Ok(tenants::insert(self.conn(), record)?)
+    }
+
+    fn update_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        Ok(tenants::update(self.conn(), record)?)
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        Ok(tenants::audit(self.conn(), entry)?)
+    }
+}
