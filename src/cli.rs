@@ -135,7 +135,7 @@ fn serve(dev: bool) -> ExitCode {
 
 fn print_dev_banner(config: &Config) {
     let mint = |sub: &str, roles: &[Role]| {
-        crate::http::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "dev", roles, 24 * 3600)
+        crate::app::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "dev", roles, 24 * 3600)
             .unwrap_or_else(|e| format!("<{e}>"))
     };
     println!("callstream dev mode");
@@ -220,7 +220,7 @@ fn token(sub: &str, tenant: &str, roles: &[String], ttl_secs: i64, dev: bool) ->
         Ok(config) => config,
         Err(err) => return fail(err),
     };
-    match crate::http::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, tenant, &roles, ttl_secs) {
+    match crate::app::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, tenant, &roles, ttl_secs) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -93,6 +93,10 @@ pub struct EdgeConfig {
     pub rate_limits: RateLimits,
 }
 
+/// Commands that may wait for the writer: enough to absorb a burst of ingest batches while
+/// bounding the memory a stalled writer can pin (`CALLSTREAM_WRITER_QUEUE_CAPACITY`).
+pub const DEFAULT_WRITER_QUEUE_CAPACITY: usize = 8192;
+
 /// The highest value a limit may have: a configured request rate or an operator's quota.
 pub const MAX_LIMIT: u64 = 1_000_000;
 
@@ -288,7 +292,7 @@ impl Config {
             }
         };
         let writer_queue_capacity =
-            bounded(&get, "CALLSTREAM_WRITER_QUEUE_CAPACITY", crate::store::QUEUE_CAPACITY as u64, 1, 1_000_000)?
+            bounded(&get, "CALLSTREAM_WRITER_QUEUE_CAPACITY", DEFAULT_WRITER_QUEUE_CAPACITY as u64, 1, 1_000_000)?
                 as usize;
         let webhook_tolerance_secs = bounded(&get, "CALLSTREAM_WEBHOOK_TOLERANCE_SECS", 300, 1, 3600)?;
         let livekit_token_ttl_secs =

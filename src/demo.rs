@@ -171,7 +171,7 @@ async fn drive() -> Result<(), String> {
 async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
     use reqwest::Method;
     let mint = |sub: &str, roles: &[Role]| {
-        crate::http::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "demo", roles, 3600)
+        crate::app::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "demo", roles, 3600)
             .map_err(|e| e.to_string())
     };
     let (ada, agent) = (mint("ada", &[Role::User])?, mint("stt-agent", &[Role::Service])?);

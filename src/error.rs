@@ -1,8 +1,6 @@
 //! The application error: a domain rejection (4xx with a stable code) or an internal failure
 //! (sanitized 500, cause chain logged).
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use serde_json::Value;
 
 pub use crate::domain::error::{ErrorCode, Rejection, catalog};
@@ -84,26 +82,6 @@ impl From<crate::store::StoreError> for AppError {
             }
             other => AppError::internal(other),
         }
-    }
-}
-
-impl ResponseError for AppError {
-    fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let AppError::Internal(cause) = self {
-            tracing::error!(error = %cause_chain(cause.as_ref()), "internal error");
-        }
-        let request_id = crate::http::request_id::current();
-        let mut response = HttpResponse::build(self.status_code());
-        if let AppError::Rejected(r) = self
-            && let Some(retry) = r.details.as_ref().and_then(|d| d.get("retryAfterSecs")).and_then(Value::as_u64)
-        {
-            response.insert_header(("Retry-After", retry.to_string()));
-        }
-        response.json(self.body(&request_id))
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod domain;
 pub mod error;
@@ -68,21 +69,22 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
-            hub: hub.clone(),
             actions,
             metrics: Default::default(),
-            rate_limiter: Arc::new(http::rate_limit::RateLimiter::new(clock.clone())),
+            rate_limiter: Arc::new(app::rate_limit::RateLimiter::new(clock.clone())),
             clock,
             tenants,
         };
         let commits = store.writer.subscribe();
-        tokio::spawn(hub.run(store, commits));
+        tokio::spawn(hub.clone().run(store, commits));
         let data = web::Data::new(state.clone());
+        let fan_out = web::Data::new(hub.clone());
         let send_buffer = state.config.realtime.socket_send_buffer_bytes as usize;
         let test_clock = state.clock.is_adjustable();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(fan_out.clone())
                 .wrap(from_fn(http::edge::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(|cfg| http::routes::configure(cfg, test_clock))

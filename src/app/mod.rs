@@ -1,11 +1,14 @@
 //! Use cases: load state → decide (domain) → append → answer. One function per use case.
 
+pub mod auth;
 pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
 pub mod orchestration;
+pub mod rate_limit;
 pub mod realtime;
+pub mod resume_token;
 pub mod sessions;
 pub mod tenants;
 pub mod transcripts;
@@ -22,10 +25,9 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
-    pub hub: crate::realtime::hub::Hub,
     pub actions: orchestration::ActionRuntime,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub rate_limiter: Arc<crate::http::rate_limit::RateLimiter>,
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub tenants: Arc<tenants::TenantDirectory>,
     /// The one "now" (the writer holds a clone).
     pub clock: crate::clock::Clock,

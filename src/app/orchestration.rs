@@ -119,7 +119,7 @@ pub async fn execute(state: &AppState, principal: &Principal, request: ExecuteRe
             Ok(lead) => {
                 // The leader runs to completion even if its caller goes away.
                 let (state, principal, request) = (state.clone(), principal.clone(), request.clone());
-                let handle = actix_web::rt::spawn(crate::http::request_id::carry(async move {
+                let handle = actix_web::rt::spawn(crate::context::carry(async move {
                     let _lead = lead;
                     run(&state, &principal, request).await
                 }));

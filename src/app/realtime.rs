@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use super::resume_token::{self as resume, ResumeClaim};
 use super::sessions::{actor_of, visible_session};
 use super::{AppState, session_not_found};
 use crate::domain::envelope::server_event;
@@ -12,7 +13,6 @@ use crate::domain::principal::Principal;
 use crate::domain::session::SessionState;
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
-use crate::realtime::resume::{self, ResumeClaim};
 use crate::store::{ConnectionRecord, Retained, WriteUnit};
 
 /// A connection ready to stream: where to start and the token that resumes it.

@@ -95,7 +95,7 @@ impl ChildServer {
     }
 
     pub fn token(&self, sub: &str, roles: &[Role]) -> Result<String, String> {
-        crate::http::auth::mint(&self.jwt, crate::clock::Clock::system().now(), sub, "bench", roles, 3600)
+        crate::app::auth::mint(&self.jwt, crate::clock::Clock::system().now(), sub, "bench", roles, 3600)
             .map_err(|e| e.to_string())
     }
 

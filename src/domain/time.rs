@@ -1,6 +1,6 @@
 //! Instants as the domain sees them: UTC, millisecond precision, RFC 3339 at the edges.
 //!
-//! Nothing in the domain reads the system time; "now" is always passed in (see `crate::clock`).
+//! Nothing in the domain reads the system time; "now" is always passed in (from the one clock, `src/clock.rs`).
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 pub mod auth;
 pub mod body;
 pub mod edge;
+mod error;
 pub mod handlers;
-pub mod rate_limit;
 pub mod request_id;
 pub mod routes;

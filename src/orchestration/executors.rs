@@ -138,8 +138,8 @@ pub async fn deliver(
         attempts += 1;
         let timestamp = clock.now().unix_seconds();
         let started = Instant::now();
-        let mut request = client.post(&url).timeout(timeout).header("x-request-id", crate::http::request_id::current());
-        if let Some(traceparent) = crate::http::request_id::outbound_traceparent() {
+        let mut request = client.post(&url).timeout(timeout).header("x-request-id", crate::context::current());
+        if let Some(traceparent) = crate::context::outbound_traceparent() {
             request = request.header("traceparent", traceparent);
         }
         let response = request

@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::hub::Feed;
+use super::hub::{Feed, Hub};
 use super::protocol::{ClientFrame, Close, ServerFrame, parse_client_frame};
 use crate::app::AppState;
 use crate::app::events::{append_checked, caller_class, parse_batch};
@@ -29,6 +29,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 pub struct Connection {
     state: AppState,
+    hub: Hub,
     principal: Principal,
     opened: Opened,
     /// Unix seconds when the caller's bearer token expires.
@@ -46,18 +47,18 @@ enum Ending {
 }
 
 impl Connection {
-    pub fn new(state: AppState, principal: Principal, token_expires_at: i64, opened: Opened) -> Connection {
+    pub fn new(state: AppState, hub: Hub, principal: Principal, token_expires_at: i64, opened: Opened) -> Connection {
         let start = opened.replay_from;
-        Connection { state, principal, opened, token_expires_at, last_sent: start, acked: start, known_head: 0 }
+        Connection { state, hub, principal, opened, token_expires_at, last_sent: start, acked: start, known_head: 0 }
     }
 
     pub async fn run(mut self, mut socket: actix_ws::Session, mut incoming: AggregatedMessageStream) {
         let connection_id = self.opened.connection_id.clone();
-        let (registration, mut superseded) = self.state.hub.register(&connection_id);
-        let (mut heads, feed) = self.state.hub.watch(&self.opened.session_id);
+        let (registration, mut superseded) = self.hub.register(&connection_id);
+        let (mut heads, feed) = self.hub.watch(&self.opened.session_id);
         self.state.metrics.ws_opened(self.opened.resumed);
         let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;
-        self.state.hub.unregister(&connection_id, registration);
+        self.hub.unregister(&connection_id, registration);
         let close_code = match &ending {
             Ending::Close(close) => Some(close.code()),
             Ending::Gone => None,
@@ -266,11 +267,8 @@ impl Connection {
                 }
             }
             ClientFrame::Refresh { token } => {
-                match crate::http::auth::authenticate_with_expiry(
-                    &self.state.config.jwt,
-                    &token,
-                    self.state.clock.now(),
-                ) {
+                match crate::app::auth::authenticate_with_expiry(&self.state.config.jwt, &token, self.state.clock.now())
+                {
                     Ok((principal, expires_at))
                         if principal.user_id == self.principal.user_id
                             && principal.tenant_id == self.principal.tenant_id =>

@@ -1,7 +1,6 @@
-//! Realtime clients over WebSocket: the protocol, resume tokens, per-session fan-out, and the
+//! Realtime clients over WebSocket: the protocol, per-session fan-out, and the
 //! connection task (docs/realtime.md).
 
 pub mod connection;
 pub mod hub;
 pub mod protocol;
-pub mod resume;

@@ -23,8 +23,6 @@ use log::{Actor, NewEvent, StoredEvent};
 /// Bumped when what the projections hold changes; a database with another version is rebuilt
 /// from the log at start-up.
 pub use sqlite::projections::PROJECTION_VERSION;
-/// Commands that may wait for the writer by default.
-pub use sqlite::writer::QUEUE_CAPACITY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

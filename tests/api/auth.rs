@@ -1,8 +1,8 @@
 //! The auth matrix: every route × {no token, garbage, bad signature, expired, not yet valid, wrong
 //! aud, wrong iss, unknown role, other tenant, wrong role} → the documented status and code.
 
+use callstream::app::auth::Claims;
 use callstream::domain::principal::Role;
-use callstream::http::auth::Claims;
 use jsonwebtoken::{EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -70,7 +70,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
     let token =
-        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "crash-user", "t1", &[Role::User], 3600)
+        callstream::app::auth::mint(&config.jwt, Clock::system().now(), "crash-user", "t1", &[Role::User], 3600)
             .expect("mint");
     let client = crate::helpers::client_builder().timeout(Duration::from_secs(10)).build().expect("client");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -172,10 +172,10 @@ async fn socket_clients_survive_kill_9() {
     const KILLS: usize = 6;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
-    let owner = callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ws-owner", "t1", &[Role::User], 3600)
+    let owner = callstream::app::auth::mint(&config.jwt, Clock::system().now(), "ws-owner", "t1", &[Role::User], 3600)
         .expect("mint");
     let agent =
-        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ws-agent", "t1", &[Role::Service], 3600)
+        callstream::app::auth::mint(&config.jwt, Clock::system().now(), "ws-agent", "t1", &[Role::Service], 3600)
             .expect("mint");
     let client = crate::helpers::client();
     let published: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -297,7 +297,7 @@ async fn an_action_interrupted_by_kill_9_is_not_run_again() {
     let policy_file = policy_file.display().to_string();
     let overrides = [("CALLSTREAM_POLICY_FILE", policy_file.as_str()), ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "60000")];
     let config = test_config(data_dir.path());
-    let token = callstream::http::auth::mint(&config.jwt, Clock::system().now(), "alice", "t1", &[Role::User], 3600)
+    let token = callstream::app::auth::mint(&config.jwt, Clock::system().now(), "alice", "t1", &[Role::User], 3600)
         .expect("mint");
     let client = crate::helpers::client();
 
@@ -423,7 +423,7 @@ async fn serve_with_the_allowance_routes_the_test_clock() {
     let server = start_with(data_dir.path(), &[("CALLSTREAM_TEST_CLOCK", "1"), ("CALLSTREAM_ALLOW_TEST_CLOCK", "1")]);
     let config = test_config(data_dir.path());
     let operator =
-        callstream::http::auth::mint(&config.jwt, Clock::system().now(), "ops", "t-ops", &[Role::Operator], 600)
+        callstream::app::auth::mint(&config.jwt, Clock::system().now(), "ops", "t-ops", &[Role::Operator], 600)
             .expect("mint");
     let client = crate::helpers::client();
     wait_ready(&client, &server).await;

@@ -5,9 +5,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
+use callstream::app::auth::mint;
 use callstream::config::Config;
 use callstream::domain::principal::Role;
-use callstream::http::auth::mint;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 

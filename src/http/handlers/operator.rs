@@ -7,7 +7,6 @@ use crate::app::{AppState, tenants};
 use crate::domain::principal::Principal;
 use crate::error::AppError;
 use crate::http::body::Json;
-use crate::http::request_id;
 
 /// `GET /v1/operator/tenants`
 pub async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
@@ -20,7 +19,7 @@ pub async fn create(
     principal: Principal,
     Json(body): Json<tenants::CreateTenant>,
 ) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Created().json(tenants::create(&state, &principal, body, request_id::current()).await?))
+    Ok(HttpResponse::Created().json(tenants::create(&state, &principal, body, crate::context::current()).await?))
 }
 
 /// `GET /v1/operator/tenants/{id}`
@@ -39,7 +38,7 @@ pub async fn update(
     id: web::Path<String>,
     Json(body): Json<tenants::UpdateTenant>,
 ) -> Result<HttpResponse, AppError> {
-    let updated = tenants::update(&state, &principal, id.into_inner(), body, request_id::current()).await?;
+    let updated = tenants::update(&state, &principal, id.into_inner(), body, crate::context::current()).await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -49,7 +48,7 @@ pub async fn advance_clock(
     principal: Principal,
     Json(body): Json<tenants::AdvanceClock>,
 ) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(tenants::advance_clock(&state, &principal, body, request_id::current()).await?))
+    Ok(HttpResponse::Ok().json(tenants::advance_clock(&state, &principal, body, crate::context::current()).await?))
 }
 
 /// `GET /v1/governance/data-map`

@@ -7,6 +7,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::http::auth::{authenticate_with_expiry, bearer_token};
 use crate::http::body::{Json, OptionalJson};
 use crate::realtime::connection::{Connection, MAX_FRAME_BYTES};
+use crate::realtime::hub::Hub;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -21,6 +22,7 @@ pub struct WsQuery {
 /// `resumeToken` (resume) or `after` (a new connection starting after that seq).
 pub async fn connect(
     state: web::Data<AppState>,
+    hub: web::Data<Hub>,
     req: HttpRequest,
     body: web::Payload,
     id: web::Path<String>,
@@ -39,7 +41,7 @@ pub async fn connect(
     let opened = realtime::open(&state, &principal, id.into_inner(), resume_token, after).await?;
     let incoming =
         incoming.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
-    let connection = Connection::new(state.get_ref().clone(), principal, expires_at, opened);
+    let connection = Connection::new(state.get_ref().clone(), hub.get_ref().clone(), principal, expires_at, opened);
     actix_web::rt::spawn(connection.run(socket, incoming));
     Ok(response)
 }

@@ -21,9 +21,6 @@ use crate::store::{AppendOutcome, Appended, StoreError, WriteUnit, WriterStats};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
-/// Commands waiting for the writer before callers are told to back off (the default of
-/// `CALLSTREAM_WRITER_QUEUE_CAPACITY`).
-pub const QUEUE_CAPACITY: usize = 8192;
 
 type Completion = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Completion) + Send>;

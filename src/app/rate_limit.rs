@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use actix_web::http::Method;
-
 use crate::clock::Clock;
 use crate::config::RateLimits;
 use crate::domain::time::Timestamp;
@@ -22,15 +20,6 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// `pattern` is the matched route template.
-    pub fn of(method: &Method, pattern: Option<&str>) -> RouteClass {
-        match (method, pattern) {
-            (&Method::POST, Some("/v1/realtime/sessions/{id}/events")) => RouteClass::Ingest,
-            (&Method::GET | &Method::HEAD, _) => RouteClass::Read,
-            _ => RouteClass::Write,
-        }
-    }
-
     fn as_str(self) -> &'static str {
         match self {
             RouteClass::Read => "read",
@@ -113,12 +102,5 @@ mod tests {
         // Other tenants and other classes have their own buckets.
         limiter.check("t2", RouteClass::Write, &LIMITS).expect("another tenant");
         limiter.check("t1", RouteClass::Read, &LIMITS).expect("another class");
-    }
-
-    #[test]
-    fn route_classes() {
-        assert_eq!(RouteClass::of(&Method::POST, Some("/v1/realtime/sessions/{id}/events")), RouteClass::Ingest);
-        assert_eq!(RouteClass::of(&Method::GET, Some("/v1/realtime/sessions/{id}/events")), RouteClass::Read);
-        assert_eq!(RouteClass::of(&Method::POST, Some("/v1/call/sessions")), RouteClass::Write);
     }
 }
