@@ -20,5 +20,6 @@ mod rebuild;
 mod resilience;
 mod sessions;
 mod sink;
+mod store_contract;
 mod verify;
 mod ws;

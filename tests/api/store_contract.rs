@@ -1,0 +1,194 @@
+//! The store contract: what every backend must do, written once against the store interface
+//! (`WriteUnit`, `Reads`, the commit feed) and run for each backend. SQLite runs it today; the
+//! PostgreSQL backend will run the same cases.
+
+use std::path::Path;
+
+use callstream::clock::Clock;
+use callstream::config::Durability;
+use callstream::domain::envelope::server_event;
+use callstream::domain::error::ErrorCode;
+use callstream::domain::event_types::EventType;
+use callstream::domain::ids::SessionId;
+use callstream::store::log::{Actor, NewEvent};
+use callstream::store::{Store, StoreError, WriteUnit};
+use serde_json::{Value, json};
+
+/// Opens a fresh store of one backend in `dir`.
+type Open = fn(&Path) -> Store;
+
+fn sqlite(dir: &Path) -> Store {
+    let (store, _writer) =
+        Store::open(&dir.join("contract.db"), Durability::Normal, 1024, Clock::system()).expect("open sqlite");
+    store
+}
+
+fn event(session: &str, event_type: &str, payload: Value) -> NewEvent {
+    let id = SessionId::parse(session).expect("session id");
+    let event_type = EventType::lookup(event_type).expect("registered");
+    server_event(&id, event_type, payload, "2026-11-24T10:00:00.000Z").expect("valid").into()
+}
+
+fn created(session: &str) -> NewEvent {
+    event(session, "call.session.created", json!({ "ownerId": "alice" }))
+}
+
+fn line(session: &str, segment: &str) -> NewEvent {
+    event(session, "transcript.segment.final", json!({ "segmentId": segment, "revision": 1, "text": "hello" }))
+}
+
+async fn append(store: &Store, session: &str, events: Vec<NewEvent>) -> Result<Vec<(u64, u64, bool)>, StoreError> {
+    let session = session.to_owned();
+    store
+        .writer
+        .execute(move |tx: &mut dyn WriteUnit| {
+            let (outcomes, _) = tx.append("t1", &session, &Actor::system(), events)?;
+            Ok(outcomes.into_iter().map(|o| (o.seq, o.position, o.duplicate)).collect())
+        })
+        .await
+}
+
+async fn head(store: &Store, session: &str) -> u64 {
+    let session = session.to_owned();
+    store.read(move |reads| reads.stream_head(&session)).await.expect("head")
+}
+
+async fn seqs_and_positions_are_gapless_and_dense(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let (a, b) = ("cs_contract_a", "cs_contract_b");
+    append(&store, a, vec![created(a), line(a, "1")]).await.expect("a");
+    append(&store, b, vec![created(b)]).await.expect("b");
+    let more = append(&store, a, vec![line(a, "2"), line(a, "3")]).await.expect("a again");
+    assert_eq!(more.iter().map(|(seq, ..)| *seq).collect::<Vec<_>>(), [3, 4], "per-stream seq continues");
+    assert_eq!(more.iter().map(|(_, position, _)| *position).collect::<Vec<_>>(), [4, 5], "positions are dense");
+    let events = store.read(move |reads| reads.stream_events(a, 0, 100)).await.expect("events");
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    for pair in events.windows(2) {
+        assert!(pair[0].position < pair[1].position, "a stream reads in log order");
+    }
+    assert_eq!(head(&store, b).await, 1);
+}
+
+async fn a_repeat_is_idempotent_and_a_reused_id_conflicts(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let s = "cs_contract_idem";
+    let first = line(s, "1");
+    let original = append(&store, s, vec![created(s), first.clone()]).await.expect("first");
+    let repeat = append(&store, s, vec![first.clone()]).await.expect("repeat");
+    assert_eq!(repeat, [(original[1].0, original[1].1, true)], "the original seq and position, marked duplicate");
+    let mut other = line(s, "other");
+    other.event_id = first.event_id.clone();
+    match append(&store, s, vec![line(s, "9"), other]).await {
+        Err(StoreError::Rejected(rejection)) => assert_eq!(rejection.code, ErrorCode::EventIdConflict),
+        other => panic!("expected EVENT_ID_CONFLICT, got {other:?}"),
+    }
+    assert_eq!(head(&store, s).await, 2, "the rejected batch appended nothing, not even its valid first event");
+}
+
+async fn a_failing_command_rolls_back_alone(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let (doomed, fine) = ("cs_contract_doomed", "cs_contract_fine");
+    let failing = store.writer.execute(move |tx: &mut dyn WriteUnit| -> Result<(), StoreError> {
+        tx.append("t1", doomed, &Actor::system(), vec![created(doomed)])?;
+        Err(StoreError::Backend("the command changed its mind".into()))
+    });
+    let succeeding = append(&store, fine, vec![created(fine)]);
+    let (failed, succeeded) = tokio::join!(failing, succeeding);
+    assert!(failed.is_err());
+    succeeded.expect("a neighbour in the same group still commits");
+    assert_eq!(head(&store, doomed).await, 0);
+    assert!(store.read(move |reads| reads.session(doomed)).await.expect("read").is_none(), "projections too");
+    assert_eq!(head(&store, fine).await, 1);
+}
+
+async fn a_write_unit_reads_its_own_writes_and_projects_inline(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let s = "cs_contract_inline";
+    let (seen, head_inside) = store
+        .writer
+        .execute(move |tx: &mut dyn WriteUnit| -> Result<_, StoreError> {
+            tx.append("t1", s, &Actor::system(), vec![created(s), line(s, "1")])?;
+            Ok((tx.session(s)?.map(|r| (r.owner_id, r.head_seq)), tx.stream_head(s)?))
+        })
+        .await
+        .expect("append");
+    assert_eq!(seen, Some(("alice".to_owned(), 2)));
+    assert_eq!(head_inside, 2);
+    let transcript = store.read(move |reads| reads.transcript(s)).await.expect("transcript");
+    assert_eq!(transcript.len(), 1);
+}
+
+async fn claims_are_exclusive_under_concurrency(open: Open) {
+    // A claim is "read the projection, append only if nobody holds it" inside one write unit;
+    // the store must serialize such units so exactly one of many racers wins.
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let s = "cs_contract_claim";
+    append(&store, s, vec![created(s)]).await.expect("session");
+    let racers = (0..16).map(|n| {
+        store.writer.execute(move |tx: &mut dyn WriteUnit| -> Result<bool, StoreError> {
+            let taken = tx.stream_events(s, 0, 100)?.iter().any(|e| e.event_type == "transcript.segment.final");
+            if taken {
+                return Ok(false);
+            }
+            tx.append("t1", s, &Actor::system(), vec![line(s, &format!("claim-{n}"))])?;
+            Ok(true)
+        })
+    });
+    let winners = futures_util::future::join_all(racers).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(winners, 1);
+    assert_eq!(head(&store, s).await, 2);
+}
+
+async fn the_commit_feed_announces_heads_in_commit_order(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let mut feed = store.writer.subscribe();
+    let s = "cs_contract_feed";
+    append(&store, s, vec![created(s)]).await.expect("one");
+    append(&store, s, vec![line(s, "1"), line(s, "2")]).await.expect("two");
+    let mut announced = Vec::new();
+    while announced.last() != Some(&3) {
+        let commit = tokio::time::timeout(std::time::Duration::from_secs(5), feed.recv())
+            .await
+            .expect("announced")
+            .expect("feed open");
+        announced.extend(commit.heads.iter().filter(|(stream, _)| stream == s).map(|(_, head)| *head));
+    }
+    assert!(announced.windows(2).all(|w| w[0] < w[1]), "heads only grow: {announced:?}");
+    assert_eq!(announced.last(), Some(&head(&store, s).await));
+}
+
+async fn the_chain_verifies_and_projections_equal_a_replay(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    for n in 0..5 {
+        let s = format!("cs_contract_chain{n}");
+        append(&store, &s, vec![created(&s), line(&s, "1"), line(&s, "2")]).await.expect("append");
+    }
+    drop(store);
+    let database = dir.path().join("contract.db");
+    let report = callstream::store::verify(&database).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.events, 15);
+    assert!(callstream::store::diff_against_rebuild(&database).expect("diff").is_empty());
+}
+
+async fn run_contract(open: Open) {
+    seqs_and_positions_are_gapless_and_dense(open).await;
+    a_repeat_is_idempotent_and_a_reused_id_conflicts(open).await;
+    a_failing_command_rolls_back_alone(open).await;
+    a_write_unit_reads_its_own_writes_and_projects_inline(open).await;
+    claims_are_exclusive_under_concurrency(open).await;
+    the_commit_feed_announces_heads_in_commit_order(open).await;
+    the_chain_verifies_and_projections_equal_a_replay(open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_backend_meets_the_store_contract() {
+    run_contract(sqlite).await;
+}
