@@ -1,6 +1,6 @@
 //! Call sessions: create (with Idempotency-Key) and read.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +39,7 @@ pub fn actor_of(principal: &Principal) -> Actor {
     Actor { kind, id: principal.user_id.as_str().to_owned() }
 }
 
-/// `POST /v1/call/sessions`: returns `(status, body)`; a repeat with the same Idempotency-Key and
+/// `POST /v1/call/sessions`: the created session; a repeat with the same Idempotency-Key and
 /// body returns the stored answer, with another body `IDEMPOTENCY_KEY_REUSED`.
 #[tracing::instrument(skip_all, fields(tenant = %principal.tenant_id), err)]
 pub async fn create(
@@ -47,7 +47,7 @@ pub async fn create(
     principal: &Principal,
     request: CreateSession,
     idempotency_key: Option<String>,
-) -> Result<(u16, Value), AppError> {
+) -> Result<SessionView, AppError> {
     principal
         .may_create_sessions()
         .map_err(|_| AppError::new(ErrorCode::ForbiddenRole, "only the user and service roles can create sessions"))?;
@@ -94,7 +94,7 @@ pub async fn create(
             let scope =
                 |key| crate::store::IdempotencyScope { tenant_id: &tenant, user_id: &user, route: CREATE_ROUTE, key };
             if let Some(key) = &idempotency_key
-                && let Some((stored_hash, status, body)) =
+                && let Some((stored_hash, _status, body)) =
                     tx.idempotent_response(scope(key), not_before(tx, retention))?
             {
                 if stored_hash != request_hash {
@@ -103,7 +103,8 @@ pub async fn create(
                         "this Idempotency-Key was already used with a different request body",
                     ));
                 }
-                return Ok((status, serde_json::from_str(&body).map_err(AppError::internal)?));
+                // Only 201 answers are stored; the status is the HTTP edge's to choose.
+                return serde_json::from_str(&body).map_err(AppError::internal);
             }
             if let Some(max) = max_open_sessions
                 && tx.open_sessions(&tenant)? >= max
@@ -121,46 +122,52 @@ pub async fn create(
             tx.append(&tenant, session_id.as_str(), &actor, vec![event.into()])?;
             let body = session_view(tx, session_id.as_str())?;
             if let Some(key) = &idempotency_key {
-                tx.store_idempotent_response(scope(key), &request_hash, 201, &body.to_string())?;
+                let stored = serde_json::to_string(&body).map_err(AppError::internal)?;
+                tx.store_idempotent_response(scope(key), &request_hash, 201, &stored)?;
             }
-            Ok((201, body))
+            Ok(body)
         })
         .await
 }
 
 /// `GET /v1/call/sessions/{id}`: the session with its participants and recordings.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
-pub async fn get(state: &AppState, principal: &Principal, session_id: String) -> Result<Value, AppError> {
+pub async fn get(state: &AppState, principal: &Principal, session_id: String) -> Result<SessionView, AppError> {
     visible_session(state, principal, session_id.clone()).await?;
     state.store.read(move |conn| session_view(conn, &session_id)).await
 }
 
 /// The full view of a session, read through `conn` (a reader, or the write transaction).
-pub fn session_view(conn: &dyn crate::store::Reads, session_id: &str) -> Result<Value, AppError> {
+pub fn session_view(conn: &dyn crate::store::Reads, session_id: &str) -> Result<SessionView, AppError> {
     let record = conn.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
-    let mut view = session_json(&record);
-    view["participants"] = conn
+    let participants = conn
         .participants(session_id)?
         .into_iter()
-        .map(|p| {
-            json!({
-                "participantId": p.participant_id, "participantSid": p.participant_sid, "name": p.name,
-                "kind": p.kind, "state": p.state, "joinedAt": p.joined_at, "leftAt": p.left_at,
-                "leftReason": p.left_reason,
-            })
+        .map(|p| ParticipantView {
+            participant_id: p.participant_id,
+            participant_sid: p.participant_sid,
+            name: p.name,
+            kind: p.kind,
+            state: p.state,
+            joined_at: p.joined_at,
+            left_at: p.left_at,
+            left_reason: p.left_reason,
         })
         .collect();
-    view["recordings"] = conn
+    let recordings = conn
         .recordings(session_id)?
         .into_iter()
-        .map(|r| {
-            json!({
-                "recordingId": r.recording_id, "state": r.state, "status": r.status, "location": r.location,
-                "error": r.error, "startedAt": r.started_at, "endedAt": r.ended_at,
-            })
+        .map(|r| RecordingView {
+            recording_id: r.recording_id,
+            state: r.state,
+            status: r.status,
+            location: r.location,
+            error: r.error,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
         })
         .collect();
-    Ok(view)
+    Ok(SessionView { session: SessionSummary::from(&record), participants, recordings })
 }
 
 pub const MAX_LIST_LIMIT: u64 = 100;
@@ -175,7 +182,7 @@ pub async fn list(
     limit: Option<u64>,
     cursor: Option<String>,
     state_filter: Option<String>,
-) -> Result<Value, AppError> {
+) -> Result<SessionPage, AppError> {
     use crate::domain::principal::Role;
     let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
@@ -205,8 +212,7 @@ pub async fn list(
     } else {
         None
     };
-    let sessions: Vec<Value> = rows.iter().map(|(record, _)| session_json(record)).collect();
-    Ok(json!({ "sessions": sessions, "nextCursor": next_cursor }))
+    Ok(SessionPage { sessions: rows.iter().map(|(record, _)| SessionSummary::from(record)).collect(), next_cursor })
 }
 
 const CURSOR_PREFIX: &str = "cs1.";
@@ -273,7 +279,7 @@ pub async fn transition(
     principal: &Principal,
     session_id: String,
     request: TransitionRequest,
-) -> Result<Value, AppError> {
+) -> Result<SessionView, AppError> {
     let to = SessionState::parse(&request.to).ok_or_else(|| {
         AppError::new(ErrorCode::ValidationFailed, "`to` must be one of created, connecting, active, ended, failed")
     })?;
@@ -311,7 +317,7 @@ pub async fn link_provider(
     principal: &Principal,
     session_id: String,
     request: ProviderRequest,
-) -> Result<Value, AppError> {
+) -> Result<SessionView, AppError> {
     let correlation = ProviderCorrelation {
         provider: Some(request.provider),
         provider_room_id: request.provider_room_id,
@@ -329,7 +335,7 @@ async fn run_session_command(
     principal: &Principal,
     session_id: String,
     command: SessionCommand,
-) -> Result<Value, AppError> {
+) -> Result<SessionView, AppError> {
     let principal = principal.clone();
     state
         .store
@@ -394,29 +400,96 @@ pub async fn visible_session(
     Ok(record)
 }
 
-pub fn session_json(record: &SessionRecord) -> Value {
-    json!({
-        "sessionId": record.session_id,
-        "tenantId": record.tenant_id,
-        "ownerId": record.owner_id,
-        "title": record.title,
-        "metadata": record.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
-        "state": record.state,
-        "version": record.version,
-        "failureCode": record.failure_code,
-        "provider": {
-            "provider": record.provider,
-            "providerRoomId": record.provider_room_id,
-            "providerParticipantId": record.provider_participant_id,
-            "providerCallId": record.provider_call_id,
-        },
-        "room": { "sid": record.room_sid, "state": record.room_state },
-        "headSeq": record.head_seq,
-        "eventCount": record.event_count,
-        "createdAt": record.created_at,
-        "updatedAt": record.updated_at,
-        "lastEventAt": record.last_event_at,
-    })
+/// A session as lists show it (`GET /v1/call/sessions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub tenant_id: String,
+    pub owner_id: String,
+    pub title: Option<String>,
+    pub metadata: Option<Value>,
+    pub state: SessionState,
+    pub version: u64,
+    pub failure_code: Option<String>,
+    pub provider: ProviderCorrelation,
+    pub room: RoomView,
+    pub head_seq: u64,
+    pub event_count: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_event_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomView {
+    pub sid: Option<String>,
+    pub state: Option<String>,
+}
+
+/// A session with its participants and recordings (`GET /v1/call/sessions/{id}`, and the answer
+/// of every session command).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub session: SessionSummary,
+    pub participants: Vec<ParticipantView>,
+    pub recordings: Vec<RecordingView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantView {
+    pub participant_id: String,
+    pub participant_sid: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub state: String,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub left_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingView {
+    pub recording_id: String,
+    pub state: String,
+    pub status: Option<String>,
+    pub location: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+/// A page of sessions, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPage {
+    pub sessions: Vec<SessionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+impl From<&SessionRecord> for SessionSummary {
+    fn from(record: &SessionRecord) -> Self {
+        SessionSummary {
+            session_id: record.session_id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            owner_id: record.owner_id.clone(),
+            title: record.title.clone(),
+            metadata: record.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+            state: record.state,
+            version: record.version,
+            failure_code: record.failure_code.clone(),
+            provider: record.aggregate().provider,
+            room: RoomView { sid: record.room_sid.clone(), state: record.room_state.clone() },
+            head_seq: record.head_seq,
+            event_count: record.event_count,
+            created_at: record.created_at.clone(),
+            updated_at: record.updated_at.clone(),
+            last_event_at: record.last_event_at.clone(),
+        }
+    }
 }
 
 /// The oldest `recorded_at` still inside a retention period, as the RFC 3339 text we store.

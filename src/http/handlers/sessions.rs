@@ -1,4 +1,3 @@
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::app::{AppState, sessions};
@@ -14,8 +13,7 @@ pub async fn create(
     Json(body): Json<sessions::CreateSession>,
 ) -> Result<HttpResponse, AppError> {
     let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
-    let (status, body) = sessions::create(&state, &principal, body, key).await?;
-    Ok(HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED)).json(body))
+    Ok(HttpResponse::Created().json(sessions::create(&state, &principal, body, key).await?))
 }
 
 /// `GET /v1/call/sessions/{id}`
