@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -71,8 +71,46 @@ pub struct DecisionRequest {
     pub decision: String,
 }
 
-fn answer(action_id: &str, ack: &Ack) -> Value {
-    json!({ "actionId": action_id, "ack": ack })
+/// What `execute` answers (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionAnswer {
+    pub action_id: String,
+    pub ack: Ack,
+}
+
+fn answer(action_id: &str, ack: &Ack) -> ActionAnswer {
+    ActionAnswer { action_id: action_id.to_owned(), ack: ack.clone() }
+}
+
+/// What the owner's decision answers: a confirmation token to run the action with, or the
+/// blocked ack.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "camelCase")]
+pub enum DecisionAnswer {
+    #[serde(rename = "approve", rename_all = "camelCase")]
+    Approved { action_id: String, confirmation_token: String, expires_at: String },
+    #[serde(rename = "reject", rename_all = "camelCase")]
+    Rejected { action_id: String, ack: Ack },
+}
+
+/// `GET /v1/orchestration/actions/{actionId}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    pub action_id: String,
+    pub session_id: String,
+    #[serde(rename = "type")]
+    pub action_type: String,
+    pub params: Map<String, Value>,
+    pub status: ActionState,
+    /// Present once there is an answer: pending, or final.
+    pub ack: Option<Ack>,
+    pub requested_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every orchestration and safety event about the action, in log order (the served form).
+    pub history: Vec<Value>,
 }
 
 /// Removes the in-flight entry and wakes waiters however the leader ends (even if cancelled).
@@ -91,7 +129,11 @@ impl Drop for Lead {
 
 /// `POST /v1/orchestration/actions/execute`.
 #[tracing::instrument(skip_all, fields(action_id = %request.action_id), err)]
-pub async fn execute(state: &AppState, principal: &Principal, request: ExecuteRequest) -> Result<Value, AppError> {
+pub async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    request: ExecuteRequest,
+) -> Result<ActionAnswer, AppError> {
     EventId::parse(&request.action_id)
         .map_err(|why| AppError::new(ErrorCode::ValidationFailed, format!("`actionId` {why}")))?;
     SessionId::parse(&request.session_id).map_err(|_| session_not_found(&request.session_id))?;
@@ -139,7 +181,7 @@ enum Began {
     Run(Executor),
 }
 
-async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -> Result<Value, AppError> {
+async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -> Result<ActionAnswer, AppError> {
     let presented = match &request.confirmation_token {
         None => None,
         Some(token) => {
@@ -315,7 +357,11 @@ fn finish(tx: &mut dyn WriteUnit, c: &Context, outcome: Option<Outcome>) -> Resu
 /// `POST /v1/actions/decision`: the session owner approves (→ a single-use confirmation token) or
 /// rejects (→ blocked for good).
 #[tracing::instrument(skip_all, fields(action_id = %request.action_id), err)]
-pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRequest) -> Result<Value, AppError> {
+pub async fn decide(
+    state: &AppState,
+    principal: &Principal,
+    request: DecisionRequest,
+) -> Result<DecisionAnswer, AppError> {
     let approve = match request.decision.as_str() {
         "approve" => true,
         "reject" => false,
@@ -360,15 +406,14 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
                             nonce: confirmation.id.clone(),
                         },
                     );
-                    Ok(json!({
-                        "actionId": decided.action_id,
-                        "decision": "approve",
-                        "confirmationToken": token,
-                        "expiresAt": confirmation.expires_at.to_rfc3339_seconds(),
-                    }))
+                    Ok(DecisionAnswer::Approved {
+                        action_id: decided.action_id.clone(),
+                        confirmation_token: token,
+                        expires_at: confirmation.expires_at.to_rfc3339_seconds(),
+                    })
                 }
                 (None, true) => Err(AppError::internal_msg("an approval without a confirmation")),
-                (_, false) => Ok(json!({ "actionId": decided.action_id, "decision": "reject", "ack": decided.ack })),
+                (_, false) => Ok(DecisionAnswer::Rejected { action_id: decided.action_id, ack: decided.ack }),
             }
         })
         .await
@@ -376,7 +421,7 @@ pub async fn decide(state: &AppState, principal: &Principal, request: DecisionRe
 
 /// `GET /v1/orchestration/actions/{actionId}`: the action and its whole history.
 #[tracing::instrument(skip_all, fields(action_id = %action_id), err)]
-pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> Result<Value, AppError> {
+pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> Result<ActionView, AppError> {
     let tenant = principal.tenant_id.as_str().to_owned();
     let lookup = action_id.clone();
     let found = state
@@ -394,19 +439,19 @@ pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> 
     principal
         .session_access(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|_| not_found())?;
-    let action = &row.action;
-    // An ack exists once there is an answer: pending, or final. While running there is none yet.
+    let action = row.action;
+    // While running there is no answer yet.
     let answered = action.state.is_final() || action.state == ActionState::PendingConfirmation;
-    Ok(json!({
-        "actionId": action.action_id,
-        "sessionId": action.session_id,
-        "type": action.action_type,
-        "params": action.params,
-        "status": action.state.as_str(),
-        "ack": answered.then_some(&action.ack),
-        "requestedBy": action.requested_by,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
-        "history": history.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
-    }))
+    Ok(ActionView {
+        ack: answered.then_some(action.ack),
+        action_id: action.action_id,
+        session_id: action.session_id,
+        action_type: action.action_type,
+        params: action.params,
+        status: action.state,
+        requested_by: action.requested_by,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        history: history.iter().map(|e| e.to_json()).collect(),
+    })
 }
