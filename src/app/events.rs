@@ -1,5 +1,6 @@
 //! Realtime event ingest (atomic batches) and replay.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::sessions::{actor_of, visible_session};
@@ -83,15 +84,53 @@ pub async fn ingest(
     principal: &Principal,
     session_id: String,
     raw: Vec<Value>,
-) -> Result<Value, AppError> {
+) -> Result<IngestAnswer, AppError> {
     let events = parse_batch(&session_id, raw, caller_class(principal))?;
     let outcomes = append_checked(state, principal, session_id, events).await?;
-    let head = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
-    let results: Vec<Value> = outcomes
+    let head_seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+    let results = outcomes
         .into_iter()
-        .map(|o| json!({ "eventId": o.event_id, "seq": o.seq, "position": o.position, "duplicate": o.duplicate }))
+        .map(|o| EventResult { event_id: o.event_id, seq: o.seq, position: o.position, duplicate: o.duplicate })
         .collect();
-    Ok(json!({ "results": results, "headSeq": head }))
+    Ok(IngestAnswer { results, head_seq })
+}
+
+/// What ingest answers: each event's place in the log, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestAnswer {
+    pub results: Vec<EventResult>,
+    pub head_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventResult {
+    pub event_id: String,
+    pub seq: u64,
+    pub position: u64,
+    /// An idempotent repeat: the original's seq and position, nothing appended.
+    pub duplicate: bool,
+}
+
+/// A page of a session's log in seq order, with where to continue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayPage {
+    /// The served form of each event (SPEC §2).
+    pub events: Vec<Value>,
+    pub diagnostics: ReplayDiagnostics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayDiagnostics {
+    pub after: u64,
+    pub limit: u64,
+    pub returned: usize,
+    pub head_seq: u64,
+    pub next_after: u64,
+    pub has_more: bool,
+    pub epoch: String,
 }
 
 /// Append validated events to a session after checking, inside the write transaction, that the
@@ -129,7 +168,7 @@ pub async fn replay(
     session_id: String,
     after: u64,
     limit: u64,
-) -> Result<Value, AppError> {
+) -> Result<ReplayPage, AppError> {
     visible_session(state, principal, session_id.clone()).await?;
     let (events, head) = state
         .store
@@ -141,16 +180,16 @@ pub async fn replay(
         .await?;
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
     let returned = events.len();
-    Ok(json!({
-        "events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
-        "diagnostics": {
-            "after": after,
-            "limit": limit,
-            "returned": returned,
-            "headSeq": head,
-            "nextAfter": next_after,
-            "hasMore": next_after < head,
-            "epoch": state.store.epoch(),
-        }
-    }))
+    Ok(ReplayPage {
+        events: events.iter().map(|e| e.to_json()).collect(),
+        diagnostics: ReplayDiagnostics {
+            after,
+            limit,
+            returned,
+            head_seq: head,
+            next_after,
+            has_more: next_after < head,
+            epoch: state.store.epoch().to_owned(),
+        },
+    })
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use livekit_api::access_token::TokenVerifier;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::sessions::{append_session_events, load_for_write, visible_session};
 use super::{AppState, session_denied};
@@ -36,7 +35,7 @@ pub async fn issue_token(
     principal: &Principal,
     session_id: String,
     request: TokenRequest,
-) -> Result<Value, AppError> {
+) -> Result<JoinToken, AppError> {
     let ttl = request.ttl_secs.unwrap_or(state.config.livekit_token_ttl_secs);
     if !(60..=MAX_LIVEKIT_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(AppError::new(
@@ -56,13 +55,24 @@ pub async fn issue_token(
     let jwt = token::mint_join_token(&state.config.livekit, &room, identity, Duration::from_secs(ttl))?;
     // LiveKit's SDK stamps the JWT's own `nbf`/`exp` from the system time; what we answer uses ours.
     let expires_at = state.clock.now().plus_seconds(ttl as i64);
-    Ok(json!({
-        "token": jwt,
-        "url": state.config.livekit.url,
-        "room": room,
-        "identity": identity,
-        "expiresAt": expires_at.to_rfc3339_seconds(),
-    }))
+    Ok(JoinToken {
+        token: jwt,
+        url: state.config.livekit.url.clone(),
+        room,
+        identity: identity.to_owned(),
+        expires_at: expires_at.to_rfc3339_seconds(),
+    })
+}
+
+/// A LiveKit access token for the session's room.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinToken {
+    pub token: String,
+    pub url: String,
+    pub room: String,
+    pub identity: String,
+    pub expires_at: String,
 }
 
 /// Persist the session ↔ room mapping on first use (room = session id); stable afterwards.

@@ -1,7 +1,7 @@
 //! Realtime connections as seen by the store: open or resume (rotating the resume token), acks,
 //! disconnects, and `POST /v1/call/sessions/{id}/reconnect`.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::resume_token::{self as resume, ResumeClaim};
 use super::sessions::{actor_of, visible_session};
@@ -193,6 +193,17 @@ fn resume_in_tx(
     })
 }
 
+/// Where and how to resume: the rotated token, the server-side checkpoint, the socket's URL.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconnect {
+    pub resume_token: String,
+    pub replay_from: u64,
+    pub epoch: String,
+    pub connection_id: String,
+    pub ws_url: String,
+}
+
 /// `POST /v1/call/sessions/{id}/reconnect` `{resumeToken}` → `{resumeToken, replayFrom, epoch, wsUrl}`.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
 pub async fn reconnect(
@@ -200,19 +211,19 @@ pub async fn reconnect(
     principal: &Principal,
     session_id: String,
     token: String,
-) -> Result<Value, AppError> {
+) -> Result<Reconnect, AppError> {
     let session = visible_session(state, principal, session_id.clone()).await?;
     if session.is_terminal() {
         return Err(terminated(&session_id, session.state));
     }
     let opened = resume(state, principal, session_id, &token, false).await?;
-    Ok(json!({
-        "resumeToken": opened.resume_token,
-        "replayFrom": opened.replay_from,
-        "epoch": state.store.epoch(),
-        "connectionId": opened.connection_id,
-        "wsUrl": format!("/v1/realtime/sessions/{}/ws?resumeToken={}", opened.session_id, opened.resume_token),
-    }))
+    Ok(Reconnect {
+        ws_url: format!("/v1/realtime/sessions/{}/ws?resumeToken={}", opened.session_id, opened.resume_token),
+        resume_token: opened.resume_token,
+        replay_from: opened.replay_from,
+        epoch: state.store.epoch().to_owned(),
+        connection_id: opened.connection_id,
+    })
 }
 
 /// Persist a checkpoint; an ack beyond the head is refused.

@@ -1,7 +1,6 @@
 //! The transcript of a session, its snapshot history, and retention compaction.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::sessions::visible_session;
@@ -11,7 +10,11 @@ use crate::store::StoreError;
 
 /// `GET /v1/realtime/sessions/{id}/transcript`: the winning revision of every segment.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
-pub async fn transcript(state: &AppState, principal: &Principal, session_id: String) -> Result<Value, AppError> {
+pub async fn transcript(
+    state: &AppState,
+    principal: &Principal,
+    session_id: String,
+) -> Result<TranscriptView, AppError> {
     visible_session(state, principal, session_id.clone()).await?;
     let (segments, head) = state
         .store
@@ -20,17 +23,88 @@ pub async fn transcript(state: &AppState, principal: &Principal, session_id: Str
         })
         .await?;
     let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-    let segments: Vec<Value> = segments
+    let segments = segments
         .into_iter()
-        .map(|s| {
-            json!({
-                "segmentId": s.segment_id, "seq": s.seq, "kind": s.kind, "revision": s.revision, "text": s.text,
-                "speaker": s.speaker, "startMs": s.start_ms, "endMs": s.end_ms, "confidence": s.confidence,
-                "language": s.language, "editedBy": s.edited_by, "updatedAt": s.updated_at,
-            })
+        .map(|s| SegmentView {
+            segment_id: s.segment_id,
+            seq: s.seq,
+            kind: s.kind,
+            revision: s.revision,
+            text: s.text,
+            speaker: s.speaker,
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+            confidence: s.confidence,
+            language: s.language,
+            edited_by: s.edited_by,
+            updated_at: s.updated_at,
         })
         .collect();
-    Ok(json!({ "segments": segments, "text": text, "headSeq": head, "epoch": state.store.epoch() }))
+    Ok(TranscriptView { segments, text, head_seq: head, epoch: state.store.epoch().to_owned() })
+}
+
+/// The current transcript: every segment's winning revision, and the text they make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptView {
+    pub segments: Vec<SegmentView>,
+    pub text: String,
+    pub head_seq: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentView {
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub speaker: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub confidence: Option<f64>,
+    pub language: Option<String>,
+    pub edited_by: Option<String>,
+    pub updated_at: String,
+}
+
+/// A page of the transcript's snapshot history, in seq order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPage {
+    pub snapshots: Vec<SnapshotView>,
+    pub next_after: Option<u64>,
+    pub stats: SnapshotStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotView {
+    pub segment_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub revision: u64,
+    pub text: String,
+    pub recorded_at: String,
+    /// Whether this is its segment's current revision (never compacted).
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotStats {
+    pub snapshots: u64,
+    pub superseded: u64,
+    pub current: u64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompactionAnswer {
+    pub examined: u64,
+    pub deleted: u64,
+    pub kept: u64,
 }
 
 pub const MAX_SNAPSHOT_LIMIT: u64 = 1000;
@@ -43,7 +117,7 @@ pub async fn snapshots(
     session_id: String,
     after: u64,
     limit: u64,
-) -> Result<Value, AppError> {
+) -> Result<SnapshotPage, AppError> {
     if !(1..=MAX_SNAPSHOT_LIMIT).contains(&limit) {
         return Err(AppError::new(
             ErrorCode::QueryInvalid,
@@ -58,20 +132,23 @@ pub async fn snapshots(
         })
         .await?;
     let next_after = rows.last().map(|r| r.seq);
-    let snapshots: Vec<Value> = rows
+    let snapshots = rows
         .into_iter()
-        .map(|r| {
-            json!({
-                "segmentId": r.segment_id, "seq": r.seq, "kind": r.kind,
-                "revision": r.revision, "text": r.text, "recordedAt": r.recorded_at, "current": r.current,
-            })
+        .map(|r| SnapshotView {
+            segment_id: r.segment_id,
+            seq: r.seq,
+            kind: r.kind,
+            revision: r.revision,
+            text: r.text,
+            recorded_at: r.recorded_at,
+            current: r.current,
         })
         .collect();
-    Ok(json!({
-        "snapshots": snapshots,
-        "nextAfter": next_after,
-        "stats": { "snapshots": total, "superseded": superseded, "current": total - superseded },
-    }))
+    Ok(SnapshotPage {
+        snapshots,
+        next_after,
+        stats: SnapshotStats { snapshots: total, superseded, current: total - superseded },
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,7 +166,7 @@ pub async fn compact(
     principal: &Principal,
     session_id: String,
     request: CompactRequest,
-) -> Result<Value, AppError> {
+) -> Result<CompactionAnswer, AppError> {
     let record = visible_session(state, principal, session_id.clone()).await?;
     principal.session_access(Ownership { tenant_id: &record.tenant_id, owner_id: &record.owner_id }).map_err(|_| {
         AppError::new(ErrorCode::ForbiddenRole, "your roles do not allow compacting this session's snapshots")
@@ -104,5 +181,5 @@ pub async fn compact(
             tx.compact_snapshots(&session_id, before)
         })
         .await?;
-    Ok(json!({ "examined": stats.examined, "deleted": stats.deleted, "kept": stats.kept }))
+    Ok(CompactionAnswer { examined: stats.examined, deleted: stats.deleted, kept: stats.kept })
 }
