@@ -14,6 +14,7 @@ use crate::clock::MAX_ADVANCE_SECS;
 use crate::config::{MAX_LIMIT, RateLimits};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::principal::{Principal, Role};
+use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::store::{AuditEntry, TenantRecord};
 
@@ -115,16 +116,69 @@ fn operator_only(principal: &Principal) -> Result<(), AppError> {
     }
 }
 
-fn view(record: &TenantRecord) -> Value {
-    json!({
-        "tenantId": record.tenant_id,
-        "name": record.name,
-        "status": record.status,
-        "quotas": serde_json::from_str::<Value>(&record.quotas).unwrap_or(Value::Null),
-        "version": record.version,
-        "createdAt": record.created_at,
-        "updatedAt": record.updated_at,
-    })
+/// A tenant's record as operators see it (and as the audit trail records it before and after).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub tenant_id: String,
+    pub name: Option<String>,
+    pub status: String,
+    pub quotas: Value,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn view(record: &TenantRecord) -> TenantView {
+    TenantView {
+        tenant_id: record.tenant_id.clone(),
+        name: record.name.clone(),
+        status: record.status.clone(),
+        quotas: serde_json::from_str::<Value>(&record.quotas).unwrap_or(Value::Null),
+        version: record.version,
+        created_at: record.created_at.clone(),
+        updated_at: record.updated_at.clone(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+}
+
+/// A page of the audit trail, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub entries: Vec<AuditView>,
+    pub next_after: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub audit_id: u64,
+    pub at: String,
+    pub actor: AuditActor,
+    pub action: String,
+    pub target: String,
+    pub details: Value,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditActor {
+    pub user_id: String,
+    pub tenant_id: String,
+}
+
+/// Where the test clock now stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockAnswer {
+    pub now: Timestamp,
+    pub offset_seconds: i64,
 }
 
 fn valid_tenant_id(id: &str) -> bool {
@@ -174,7 +228,7 @@ pub async fn create(
     principal: &Principal,
     request: CreateTenant,
     request_id: String,
-) -> Result<Value, AppError> {
+) -> Result<TenantView, AppError> {
     operator_only(principal)?;
     if !valid_tenant_id(&request.tenant_id) {
         return Err(AppError::new(
@@ -221,7 +275,7 @@ pub async fn update(
     tenant_id: String,
     request: UpdateTenant,
     request_id: String,
-) -> Result<Value, AppError> {
+) -> Result<TenantView, AppError> {
     operator_only(principal)?;
     if request.name.is_none() && request.status.is_none() && request.quotas.is_none() {
         return Err(AppError::new(ErrorCode::ValidationFailed, "send at least one of `name`, `status`, `quotas`"));
@@ -275,7 +329,7 @@ pub async fn update(
 }
 
 /// `GET /v1/operator/tenants/{id}`
-pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> Result<Value, AppError> {
+pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> Result<TenantView, AppError> {
     operator_only(principal)?;
     let record = state.store.read(move |conn| conn.tenant(&tenant_id)).await?;
     record
@@ -284,10 +338,10 @@ pub async fn get(state: &AppState, principal: &Principal, tenant_id: String) -> 
 }
 
 /// `GET /v1/operator/tenants`
-pub async fn list(state: &AppState, principal: &Principal) -> Result<Value, AppError> {
+pub async fn list(state: &AppState, principal: &Principal) -> Result<TenantList, AppError> {
     operator_only(principal)?;
     let records = state.store.read(|conn| conn.tenants()).await?;
-    Ok(json!({ "tenants": records.iter().map(view).collect::<Vec<_>>() }))
+    Ok(TenantList { tenants: records.iter().map(view).collect() })
 }
 
 /// Every table callstream keeps, with its personal data, retention and deletion (SPEC §4
@@ -301,23 +355,24 @@ pub fn data_map(principal: &Principal) -> Result<Value, AppError> {
 }
 
 /// `GET /v1/operator/audit?after=&limit=`
-pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limit: u64) -> Result<Value, AppError> {
+pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limit: u64) -> Result<AuditPage, AppError> {
     operator_only(principal)?;
     let limit = limit.clamp(1, 1000);
     let entries = state.store.read(move |conn| conn.audit_after(after, limit)).await?;
     let next_after = entries.last().map_or(after, |e| e.audit_id);
-    Ok(json!({
-        "entries": entries.iter().map(|e| json!({
-            "auditId": e.audit_id,
-            "at": e.at,
-            "actor": { "userId": e.actor_id, "tenantId": e.actor_tenant },
-            "action": e.action,
-            "target": e.target,
-            "details": serde_json::from_str::<Value>(&e.details).unwrap_or(Value::Null),
-            "requestId": e.request_id,
-        })).collect::<Vec<_>>(),
-        "nextAfter": next_after,
-    }))
+    let entries = entries
+        .into_iter()
+        .map(|e| AuditView {
+            details: serde_json::from_str::<Value>(&e.details).unwrap_or(Value::Null),
+            audit_id: e.audit_id,
+            at: e.at,
+            actor: AuditActor { user_id: e.actor_id, tenant_id: e.actor_tenant },
+            action: e.action,
+            target: e.target,
+            request_id: e.request_id,
+        })
+        .collect();
+    Ok(AuditPage { entries, next_after })
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,7 +388,7 @@ pub async fn advance_clock(
     principal: &Principal,
     request: AdvanceClock,
     request_id: String,
-) -> Result<Value, AppError> {
+) -> Result<ClockAnswer, AppError> {
     operator_only(principal)?;
     if !(1..=MAX_ADVANCE_SECS).contains(&request.advance_seconds) {
         return Err(AppError::new(
@@ -354,7 +409,7 @@ pub async fn advance_clock(
             let details = json!({ "advanceSeconds": request.advance_seconds, "before": before, "now": now });
             let entry = audit_entry(&principal, &before.to_rfc3339(), "clock.advanced", "clock", details, &request_id);
             tx.audit(&entry)?;
-            Ok(json!({ "now": now, "offsetSeconds": clock.offset_millis() / 1000 }))
+            Ok(ClockAnswer { now, offset_seconds: clock.offset_millis() / 1000 })
         })
         .await
 }
