@@ -117,6 +117,37 @@ pub enum WebhookOutcome {
     Accepted { reason: &'static str },
 }
 
+/// What the webhook route answers: where the event went, or why nothing was appended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAnswer {
+    pub duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<&'static str>,
+}
+
+impl WebhookOutcome {
+    pub fn answer(&self) -> WebhookAnswer {
+        let none = WebhookAnswer { duplicate: false, session_id: None, event_type: None, seq: None, ignored: None };
+        match self {
+            WebhookOutcome::Appended { session_id, event_type, seq } => WebhookAnswer {
+                session_id: Some(session_id.clone()),
+                event_type: Some(event_type),
+                seq: Some(*seq),
+                ..none
+            },
+            WebhookOutcome::Duplicate => WebhookAnswer { duplicate: true, ..none },
+            WebhookOutcome::Accepted { reason } => WebhookAnswer { ignored: Some(reason), ..none },
+        }
+    }
+}
+
 /// `POST /v1/webhooks/livekit`.
 #[tracing::instrument(skip_all, err)]
 pub async fn receive_webhook(

@@ -1,12 +1,11 @@
 use actix_web::{HttpResponse, web};
-use serde_json::json;
 
 use crate::app::AppState;
-use crate::app::health::{Readiness, readiness};
+use crate::app::health::{HealthAnswer, Readiness, readiness};
 
 /// `GET /health/live`: the process answers.
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(HealthAnswer { status: "ok", checks: None })
 }
 
 /// `GET /metrics`: Prometheus text exposition (docs/operations.md).
@@ -18,6 +17,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /health/ready`: database writable, writer alive, migrations and projections current.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let Readiness { ready, checks } = readiness(&state).await;
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
+    let body = HealthAnswer { status: if ready { "ready" } else { "not_ready" }, checks: Some(checks) };
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

@@ -1,5 +1,4 @@
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::app::livekit::{self, WebhookOutcome};
@@ -33,12 +32,10 @@ pub async fn webhook(
         Err(AppError::Internal(_)) => ("failed", ""),
     };
     state.metrics.observe_webhook(verdict.0, verdict.1);
-    Ok(match outcome? {
-        WebhookOutcome::Appended { session_id, event_type, seq } => HttpResponse::Ok()
-            .json(json!({ "duplicate": false, "sessionId": session_id, "type": event_type, "seq": seq })),
-        WebhookOutcome::Duplicate => HttpResponse::Ok().json(json!({ "duplicate": true })),
-        WebhookOutcome::Accepted { reason } => {
-            HttpResponse::Accepted().json(json!({ "duplicate": false, "ignored": reason }))
-        }
+    let outcome = outcome?;
+    // Verified but not appended (no session maps the room): 202, so LiveKit does not retry.
+    Ok(match outcome {
+        WebhookOutcome::Accepted { .. } => HttpResponse::Accepted().json(outcome.answer()),
+        _ => HttpResponse::Ok().json(outcome.answer()),
     })
 }
