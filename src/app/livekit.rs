@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::sessions::{append_session_events, load_for_write, visible_session};
 use super::{AppState, session_denied};
 use crate::config::MAX_LIVEKIT_TOKEN_TTL_SECS;
+use crate::domain::actor::{Actor, ActorKind};
 use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
@@ -15,7 +16,6 @@ use crate::domain::principal::{Ownership, Principal};
 use crate::domain::session::{ProviderCorrelation, SessionCommand, decide};
 use crate::error::{AppError, ErrorCode};
 use crate::livekit::{token, webhook};
-use crate::store::log::{Actor, ActorKind};
 use crate::store::{Receipt, Retained};
 
 pub const PROVIDER: &str = "livekit";

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{AppState, session_denied, session_not_found};
+use crate::domain::actor::{Actor, ActorKind};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
@@ -13,7 +14,6 @@ use crate::domain::principal::{Ownership, Principal};
 use crate::domain::session::{ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide};
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
-use crate::store::log::{Actor, ActorKind};
 use crate::store::{SessionRecord, WriteUnit};
 
 const CREATE_ROUTE: &str = "POST /v1/call/sessions";

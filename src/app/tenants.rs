@@ -1,7 +1,7 @@
 //! Operator tenant management: status (`active` | `suspended`) and quotas, enforced on every
 //! authenticated request from an in-memory directory that is loaded at start-up and updated after
-//! each committed change (one process owns the database, so it cannot go stale). Every change is
-//! recorded in the append-only audit trail in the same transaction.
+//! each committed change (per process: docs/architecture.md lists how it works across nodes).
+//! Every change is recorded in the append-only audit trail in the same transaction.
 
 use std::collections::HashMap;
 use std::sync::RwLock;

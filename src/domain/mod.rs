@@ -1,6 +1,7 @@
 //! Pure domain rules: no I/O, no async, no actix, no rusqlite.
 
 pub mod action;
+pub mod actor;
 pub mod canonical;
 pub mod envelope;
 pub mod error;

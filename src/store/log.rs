@@ -1,6 +1,5 @@
 //! The event log as every backend stores it: the stored form, its actor, and the hash chain.
 
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -8,50 +7,7 @@ use crate::domain::envelope::IngestEvent;
 
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActorKind {
-    User,
-    Operator,
-    Service,
-    Livekit,
-    System,
-}
-
-impl ActorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::User => "user",
-            ActorKind::Operator => "operator",
-            ActorKind::Service => "service",
-            ActorKind::Livekit => "livekit",
-            ActorKind::System => "system",
-        }
-    }
-
-    pub fn parse(raw: &str) -> ActorKind {
-        match raw {
-            "user" => ActorKind::User,
-            "operator" => ActorKind::Operator,
-            "service" => ActorKind::Service,
-            "livekit" => ActorKind::Livekit,
-            _ => ActorKind::System,
-        }
-    }
-}
-
-/// Who appended an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Actor {
-    pub kind: ActorKind,
-    pub id: String,
-}
-
-impl Actor {
-    pub fn system() -> Actor {
-        Actor { kind: ActorKind::System, id: "callstream".to_owned() }
-    }
-}
+pub use crate::domain::actor::{Actor, ActorKind};
 
 /// An event as stored in the log, with every server-assigned field.
 #[derive(Debug, Clone, PartialEq)]
