@@ -11,7 +11,7 @@ use crate::domain::event_types::Writers;
 use crate::domain::principal::{Ownership, Principal, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::store::StoreError;
-use crate::store::log::NewEvent;
+use crate::store::log::{NewEvent, ServedEvent, StoredEvent};
 use crate::store::{AppendOutcome, WriteUnit};
 
 pub const MAX_BATCH: usize = 500;
@@ -116,8 +116,7 @@ pub struct EventResult {
 /// A page of a session's log in seq order, with where to continue.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplayPage {
-    /// The served form of each event (SPEC §2).
-    pub events: Vec<Value>,
+    pub events: Vec<ServedEvent>,
     pub diagnostics: ReplayDiagnostics,
 }
 
@@ -181,7 +180,7 @@ pub async fn replay(
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
     let returned = events.len();
     Ok(ReplayPage {
-        events: events.iter().map(|e| e.to_json()).collect(),
+        events: events.iter().map(StoredEvent::served).collect(),
         diagnostics: ReplayDiagnostics {
             after,
             limit,

@@ -109,8 +109,8 @@ pub struct ActionView {
     pub requested_by: String,
     pub created_at: String,
     pub updated_at: String,
-    /// Every orchestration and safety event about the action, in log order (the served form).
-    pub history: Vec<Value>,
+    /// Every orchestration and safety event about the action, in log order.
+    pub history: Vec<crate::store::log::ServedEvent>,
 }
 
 /// Removes the in-flight entry and wakes waiters however the leader ends (even if cancelled).
@@ -452,6 +452,6 @@ pub async fn get(state: &AppState, principal: &Principal, action_id: String) -> 
         requested_by: action.requested_by,
         created_at: row.created_at,
         updated_at: row.updated_at,
-        history: history.iter().map(|e| e.to_json()).collect(),
+        history: history.iter().map(crate::store::log::StoredEvent::served).collect(),
     })
 }

@@ -29,21 +29,43 @@ pub struct StoredEvent {
     pub hash: [u8; 32],
 }
 
+/// An event as the API serves it (SPEC §2): the ingest keys plus `seq`, `position`,
+/// `recordedAt` and `actor`. Replay, action histories and WebSocket `event` frames all use it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedEvent {
+    pub event_id: String,
+    pub session_id: String,
+    pub ts: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: Value,
+    pub schema_version: u32,
+    pub seq: u64,
+    pub position: u64,
+    pub recorded_at: String,
+    pub actor: Actor,
+}
+
 impl StoredEvent {
-    /// The served form (SPEC §2): the ingest keys plus `seq`, `position`, `recordedAt`, `actor`.
+    pub fn served(&self) -> ServedEvent {
+        ServedEvent {
+            event_id: self.event_id.clone(),
+            session_id: self.stream_id.clone(),
+            ts: self.ts.clone(),
+            event_type: self.event_type.clone(),
+            payload: self.payload_json(),
+            schema_version: self.schema_version,
+            seq: self.seq,
+            position: self.position,
+            recorded_at: self.recorded_at.clone(),
+            actor: self.actor.clone(),
+        }
+    }
+
+    /// The served form as a JSON value.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "eventId": self.event_id,
-            "sessionId": self.stream_id,
-            "ts": self.ts,
-            "type": self.event_type,
-            "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
-            "schemaVersion": self.schema_version,
-            "seq": self.seq,
-            "position": self.position,
-            "recordedAt": self.recorded_at,
-            "actor": self.actor,
-        })
+        serde_json::to_value(self.served()).unwrap_or(Value::Null)
     }
 
     pub fn payload_json(&self) -> Value {
