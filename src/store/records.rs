@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use crate::domain::action::Action;
 use crate::domain::session::{ProviderCorrelation, Session, SessionState};
 
-// ---- queries
+// Sessions, streams, transcripts, connections, receipts, actions.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
@@ -53,8 +53,6 @@ impl SessionRecord {
     }
 }
 
-/// A stored response for an Idempotency-Key: `(request_hash, status, response)`. A key stored
-/// before `not_before` has expired: it is forgotten and may be used afresh.
 /// Whose Idempotency-Key this is: the caller (tenant and user) on one route.
 #[derive(Debug, Clone, Copy)]
 pub struct IdempotencyScope<'a> {
@@ -163,8 +161,6 @@ pub struct ActionRow {
     pub updated_at: String,
 }
 
-// ---- snapshots
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CompactionStats {
     pub examined: u64,
@@ -172,7 +168,7 @@ pub struct CompactionStats {
     pub kept: u64,
 }
 
-// ---- tenants
+// Tenants and the audit trail.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
@@ -199,7 +195,7 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
-// ---- verify
+// Verification.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broken {
@@ -223,7 +219,7 @@ impl VerifyReport {
     }
 }
 
-// ---- writer
+// The writer: append outcomes, the commit feed, counters.
 
 /// What one group commit appended: the new head seq of every stream it touched. Broadcast after
 /// COMMIT — keys, not payloads: subscribers catch up from the store.
