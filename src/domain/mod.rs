@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod error;
 pub mod event_types;
 pub mod ids;
+pub mod jcs;
 pub mod outbound;
 pub mod policy;
 pub mod principal;
