@@ -8,6 +8,7 @@ pub mod error;
 pub mod event_types;
 pub mod ids;
 pub mod jcs;
+pub mod metering;
 pub mod outbound;
 pub mod policy;
 pub mod principal;
