@@ -72,13 +72,6 @@ pub fn open_for_writing(path: &Path, durability: Durability, now: Timestamp) -> 
     Ok(conn)
 }
 
-/// Run one query on a fresh read-only connection, outside the pool (start-up only).
-#[allow(dead_code)]
-pub fn read_once<T>(path: &Path, query: impl FnOnce(&dyn Reads) -> Result<T, StoreError>) -> Result<T, StoreError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
-    query(&reads::ReadView(&conn))
-}
-
 /// Whether the database's migrations and projections match this build.
 pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
     let pending = schema::migrations().pending_migrations(conn)?;
