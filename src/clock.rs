@@ -33,9 +33,9 @@ impl Clock {
     }
 
     pub fn now(&self) -> Timestamp {
-        let system = chrono::Utc::now().timestamp_millis();
-        Timestamp::from_unix_millis(system + self.offset_millis.load(Ordering::Relaxed))
-            .unwrap_or_else(|| Timestamp::from_datetime(chrono::Utc::now()))
+        let system = chrono::Utc::now();
+        Timestamp::from_unix_millis(system.timestamp_millis() + self.offset_millis.load(Ordering::Relaxed))
+            .unwrap_or_else(|| Timestamp::from_datetime(system))
     }
 
     /// Move an adjustable clock forward by `seconds` (1 ..= MAX_ADVANCE_SECS) and answer the new now.

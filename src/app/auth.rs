@@ -109,6 +109,7 @@ pub fn authenticate_with_expiry(config: &JwtConfig, token: &str, now: Timestamp)
     Ok((Principal { user_id, tenant_id, roles }, claims.exp))
 }
 
-fn invalid(message: &str) -> AppError {
+/// `AUTH_INVALID` with a message naming what is wrong with the credentials.
+pub fn invalid(message: &str) -> AppError {
     AppError::new(ErrorCode::AuthInvalid, message)
 }

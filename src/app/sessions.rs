@@ -11,10 +11,12 @@ use crate::domain::envelope::server_event;
 use crate::domain::event_types::EventType;
 use crate::domain::ids::SessionId;
 use crate::domain::principal::{Ownership, Principal};
-use crate::domain::session::{ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide};
+use crate::domain::session::{
+    CreatedPayload, ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide,
+};
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
-use crate::store::{SessionRecord, WriteUnit};
+use crate::store::{ParticipantRecord, RecordingRecord, SessionRecord, WriteUnit};
 
 const CREATE_ROUTE: &str = "POST /v1/call/sessions";
 const MAX_TITLE_CHARS: usize = 200;
@@ -73,13 +75,8 @@ pub async fn create(
         ));
     }
 
-    let mut payload = json!({ "ownerId": principal.user_id.as_str() });
-    if let Some(title) = &request.title {
-        payload["title"] = json!(title);
-    }
-    if let Some(metadata) = &metadata {
-        payload["metadata"] = metadata.clone();
-    }
+    let created = CreatedPayload { owner_id: principal.user_id.as_str().to_owned(), title: request.title, metadata };
+    let payload = serde_json::to_value(&created).map_err(AppError::internal)?;
     let request_hash: [u8; 32] = Sha256::digest(to_canonical_string(&payload)).into();
     let tenant = principal.tenant_id.as_str().to_owned();
     let user = principal.user_id.as_str().to_owned();
@@ -140,33 +137,8 @@ pub async fn get(state: &AppState, principal: &Principal, session_id: String) ->
 /// The full view of a session, read through `conn` (a reader, or the write transaction).
 pub fn session_view(conn: &dyn crate::store::Reads, session_id: &str) -> Result<SessionView, AppError> {
     let record = conn.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
-    let participants = conn
-        .participants(session_id)?
-        .into_iter()
-        .map(|p| ParticipantView {
-            participant_id: p.participant_id,
-            participant_sid: p.participant_sid,
-            name: p.name,
-            kind: p.kind,
-            state: p.state,
-            joined_at: p.joined_at,
-            left_at: p.left_at,
-            left_reason: p.left_reason,
-        })
-        .collect();
-    let recordings = conn
-        .recordings(session_id)?
-        .into_iter()
-        .map(|r| RecordingView {
-            recording_id: r.recording_id,
-            state: r.state,
-            status: r.status,
-            location: r.location,
-            error: r.error,
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-        })
-        .collect();
+    let participants = conn.participants(session_id)?;
+    let recordings = conn.recordings(session_id)?;
     Ok(SessionView { session: SessionSummary::from(&record), participants, recordings })
 }
 
@@ -433,33 +405,8 @@ pub struct RoomView {
 pub struct SessionView {
     #[serde(flatten)]
     pub session: SessionSummary,
-    pub participants: Vec<ParticipantView>,
-    pub recordings: Vec<RecordingView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ParticipantView {
-    pub participant_id: String,
-    pub participant_sid: Option<String>,
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub state: String,
-    pub joined_at: String,
-    pub left_at: Option<String>,
-    pub left_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordingView {
-    pub recording_id: String,
-    pub state: String,
-    pub status: Option<String>,
-    pub location: Option<String>,
-    pub error: Option<String>,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
+    pub participants: Vec<ParticipantRecord>,
+    pub recordings: Vec<RecordingRecord>,
 }
 
 /// A page of sessions, newest first.

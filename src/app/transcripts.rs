@@ -6,7 +6,7 @@ use super::AppState;
 use super::sessions::visible_session;
 use crate::domain::principal::{Ownership, Principal};
 use crate::error::{AppError, ErrorCode};
-use crate::store::StoreError;
+use crate::store::{SegmentRecord, SnapshotRecord, StoreError};
 
 /// `GET /v1/realtime/sessions/{id}/transcript`: the winning revision of every segment.
 #[tracing::instrument(skip_all, fields(session_id = %session_id), err)]
@@ -23,23 +23,6 @@ pub async fn transcript(
         })
         .await?;
     let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-    let segments = segments
-        .into_iter()
-        .map(|s| SegmentView {
-            segment_id: s.segment_id,
-            seq: s.seq,
-            kind: s.kind,
-            revision: s.revision,
-            text: s.text,
-            speaker: s.speaker,
-            start_ms: s.start_ms,
-            end_ms: s.end_ms,
-            confidence: s.confidence,
-            language: s.language,
-            edited_by: s.edited_by,
-            updated_at: s.updated_at,
-        })
-        .collect();
     Ok(TranscriptView { segments, text, head_seq: head, epoch: state.store.epoch().to_owned() })
 }
 
@@ -47,49 +30,19 @@ pub async fn transcript(
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptView {
-    pub segments: Vec<SegmentView>,
+    pub segments: Vec<SegmentRecord>,
     pub text: String,
     pub head_seq: u64,
     pub epoch: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SegmentView {
-    pub segment_id: String,
-    pub seq: u64,
-    pub kind: String,
-    pub revision: u64,
-    pub text: String,
-    pub speaker: Option<String>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    pub confidence: Option<f64>,
-    pub language: Option<String>,
-    pub edited_by: Option<String>,
-    pub updated_at: String,
 }
 
 /// A page of the transcript's snapshot history, in seq order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotPage {
-    pub snapshots: Vec<SnapshotView>,
+    pub snapshots: Vec<SnapshotRecord>,
     pub next_after: Option<u64>,
     pub stats: SnapshotStats,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotView {
-    pub segment_id: String,
-    pub seq: u64,
-    pub kind: String,
-    pub revision: u64,
-    pub text: String,
-    pub recorded_at: String,
-    /// Whether this is its segment's current revision (never compacted).
-    pub current: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,20 +85,8 @@ pub async fn snapshots(
         })
         .await?;
     let next_after = rows.last().map(|r| r.seq);
-    let snapshots = rows
-        .into_iter()
-        .map(|r| SnapshotView {
-            segment_id: r.segment_id,
-            seq: r.seq,
-            kind: r.kind,
-            revision: r.revision,
-            text: r.text,
-            recorded_at: r.recorded_at,
-            current: r.current,
-        })
-        .collect();
     Ok(SnapshotPage {
-        snapshots,
+        snapshots: rows,
         next_after,
         stats: SnapshotStats { snapshots: total, superseded, current: total - superseded },
     })

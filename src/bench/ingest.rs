@@ -1,5 +1,5 @@
 //! `callstream bench ingest`: HTTP batch ingest against a child `callstream serve` (a second
-//! process on loopback, durable commits), then, in the same run, the baseline: a raw rusqlite loop
+//! process on loopback, durable commits), then, in the same run, the baseline: a raw SQLite loop
 //! inserting the very rows the server wrote, into the same table and indexes, one transaction per
 //! client batch.
 

@@ -13,7 +13,7 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// HTTP batch ingest with durable commit against a child `callstream serve`, and in the same run
-    /// a raw rusqlite insert loop writing the same rows and indexes (the baseline).
+    /// a raw SQLite insert loop writing the same rows and indexes (the baseline).
     Ingest(ingest::IngestArgs),
     /// Signed LiveKit webhooks through the real endpoint: new ones, then the same again as replays.
     Webhooks(webhooks::WebhookArgs),

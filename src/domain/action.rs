@@ -257,12 +257,6 @@ impl Request {
             confirmation_id: None,
         };
         match verdict {
-            Verdict::Unsupported => events.push(ActionEvent::Failed {
-                action_id: action_id.clone(),
-                error_code: ErrorCode::ActionTypeUnsupported,
-                attempts: 0,
-                message: format!("no executor runs `{}`", self.action_type),
-            }),
             Verdict::Blocked { code, reason } => {
                 events.push(ActionEvent::Blocked {
                     action_id: action_id.clone(),
@@ -286,7 +280,7 @@ impl Request {
                 events.push(decided(Decision::Approved, None));
                 events.push(node.claim(action_id, now));
             }
-            Verdict::Approved { .. } => events.push(ActionEvent::Failed {
+            Verdict::Unsupported | Verdict::Approved { .. } => events.push(ActionEvent::Failed {
                 action_id: action_id.clone(),
                 error_code: ErrorCode::ActionTypeUnsupported,
                 attempts: 0,

@@ -1,4 +1,4 @@
-//! Pure domain rules: no I/O, no async, no actix, no rusqlite.
+//! Pure domain rules: no I/O, no async, no actix, no database.
 
 pub mod action;
 pub mod actor;

@@ -4,16 +4,12 @@
 use std::future::{Ready, ready};
 
 use crate::app::AppState;
-pub use crate::app::auth::{authenticate, authenticate_with_expiry};
+pub use crate::app::auth::{authenticate, authenticate_with_expiry, invalid};
 use crate::app::rate_limit::RouteClass;
 use crate::domain::principal::{Principal, Role};
 use crate::error::{AppError, ErrorCode};
 use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, web};
-
-fn invalid(message: &str) -> AppError {
-    AppError::new(ErrorCode::AuthInvalid, message)
-}
 
 /// The bearer token of a request: the `Authorization` header.
 pub fn bearer_token(req: &HttpRequest) -> Result<&str, AppError> {

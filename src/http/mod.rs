@@ -1,4 +1,4 @@
-//! The HTTP edge: routes, handlers, auth, request ids. Never touches rusqlite.
+//! The HTTP edge: routes, handlers, auth, request ids. Never touches the database driver.
 
 pub mod auth;
 pub mod body;

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::action::Action;
 use crate::domain::session::{ProviderCorrelation, Session, SessionState};
 
@@ -62,7 +64,9 @@ pub struct IdempotencyScope<'a> {
     pub key: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A participant of a session; served as is in the session view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ParticipantRecord {
     pub participant_id: String,
     pub participant_sid: Option<String>,
@@ -74,7 +78,9 @@ pub struct ParticipantRecord {
     pub left_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A recording of a session; served as is in the session view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RecordingRecord {
     pub recording_id: String,
     pub state: String,
@@ -125,7 +131,9 @@ pub struct ConnectionRecord {
     pub disconnected_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A transcript segment's winning revision; served as is in the transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SegmentRecord {
     pub segment_id: String,
     pub seq: u64,
@@ -141,7 +149,9 @@ pub struct SegmentRecord {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One transcript snapshot; served as is in the snapshot history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {
     pub segment_id: String,
     pub seq: u64,

@@ -249,9 +249,11 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
         }
         return Ok(());
     }
-    let payload: CallPayload = serde_json::from_str(&event.payload).unwrap_or_default();
+    // Parsed only by the arms that read it: most call.* types change no projection.
+    let payload = || serde_json::from_str::<CallPayload>(&event.payload).unwrap_or_default();
     match event.event_type.as_str() {
         "call.participant.joined" => {
+            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
@@ -269,6 +271,7 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             ])?;
         }
         "call.participant.left" => {
+            let payload = payload();
             // A leave carrying the sid of an earlier connection is stale (the participant has
             // reconnected since): it stays in the log and changes nothing here.
             conn.prepare_cached(
@@ -285,6 +288,7 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             ])?;
         }
         "call.room.started" => {
+            let payload = payload();
             // A late `started` for the room instance that already finished changes nothing; a new
             // instance (another sid) restarts the room.
             conn.prepare_cached(
@@ -294,12 +298,14 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             .execute(params![event.stream_id, payload.room_sid])?;
         }
         "call.room.finished" => {
+            let payload = payload();
             conn.prepare_cached(
                 "UPDATE sessions SET room_state = 'finished', room_sid = COALESCE(?2, room_sid) WHERE session_id = ?1",
             )?
             .execute(params![event.stream_id, payload.room_sid])?;
         }
         "call.recording.started" => {
+            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
                  ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)",
@@ -307,6 +313,7 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             .execute(params![event.stream_id, payload.recording_id, event.recorded_at])?;
         }
         "call.recording.updated" => {
+            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
                  ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'",
@@ -314,6 +321,7 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             .execute(params![event.stream_id, payload.recording_id, payload.status])?;
         }
         "call.recording.ended" => {
+            let payload = payload();
             conn.prepare_cached(
                 "INSERT INTO session_recordings (session_id, recording_id, state, status, location, error, ended_at) \
                  VALUES (?1, ?2, 'ended', ?3, ?4, ?5, ?6) \

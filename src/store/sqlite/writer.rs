@@ -180,7 +180,7 @@ impl Writer {
             stats: stats.clone(),
             checkpoints,
             clock,
-            last_recorded_at: None,
+            last_recorded_at: Timestamp::MIN,
         };
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
@@ -244,7 +244,7 @@ struct WriterLoop {
     stats: Arc<WriterStats>,
     checkpoints: Nudge,
     clock: Clock,
-    last_recorded_at: Option<Timestamp>,
+    last_recorded_at: Timestamp,
 }
 
 impl WriterLoop {
@@ -279,8 +279,8 @@ impl WriterLoop {
             }
             Ok(()) => {
                 // Never earlier than the previous group, even if the system clock steps back.
-                let recorded_at = self.clock.now().max(self.last_recorded_at.unwrap_or(Timestamp::MIN));
-                self.last_recorded_at = Some(recorded_at);
+                let recorded_at = self.clock.now().max(self.last_recorded_at);
+                self.last_recorded_at = recorded_at;
                 let mut healthy = true;
                 for job in group {
                     let (completion, settled, job_heads) = self.run_job(job, recorded_at);
