@@ -48,6 +48,13 @@ impl Clock {
         Some(self.now())
     }
 
+    /// Bring an adjustable clock to a persisted offset (never backwards).
+    pub fn restore(&self, offset_millis: i64) {
+        if self.adjustable {
+            self.offset_millis.fetch_max(offset_millis, Ordering::Relaxed);
+        }
+    }
+
     /// How far an adjustable clock has been moved, in milliseconds.
     pub fn offset_millis(&self) -> i64 {
         self.offset_millis.load(Ordering::Relaxed)

@@ -82,6 +82,39 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// `CALLSTREAM_TEST_CLOCK=1`: operators may move the clock forward (tests and demos only).
     pub test_clock: bool,
+    pub billing: BillingConfig,
+}
+
+/// Metering, the billing outbox, reconciliation and its alerts (docs/billing.md).
+#[derive(Debug, Clone)]
+pub struct BillingConfig {
+    /// Where billing events are delivered; `None`: the internal ledger, which confirms at once.
+    pub sink: Option<Sink>,
+    /// Where reconciliation alerts are delivered; `None`: alerts stay pending, listed on their run.
+    pub alert_sink: Option<Sink>,
+    /// How long after a window's end late usage is still expected before it is reconciled.
+    pub lateness_secs: u64,
+    pub retry: crate::domain::billing::RetryPolicy,
+    /// Each HTTP attempt's timeout.
+    pub timeout_ms: u64,
+    /// How often the outbox, alert and scheduler workers look for due work.
+    pub poll_ms: u64,
+    pub prices: crate::domain::billing::PriceTable,
+}
+
+/// An HTTP endpoint callstream delivers to, signed like Standard Webhooks. Configured by the
+/// operator, so trusted: it needs no allowlist entry.
+#[derive(Clone)]
+pub struct Sink {
+    pub url: String,
+    /// The HMAC key: the bytes of a `whsec_<base64>` secret, or the secret's own bytes.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("url", &self.url).field("secret", &"<redacted>").finish()
+    }
 }
 
 /// What the HTTP edge enforces before a handler runs (docs/operations.md).
@@ -362,6 +395,7 @@ impl Config {
             orchestration,
             edge,
             test_clock: flag(&get, TEST_CLOCK)?,
+            billing: billing_config(&get)?,
         })
     }
 
@@ -441,6 +475,59 @@ pub const TEST_CLOCK: &str = "CALLSTREAM_TEST_CLOCK";
 pub const ALLOW_TEST_CLOCK: &str = "CALLSTREAM_ALLOW_TEST_CLOCK";
 
 /// `1` or `0` (unset is `0`).
+fn sink(
+    get: &impl Fn(&'static str) -> Option<String>,
+    url_variable: &'static str,
+    secret_variable: &'static str,
+) -> Result<Option<Sink>, ConfigError> {
+    let Some(url) = get(url_variable) else { return Ok(None) };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(problem(url_variable, "must be an http:// or https:// URL"));
+    }
+    let raw = get(secret_variable)
+        .ok_or_else(|| problem(secret_variable, format!("is required when {url_variable} is set")))?;
+    let secret = match raw.strip_prefix("whsec_") {
+        Some(encoded) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+                .filter(|bytes| bytes.len() >= 24)
+                .ok_or_else(|| problem(secret_variable, "must be `whsec_` and the base64 of at least 24 bytes"))?
+        }
+        None => strong_secret(secret_variable, raw)?.0.into_bytes(),
+    };
+    Ok(Some(Sink { url, secret }))
+}
+
+fn billing_config(get: &impl Fn(&'static str) -> Option<String>) -> Result<BillingConfig, ConfigError> {
+    let currency = get("CALLSTREAM_BILLING_CURRENCY").unwrap_or_else(|| "USD".into());
+    let prices = match get("CALLSTREAM_BILLING_PRICES") {
+        None => {
+            let default = crate::domain::billing::PriceTable::default();
+            crate::domain::billing::PriceTable { currency, ..default }
+        }
+        Some(raw) => crate::domain::billing::PriceTable::parse(&currency, &raw)
+            .map_err(|why| problem("CALLSTREAM_BILLING_PRICES", why))?,
+    };
+    if prices.currency.len() != 3 || !prices.currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(problem("CALLSTREAM_BILLING_CURRENCY", "must be an ISO 4217 code such as USD"));
+    }
+    Ok(BillingConfig {
+        sink: sink(get, "CALLSTREAM_BILLING_SINK_URL", "CALLSTREAM_BILLING_SINK_SECRET")?,
+        alert_sink: sink(get, "CALLSTREAM_ALERT_SINK_URL", "CALLSTREAM_ALERT_SINK_SECRET")?,
+        lateness_secs: bounded(get, "CALLSTREAM_RECONCILIATION_LATENESS_SECS", 900, 0, 7 * 86_400)?,
+        retry: crate::domain::billing::RetryPolicy {
+            max_attempts: bounded(get, "CALLSTREAM_BILLING_MAX_ATTEMPTS", 8, 1, 100)? as u32,
+            base_secs: bounded(get, "CALLSTREAM_BILLING_RETRY_BASE_SECS", 2, 1, 3600)?,
+            max_delay_secs: bounded(get, "CALLSTREAM_BILLING_RETRY_MAX_SECS", 900, 1, 86_400)?,
+        },
+        timeout_ms: bounded(get, "CALLSTREAM_BILLING_TIMEOUT_MS", 5000, 10, 60_000)?,
+        poll_ms: bounded(get, "CALLSTREAM_BILLING_POLL_MS", 500, 10, 60_000)?,
+        prices,
+    })
+}
+
 pub fn flag(get: &impl Fn(&'static str) -> Option<String>, variable: &'static str) -> Result<bool, ConfigError> {
     match get(variable).as_deref().map(str::trim) {
         None | Some("0") => Ok(false),

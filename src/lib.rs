@@ -63,20 +63,29 @@ impl Application {
         let clock = if config.test_clock { clock::Clock::adjustable() } else { clock::Clock::system() };
         let (store, writer_thread) =
             Store::open(&config.database_path(), config.durability, config.writer_queue_capacity, clock.clone())?;
+        if clock.is_adjustable() {
+            // A restarted test server keeps the "now" it had.
+            clock.restore(store.read_now(|reads| reads.clock_offset())?);
+        }
         let hub = realtime::hub::Hub::default();
         let tenants = Arc::new(app::tenants::TenantDirectory::load(&store)?);
         let actions = app::orchestration::ActionRuntime::new(&config.orchestration, Store::EXCLUSIVE)?;
+        let metering = app::billing::Metering::new(&config.meter_signing_keys);
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
             actions,
             metrics: Default::default(),
             rate_limiter: Arc::new(app::rate_limit::RateLimiter::new(clock.clone())),
+            metering,
+            billing_work: Arc::default(),
             clock,
             tenants,
         };
         let commits = store.writer.subscribe();
         tokio::spawn(hub.clone().run(store, commits));
+        tokio::spawn(app::outbox::run_publisher(state.clone()));
+        tokio::spawn(app::reconciliation::run_scheduler(state.clone()));
         let data = web::Data::new(state.clone());
         let fan_out = web::Data::new(hub.clone());
         let send_buffer = state.config.realtime.socket_send_buffer_bytes as usize;

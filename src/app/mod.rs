@@ -1,13 +1,16 @@
 //! Use cases: load state → decide (domain) → append → answer. One function per use case.
 
 pub mod auth;
+pub mod billing;
 pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
 pub mod orchestration;
+pub mod outbox;
 pub mod rate_limit;
 pub mod realtime;
+pub mod reconciliation;
 pub mod resume_token;
 pub mod sessions;
 pub mod tenants;
@@ -31,6 +34,10 @@ pub struct AppState {
     pub tenants: Arc<tenants::TenantDirectory>,
     /// The one "now" (the writer holds a clone).
     pub clock: crate::clock::Clock,
+    pub metering: billing::Metering,
+    /// Woken when billing work (usage, adjustments, replays) may be due, so the outbox need not
+    /// wait for its next poll.
+    pub billing_work: Arc<tokio::sync::Notify>,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

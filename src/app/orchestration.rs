@@ -41,6 +41,11 @@ pub struct ActionRuntime {
 }
 
 impl ActionRuntime {
+    /// The HTTP client for operator-configured targets (sinks), which need no allowlist.
+    pub fn trusted_client(&self) -> reqwest::Client {
+        self.outbound.trusted.clone()
+    }
+
     /// `exclusive_store`: no other process can append to this store while we run.
     pub fn new(config: &OrchestrationConfig, exclusive_store: bool) -> Result<ActionRuntime, reqwest::Error> {
         // The lease outlasts the slowest delivery by a margin, so a live claim is never taken over.
@@ -213,6 +218,7 @@ async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -
         },
         policy: state.config.orchestration.policy.clone(),
         node: state.actions.node.clone(),
+        metering: state.metering.clone(),
     });
     let begin_context = context.clone();
     let began = state.store.writer.execute(move |tx| begin(tx, &begin_context, presented.as_ref())).await?;
@@ -233,6 +239,7 @@ async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -
     };
     let finish_context = context.clone();
     let ack = state.store.writer.execute(move |tx| finish(tx, &finish_context, outcome)).await?;
+    state.billing_work.notify_one();
     Ok(answer(&request.action_id, &ack))
 }
 
@@ -241,6 +248,7 @@ struct Context {
     request: Request,
     policy: crate::domain::policy::Policy,
     node: Arc<Node>,
+    metering: super::billing::Metering,
 }
 
 impl Context {
@@ -256,9 +264,9 @@ fn append(
     session_id: &str,
     principal: &Principal,
     events: &[ActionEvent],
-) -> Result<(), AppError> {
+) -> Result<Vec<crate::store::log::StoredEvent>, AppError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let id = SessionId::parse(session_id).map_err(AppError::internal_msg)?;
     let now = tx.recorded_at().to_rfc3339();
@@ -269,8 +277,8 @@ fn append(
             .ok_or_else(|| AppError::internal_msg(format!("{type_name} is not registered")))?;
         new_events.push(server_event(&id, event_type, payload, &now)?.into());
     }
-    tx.append(tenant_id, session_id, &actor_of(principal), new_events)?;
-    Ok(())
+    let (_, appended) = tx.append(tenant_id, session_id, &actor_of(principal), new_events)?;
+    Ok(appended)
 }
 
 /// The action as the projection holds it after this transaction's appends.
@@ -350,7 +358,8 @@ fn finish(tx: &mut dyn WriteUnit, c: &Context, outcome: Option<Outcome>) -> Resu
         return Ok(action.ack);
     }
     events.extend(recorded);
-    append(tx, tenant, &action.session_id, &c.principal, &events)?;
+    let appended = append(tx, tenant, &action.session_id, &c.principal, &events)?;
+    super::billing::meter_appended(tx, &c.metering, &appended)?;
     Ok(current(tx, tenant, &action.action_id)?.ack)
 }
 

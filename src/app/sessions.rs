@@ -16,6 +16,7 @@ use crate::domain::session::{
 };
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
+use crate::store::log::StoredEvent;
 use crate::store::{ParticipantRecord, RecordingRecord, SessionRecord, WriteUnit};
 
 const CREATE_ROUTE: &str = "POST /v1/call/sessions";
@@ -309,16 +310,22 @@ async fn run_session_command(
     command: SessionCommand,
 ) -> Result<SessionView, AppError> {
     let principal = principal.clone();
-    state
+    let metering = state.metering.clone();
+    let (view, metered) = state
         .store
         .writer
         .execute(move |tx| {
             let (record, session) = load_for_write(tx, &principal, &session_id)?;
             let events = decide(&session, command)?;
-            append_session_events(tx, &record, &principal, &events)?;
-            session_view(tx, &session_id)
+            let appended = append_session_events(tx, &record, &principal, &events)?;
+            let metered = super::billing::meter_appended(tx, &metering, &appended)?;
+            Ok::<_, AppError>((session_view(tx, &session_id)?, metered))
         })
-        .await
+        .await?;
+    if metered > 0 {
+        state.billing_work.notify_one();
+    }
+    Ok(view)
 }
 
 /// The session record and its aggregate, for a caller allowed to change it.
@@ -340,9 +347,9 @@ pub fn append_session_events(
     record: &SessionRecord,
     principal: &Principal,
     events: &[SessionEvent],
-) -> Result<(), AppError> {
+) -> Result<Vec<StoredEvent>, AppError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let session_id = SessionId::parse(&record.session_id).map_err(AppError::internal_msg)?;
     let now = tx.recorded_at().to_rfc3339();
@@ -353,8 +360,8 @@ pub fn append_session_events(
             .ok_or_else(|| AppError::internal_msg(format!("{type_name} is not registered")))?;
         new_events.push(server_event(&session_id, event_type, payload, &now)?.into());
     }
-    tx.append(&record.tenant_id, &record.session_id, &actor_of(principal), new_events)?;
-    Ok(())
+    let (_, appended) = tx.append(&record.tenant_id, &record.session_id, &actor_of(principal), new_events)?;
+    Ok(appended)
 }
 
 /// Load a session the caller may read, or `SESSION_NOT_FOUND`.

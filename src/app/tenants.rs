@@ -202,7 +202,7 @@ pub struct UpdateTenant {
     pub quotas: Option<Quotas>,
 }
 
-fn audit_entry(
+pub(crate) fn audit_entry(
     principal: &Principal,
     at: &str,
     action: &str,
@@ -409,6 +409,7 @@ pub async fn advance_clock(
             let details = json!({ "advanceSeconds": request.advance_seconds, "before": before, "now": now });
             let entry = audit_entry(&principal, &before.to_rfc3339(), "clock.advanced", "clock", details, &request_id);
             tx.audit(&entry)?;
+            tx.save_clock_offset(clock.offset_millis())?;
             Ok(ClockAnswer { now, offset_seconds: clock.offset_millis() / 1000 })
         })
         .await

@@ -121,6 +121,11 @@ error_codes! {
     WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => (401, "webhook", "The webhook's Authorization JWT is missing, malformed, signed with another key, or its sha256 claim does not match the raw body."),
     WebhookStale = "WEBHOOK_STALE" => (400, "webhook", "The webhook's createdAt is outside the tolerance window (too old or too far in the future)."),
     WebhookInvalid = "WEBHOOK_INVALID" => (400, "webhook", "The signed body is not a LiveKit webhook event (not JSON, no `event`, or no `createdAt`)."),
+    // Billing
+    UsageNotFound = "USAGE_NOT_FOUND" => (404, "billing", "No usage record with this id is visible to the caller."),
+    DeadLetterNotFound = "DEAD_LETTER_NOT_FOUND" => (404, "billing", "No dead letter with this id is visible to the caller."),
+    RunNotFound = "RUN_NOT_FOUND" => (404, "billing", "No reconciliation run with this id is visible to the caller."),
+    WindowNotClosed = "WINDOW_NOT_CLOSED" => (409, "billing", "The reconciliation window has not closed yet (its end plus the lateness allowance); retry after Retry-After."),
     // Operational
     RateLimited = "RATE_LIMITED" => (429, "operational", "The tenant exceeded its request rate for this route class; wait for Retry-After."),
     ServiceUnavailable = "SERVICE_UNAVAILABLE" => (503, "operational", "The service is starting, stopping or overloaded; retry with backoff."),

@@ -88,6 +88,7 @@ registry! {
     "billing.adjustment.created" => [1] Server,
     "billing.charge.confirmed" => [1] Server,
     "billing.publish.dead_lettered" => [1] Server,
+    "billing.publish.replayed" => [1] Server,
     "billing.reconciliation.completed" => [1] Server,
     "billing.reconciliation.mismatch_detected" => [1] Server,
     "billing.alert.delivered" => [1] Server,

@@ -5,8 +5,6 @@
 //! signature fields, labelled `sigAlg: "hs256.v1"` with the key's id. New records use the first key
 //! of the ring; records signed with an older key still verify while that key is in the ring.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +15,7 @@ use super::time::Timestamp;
 
 pub const SIG_ALG: &str = "hs256.v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Meter {
     /// Seconds a call spent between `active` and its end, rounded up to the whole second.
     #[serde(rename = "call.duration")]
@@ -74,7 +72,7 @@ pub struct UsageRecord {
 pub struct Signature {
     pub sig_alg: String,
     pub key_id: String,
-    /// base64url (no padding) of the HMAC.
+    /// Lowercase hex of the HMAC (64 characters).
     pub signature: String,
 }
 
@@ -86,7 +84,7 @@ pub struct Key<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
+#[serde(tag = "verdict", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Verification {
     Valid {
         key_id: String,
@@ -171,7 +169,7 @@ impl UsageRecord {
         Signature {
             sig_alg: SIG_ALG.to_owned(),
             key_id: key.id.to_owned(),
-            signature: URL_SAFE_NO_PAD.encode(self.mac(key.secret).finalize().into_bytes()),
+            signature: hex::encode(self.mac(key.secret).finalize().into_bytes()),
         }
     }
 
@@ -182,7 +180,7 @@ impl UsageRecord {
         let Some(key) = ring.iter().find(|k| k.id == signature.key_id) else {
             return Verification::UnknownKey { key_id: signature.key_id.clone() };
         };
-        let Ok(claimed) = URL_SAFE_NO_PAD.decode(&signature.signature) else { return Verification::Invalid };
+        let Ok(claimed) = hex::decode(&signature.signature) else { return Verification::Invalid };
         match self.mac(key.secret).verify_slice(&claimed) {
             Ok(()) => Verification::Valid { key_id: key.id.to_owned() },
             Err(_) => Verification::Invalid,
@@ -245,6 +243,6 @@ mod tests {
         assert_eq!(record.signing_input(), to_jcs_string(&served));
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(OLD.secret).expect("key");
         mac.update(to_jcs_string(&served).as_bytes());
-        assert_eq!(record.sign(OLD).signature, URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        assert_eq!(record.sign(OLD).signature, hex::encode(mac.finalize().into_bytes()));
     }
 }

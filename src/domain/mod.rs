@@ -2,6 +2,7 @@
 
 pub mod action;
 pub mod actor;
+pub mod billing;
 pub mod canonical;
 pub mod envelope;
 pub mod error;

@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use super::body::BodyLimit;
-use super::handlers::{self, contract, events, health, livekit, operator, orchestration, realtime, sessions};
+use super::handlers::{self, billing, contract, events, health, livekit, operator, orchestration, realtime, sessions};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
@@ -63,6 +63,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
         )
         .service(resource("/v1/operator/audit").route(web::get().to(operator::audit)))
         .service(resource("/v1/governance/data-map").route(web::get().to(operator::data_map)))
+        .service(resource("/v1/billing/usage/{usageId}").route(web::get().to(billing::usage)))
+        .service(resource("/v1/billing/accounts/{tenantId}/usage-summary").route(web::get().to(billing::usage_summary)))
+        .service(resource("/v1/billing/adjustments").route(web::post().to(billing::adjust)))
+        .service(resource("/v1/billing/sessions/{id}/events").route(web::get().to(billing::session_events)))
+        .service(resource("/v1/billing/sessions/{id}/dead-letters").route(web::get().to(billing::session_dead_letters)))
+        .service(resource("/v1/billing/dead-letters/{id}/replay").route(web::post().to(billing::replay)))
+        .service(resource("/v1/billing/trace/{usageId}").route(web::get().to(billing::trace)))
+        .service(resource("/v1/billing/reconciliation/hourly-trigger").route(web::post().to(billing::trigger)))
+        .service(resource("/v1/billing/reconciliation/runs").route(web::get().to(billing::runs)))
+        .service(resource("/v1/billing/reconciliation/runs/{id}").route(web::get().to(billing::run)))
+        .service(resource("/v1/billing/reconciliation/alerts/deliver").route(web::post().to(billing::deliver_alerts)))
+        .service(
+            resource("/v1/billing/reconciliation/scheduler")
+                .route(web::get().to(billing::scheduler))
+                .route(web::put().to(billing::set_scheduler)),
+        )
         .service(
             resource("/v1/webhooks/livekit")
                 .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))

@@ -77,8 +77,8 @@ pub fn longest_delivery(config: &OrchestrationConfig) -> Duration {
 }
 
 /// Sign like Standard Webhooks: HMAC-SHA256 over `id.timestamp.body`, base64, versioned `v1,`.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
@@ -146,7 +146,7 @@ pub async fn deliver(
             .header("Content-Type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(config.signing_secret.expose(), id, timestamp, &body))
+            .header("webhook-signature", sign(config.signing_secret.expose().as_bytes(), id, timestamp, &body))
             .body(body.clone())
             .send()
             .await;
@@ -205,10 +205,10 @@ mod tests {
 
     #[test]
     fn signatures_follow_standard_webhooks() {
-        let signature = sign("secret", "msg_1", 1_700_000_000, r#"{"a":1}"#);
+        let signature = sign(b"secret", "msg_1", 1_700_000_000, r#"{"a":1}"#);
         assert!(signature.starts_with("v1,"));
-        assert_eq!(signature, sign("secret", "msg_1", 1_700_000_000, r#"{"a":1}"#));
-        assert_ne!(signature, sign("secret", "msg_1", 1_700_000_001, r#"{"a":1}"#));
+        assert_eq!(signature, sign(b"secret", "msg_1", 1_700_000_000, r#"{"a":1}"#));
+        assert_ne!(signature, sign(b"secret", "msg_1", 1_700_000_001, r#"{"a":1}"#));
     }
 
     #[test]

@@ -11,12 +11,15 @@ pub mod log;
 mod records;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use records::*;
 pub use sqlite::{Store, Writer};
 
+use crate::domain::billing::{Totals, Window};
 use crate::domain::error::Rejection;
+use crate::domain::metering::Meter;
 use crate::domain::time::Timestamp;
 use log::{Actor, NewEvent, StoredEvent};
 
@@ -78,6 +81,46 @@ pub trait Reads {
 
     /// Whether the migrations and projections match this build.
     fn schema_is_current(&self) -> Result<bool, StoreError>;
+
+    // Billing.
+    fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError>;
+    /// Usage (by event time in `[from, to)`) and adjustments of a tenant, per meter or per meter
+    /// and hour.
+    fn usage_summary(
+        &self,
+        tenant_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        by_hour: bool,
+    ) -> Result<Vec<SummaryRow>, StoreError>;
+    /// The events of one stream whose type starts with `type_prefix`, in order.
+    fn events_of_type(&self, stream_id: &str, type_prefix: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError>;
+    /// Pending items whose next attempt is due at `now`, oldest first.
+    fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError>;
+    /// `(pending items, open dead letters)`.
+    fn outbox_backlog(&self) -> Result<(u64, u64), StoreError>;
+    fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError>;
+    fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
+    fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError>;
+    /// Per meter: metered, adjusted and confirmed quantities of a tenant's window.
+    fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError>;
+    /// Tenants with usage, adjustments or charges in the window.
+    fn billed_tenants(&self, window: Window) -> Result<Vec<String>, StoreError>;
+    fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError>;
+    /// The newest revision of the tenant's run over `window`.
+    fn latest_run(&self, tenant_id: &str, window: Window) -> Result<Option<RunRow>, StoreError>;
+    /// A tenant's runs, newest first, before the log position `before`, optionally of one window.
+    fn runs(&self, tenant_id: &str, window: Option<Window>, before: u64, limit: u64)
+    -> Result<Vec<RunRow>, StoreError>;
+    fn mismatches(&self, run_id: &str) -> Result<Vec<MismatchRow>, StoreError>;
+    /// Pending alerts whose next attempt is due at `now`, with the attempts made so far.
+    fn alerts_due(&self, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>, StoreError>;
+    /// `(pending alerts, dead-lettered alerts)`.
+    fn alert_backlog(&self) -> Result<(u64, u64), StoreError>;
+    fn scheduler(&self) -> Result<SchedulerRow, StoreError>;
+    /// The persisted offset of a test clock, in milliseconds.
+    fn clock_offset(&self) -> Result<i64, StoreError>;
 }
 
 /// One command's view of the open transaction. Everything it does commits or rolls back together;
@@ -129,6 +172,12 @@ pub trait WriteUnit: Reads {
     fn update_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
     /// Append to the audit trail; answers the entry's id.
     fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
+
+    /// Retry bookkeeping of a delivery (outside the log: only the outcomes are events).
+    fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError>;
+    fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError>;
+    fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError>;
+    fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError>;
 }
 
 /// Check the hash chain and the projections of the database at `path`.

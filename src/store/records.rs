@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::action::Action;
+use crate::domain::billing::{Line, OutboxKind, UsageRecorded};
+use crate::domain::metering::Meter;
 use crate::domain::session::{ProviderCorrelation, Session, SessionState};
+use crate::domain::time::Timestamp;
 
 // Sessions, streams, transcripts, connections, receipts, actions.
 
@@ -255,4 +258,199 @@ pub struct WriterStats {
     pub commands_committed: AtomicU64,
     pub last_group_size: AtomicU64,
     pub events_appended: AtomicU64,
+}
+
+// Billing: usage, the outbox, dead letters, reconciliation runs and their mismatches.
+
+/// A signed usage record as the projection holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub recorded: UsageRecorded,
+    /// The `billing.usage.recorded` event it came from.
+    pub event_id: String,
+    pub position: u64,
+}
+
+/// Where an outbox item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Confirmed,
+    DeadLettered,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Confirmed => "confirmed",
+            OutboxState::DeadLettered => "dead_lettered",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<OutboxState> {
+        [OutboxState::Pending, OutboxState::Confirmed, OutboxState::DeadLettered]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One billable item the outbox delivers: a usage record or an adjustment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRow {
+    pub outbox_id: String,
+    pub kind: OutboxKind,
+    pub tenant_id: String,
+    pub stream_id: String,
+    /// The eventId of the billing event delivered.
+    pub event_ref: String,
+    pub meter: Meter,
+    pub quantity: i64,
+    pub occurred_at: Timestamp,
+    pub state: OutboxState,
+    pub charge_id: Option<String>,
+    pub sink: Option<String>,
+    /// Attempts of the confirmed delivery.
+    pub attempts: Option<u32>,
+    pub confirmed_at: Option<String>,
+    /// How often the item was dead-lettered (each replay may add one).
+    pub dead_letters: u32,
+}
+
+/// A pending outbox item whose next attempt is due, with what to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub item: OutboxRow,
+    pub event_type: String,
+    /// The billing event's payload, as stored in the log.
+    pub payload: String,
+    /// Attempts made so far (since the last replay).
+    pub attempts: u32,
+}
+
+/// The two delivery workers whose retry bookkeeping lives outside the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    Outbox,
+    Alert,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Outbox => "outbox",
+            DeliveryKind::Alert => "alert",
+        }
+    }
+}
+
+/// Retry bookkeeping of one item: attempts so far and when the next is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRow {
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error_code: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterRow {
+    pub dead_letter_id: String,
+    pub outbox_id: String,
+    pub kind: OutboxKind,
+    pub tenant_id: String,
+    pub stream_id: String,
+    pub event_ref: String,
+    pub error_code: String,
+    pub stage: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub dead_lettered_at: String,
+    pub replayed_at: Option<String>,
+    pub replayed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRow {
+    pub run_id: String,
+    pub tenant_id: String,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub revision: u32,
+    pub trigger: String,
+    pub comparisons: u32,
+    pub mismatches: u32,
+    pub lines: Vec<Line>,
+    pub completed_at: String,
+    /// The run's place in the log: the listing's cursor.
+    #[serde(skip)]
+    pub position: u64,
+}
+
+/// Where a mismatch's alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Pending,
+    Delivered,
+    DeadLettered,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Delivered => "delivered",
+            AlertState::DeadLettered => "dead_lettered",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<AlertState> {
+        [AlertState::Pending, AlertState::Delivered, AlertState::DeadLettered].into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// A meter that disagreed in a run, and the alert it raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MismatchRow {
+    pub alert_id: String,
+    pub run_id: String,
+    pub tenant_id: String,
+    pub window_start: Timestamp,
+    pub meter: Meter,
+    pub metered: i64,
+    pub charged: i64,
+    pub adjusted: i64,
+    pub delta: i64,
+    pub alert_state: AlertState,
+    pub alert_attempts: Option<u32>,
+    pub alert_error_code: Option<String>,
+    pub raised_at: String,
+    pub updated_at: String,
+}
+
+/// One row of a usage summary: a meter, or a meter in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub meter: Meter,
+    pub window_start: Option<Timestamp>,
+    pub quantity: i64,
+    pub records: u64,
+    pub adjusted: i64,
+}
+
+/// The reconciliation scheduler's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchedulerRow {
+    pub enabled: bool,
+    pub last_run_at: Option<Timestamp>,
+    /// The newest window it has reconciled.
+    pub last_window: Option<Timestamp>,
+    pub last_error: Option<String>,
 }

@@ -1,3 +1,4 @@
+pub mod billing;
 pub mod contract;
 pub mod events;
 pub mod health;

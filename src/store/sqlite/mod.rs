@@ -2,6 +2,7 @@
 //! write connection (group commit); reads go to a pool of read-only connections (WAL).
 
 pub mod bench;
+mod billing;
 mod checkpoint;
 pub mod log;
 pub mod projections;

@@ -15,11 +15,22 @@ use crate::domain::session::{self, CreatedPayload, Session, SessionEvent};
 use crate::store::log::StoredEvent;
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 8;
+pub const PROJECTION_VERSION: i64 = 9;
 
 /// Derived tables, in the order they are compared.
-pub const TABLES: &[&str] =
-    &["sessions", "session_participants", "session_recordings", "transcript_segments", "actions"];
+pub const TABLES: &[&str] = &[
+    "sessions",
+    "session_participants",
+    "session_recordings",
+    "transcript_segments",
+    "actions",
+    "usage_records",
+    "billing_adjustments",
+    "billing_outbox",
+    "billing_dead_letters",
+    "reconciliation_runs",
+    "reconciliation_mismatches",
+];
 
 const DDL: &str = r#"
 CREATE TABLE sessions (
@@ -123,7 +134,8 @@ CREATE INDEX actions_by_session ON actions (session_id, created_at);
 "#;
 
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(DDL)
+    conn.execute_batch(DDL)?;
+    conn.execute_batch(super::billing::DDL)
 }
 
 pub fn drop_all(conn: &Connection) -> rusqlite::Result<()> {
@@ -165,6 +177,8 @@ pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite:
                 None => transcripts.insert(TranscriptWriter::prepare(conn, mode)?),
             };
             writer.apply(event)?;
+        } else if event.event_type.starts_with("billing.") {
+            super::billing::apply(conn, event)?;
         } else if let Some(action_event) = ActionEvent::from_envelope_parts(&event.event_type, &event.payload) {
             apply_action(conn, event, &action_event)?;
         } else {

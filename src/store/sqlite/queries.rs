@@ -88,6 +88,16 @@ pub fn stream_events(conn: &Connection, stream_id: &str, after: u64, limit: u64)
     .collect()
 }
 
+/// Events of one stream whose type starts with `type_prefix`, in seq order.
+pub fn events_of_type(conn: &Connection, stream_id: &str, type_prefix: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM events WHERE stream_id = ?1 AND substr(type, 1, length(?2)) = ?2 ORDER BY seq",
+        log::SELECT_COLUMNS
+    ))?
+    .query_map(rusqlite::params![stream_id, type_prefix], log::from_row)?
+    .collect()
+}
+
 pub fn stream_head(conn: &Connection, stream_id: &str) -> rusqlite::Result<u64> {
     log::stream_head(conn, stream_id)
 }

@@ -1,15 +1,20 @@
 //! The store interface (`Reads`, `WriteUnit`) over SQLite connections: each method is one typed
 //! query or statement of `queries`, `tenants` or `snapshots`.
 
+use std::collections::BTreeMap;
+
 use rusqlite::Connection;
 
-use super::{queries, snapshots, tenants};
+use super::{billing, queries, snapshots, tenants};
+use crate::domain::billing::{Totals, Window};
+use crate::domain::metering::Meter;
 use crate::domain::time::Timestamp;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
 use crate::store::{
-    ActionRow, AppendOutcome, AuditEntry, CompactionStats, ConnectionRecord, IdempotencyScope, ParticipantRecord,
-    Reads, Receipt, RecordingRecord, Retained, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
-    TenantRecord, WriteUnit,
+    ActionRow, AppendOutcome, AttemptRow, AuditEntry, CompactionStats, ConnectionRecord, DeadLetterRow, DeliveryKind,
+    DueDelivery, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads, Receipt, RecordingRecord,
+    Retained, RunRow, SchedulerRow, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
+    SummaryRow, TenantRecord, UsageRow, WriteUnit,
 };
 
 /// Something holding a connection: a read view, or the writer's open transaction.
@@ -111,6 +116,94 @@ impl<T: HasConnection> Reads for T {
     fn schema_is_current(&self) -> Result<bool, StoreError> {
         super::schema_is_current(self.connection())
     }
+
+    fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError> {
+        Ok(billing::usage(self.connection(), usage_id)?)
+    }
+
+    fn usage_summary(
+        &self,
+        tenant_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        by_hour: bool,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        Ok(billing::usage_summary(self.connection(), tenant_id, from, to, by_hour)?)
+    }
+
+    fn events_of_type(&self, stream_id: &str, type_prefix: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(queries::events_of_type(self.connection(), stream_id, type_prefix)?)
+    }
+
+    fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(billing::outbox_item(self.connection(), outbox_id)?)
+    }
+
+    fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
+        Ok(billing::outbox_due(self.connection(), now, limit)?)
+    }
+
+    fn outbox_backlog(&self) -> Result<(u64, u64), StoreError> {
+        Ok(billing::outbox_backlog(self.connection())?)
+    }
+
+    fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError> {
+        Ok(billing::attempts(self.connection(), kind, item_id)?)
+    }
+
+    fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
+        Ok(billing::dead_letter(self.connection(), dead_letter_id)?)
+    }
+
+    fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(billing::dead_letters(self.connection(), stream_id)?)
+    }
+
+    fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError> {
+        Ok(billing::window_totals(self.connection(), tenant_id, window)?)
+    }
+
+    fn billed_tenants(&self, window: Window) -> Result<Vec<String>, StoreError> {
+        Ok(billing::billed_tenants(self.connection(), window)?)
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(billing::run(self.connection(), run_id)?)
+    }
+
+    fn latest_run(&self, tenant_id: &str, window: Window) -> Result<Option<RunRow>, StoreError> {
+        Ok(billing::latest_run(self.connection(), tenant_id, window)?)
+    }
+
+    fn runs(
+        &self,
+        tenant_id: &str,
+        window: Option<Window>,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        Ok(billing::runs(self.connection(), tenant_id, window, before, limit)?)
+    }
+
+    fn mismatches(&self, run_id: &str) -> Result<Vec<MismatchRow>, StoreError> {
+        Ok(billing::mismatches(self.connection(), run_id)?)
+    }
+
+    fn alerts_due(&self, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>, StoreError> {
+        Ok(billing::alerts_due(self.connection(), now, limit)?)
+    }
+
+    fn alert_backlog(&self) -> Result<(u64, u64), StoreError> {
+        Ok(billing::alert_backlog(self.connection())?)
+    }
+
+    fn scheduler(&self) -> Result<SchedulerRow, StoreError> {
+        Ok(billing::scheduler(self.connection())?)
+    }
+
+    fn clock_offset(&self) -> Result<i64, StoreError> {
+        Ok(billing::clock_offset(self.connection())?)
+    }
 }
 
 impl HasConnection for super::WriteTx<'_> {
@@ -191,5 +284,21 @@ impl WriteUnit for super::WriteTx<'_> {
 
     fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
         Ok(tenants::audit(self.conn(), entry)?)
+    }
+
+    fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError> {
+        Ok(billing::save_attempts(self.conn(), kind, item_id, row)?)
+    }
+
+    fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError> {
+        Ok(billing::clear_attempts(self.conn(), kind, item_id)?)
+    }
+
+    fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError> {
+        Ok(billing::save_scheduler(self.conn(), row, self.recorded_at())?)
+    }
+
+    fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError> {
+        Ok(billing::save_clock_offset(self.conn(), offset_millis)?)
     }
 }

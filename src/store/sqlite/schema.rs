@@ -234,6 +234,31 @@ CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 DROP TABLE actions;
 "#,
         ),
+        M::up(
+            r#"
+-- Retry bookkeeping of the billing outbox and the alert worker: the only billing state that is not
+-- a projection of the log (every outcome is an event). Survives restarts, so a retry keeps its time.
+CREATE TABLE delivery_attempts (
+    kind            TEXT NOT NULL,
+    item_id         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_error_code TEXT,
+    last_error      TEXT,
+    PRIMARY KEY (kind, item_id)
+) STRICT;
+
+-- The reconciliation scheduler's switch and progress (changes to it are audited).
+CREATE TABLE scheduler_state (
+    name        TEXT PRIMARY KEY,
+    enabled     INTEGER NOT NULL,
+    last_run_at TEXT,
+    last_window TEXT,
+    last_error  TEXT,
+    updated_at  TEXT NOT NULL
+) STRICT;
+"#,
+        ),
     ])
 }
 

@@ -1,0 +1,756 @@
+//! Billing projections (usage, adjustments, the outbox, dead letters, runs, mismatches and their
+//! alerts), folded from the `billing.*` events, and their queries. The retry bookkeeping of the two
+//! delivery workers (`delivery_attempts`) and the scheduler's state are the only billing rows that
+//! are not a function of the log.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::de::DeserializeOwned;
+
+use crate::domain::billing::{
+    AdjustmentCreated, AlertDeadLettered, AlertDelivered, ChargeConfirmed, Line, MismatchDetected, OutboxKind,
+    PublishDeadLettered, PublishReplayed, ReconciliationCompleted, Totals, UsageRecorded, Window,
+};
+use crate::domain::metering::{Meter, Signature, UsageRecord};
+use crate::domain::time::Timestamp;
+use crate::store::log::StoredEvent;
+use crate::store::{
+    AlertState, AttemptRow, DeadLetterRow, DeliveryKind, DueDelivery, MismatchRow, OutboxRow, OutboxState, RunRow,
+    SchedulerRow, SummaryRow, UsageRow,
+};
+
+pub const DDL: &str = r#"
+-- Signed usage records (billing.usage.recorded), one per usageId.
+CREATE TABLE usage_records (
+    usage_id     TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    session_id   TEXT NOT NULL,
+    meter        TEXT NOT NULL,
+    quantity     INTEGER NOT NULL,
+    unit         TEXT NOT NULL,
+    occurred_at  TEXT NOT NULL,
+    recorded_at  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    sig_alg      TEXT NOT NULL,
+    key_id       TEXT NOT NULL,
+    signature    TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    position     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX usage_by_window ON usage_records (tenant_id, window_start, meter, quantity);
+CREATE INDEX usage_by_time ON usage_records (tenant_id, occurred_at);
+
+-- Operator adjustments (billing.adjustment.created), counted in the window of occurred_at.
+CREATE TABLE billing_adjustments (
+    adjustment_id TEXT PRIMARY KEY,
+    tenant_id     TEXT NOT NULL,
+    meter         TEXT NOT NULL,
+    quantity      INTEGER NOT NULL,
+    unit          TEXT NOT NULL,
+    occurred_at   TEXT NOT NULL,
+    window_start  TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    created_by    TEXT NOT NULL,
+    recorded_at   TEXT NOT NULL,
+    event_id      TEXT NOT NULL
+) STRICT;
+CREATE INDEX adjustments_by_window ON billing_adjustments (tenant_id, window_start, meter);
+
+-- What the outbox delivers, one row per usage record or adjustment:
+-- pending → confirmed (billing.charge.confirmed) | dead_lettered (billing.publish.dead_lettered);
+-- a replay (billing.publish.replayed) makes a dead-lettered item pending again.
+CREATE TABLE billing_outbox (
+    outbox_id    TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    tenant_id    TEXT NOT NULL,
+    stream_id    TEXT NOT NULL,
+    event_ref    TEXT NOT NULL,
+    meter        TEXT NOT NULL,
+    quantity     INTEGER NOT NULL,
+    occurred_at  TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    charge_id    TEXT,
+    sink         TEXT,
+    attempts     INTEGER,
+    confirmed_at TEXT,
+    dead_letters INTEGER NOT NULL DEFAULT 0,
+    position     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX outbox_pending ON billing_outbox (position) WHERE state = 'pending';
+CREATE INDEX outbox_by_window ON billing_outbox (tenant_id, window_start, meter) WHERE state = 'confirmed';
+
+CREATE TABLE billing_dead_letters (
+    dead_letter_id   TEXT PRIMARY KEY,
+    outbox_id        TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    tenant_id        TEXT NOT NULL,
+    stream_id        TEXT NOT NULL,
+    event_ref        TEXT NOT NULL,
+    error_code       TEXT NOT NULL,
+    stage            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    last_error       TEXT,
+    dead_lettered_at TEXT NOT NULL,
+    replayed_at      TEXT,
+    replayed_by      TEXT
+) STRICT;
+CREATE INDEX dead_letters_by_stream ON billing_dead_letters (stream_id, dead_lettered_at);
+CREATE INDEX dead_letters_by_outbox ON billing_dead_letters (outbox_id);
+
+-- Hourly reconciliation runs (billing.reconciliation.completed); a rerun is a new revision.
+CREATE TABLE reconciliation_runs (
+    run_id       TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end   TEXT NOT NULL,
+    revision     INTEGER NOT NULL,
+    trigger      TEXT NOT NULL,
+    comparisons  INTEGER NOT NULL,
+    mismatches   INTEGER NOT NULL,
+    lines        TEXT NOT NULL,
+    completed_at TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    UNIQUE (tenant_id, window_start, revision)
+) STRICT;
+CREATE INDEX runs_by_tenant ON reconciliation_runs (tenant_id, position);
+
+-- One row per mismatch (billing.reconciliation.mismatch_detected) and the alert it raised:
+-- pending → delivered (billing.alert.delivered) | dead_lettered (billing.alert.dead_lettered).
+CREATE TABLE reconciliation_mismatches (
+    alert_id         TEXT PRIMARY KEY,
+    run_id           TEXT NOT NULL,
+    tenant_id        TEXT NOT NULL,
+    window_start     TEXT NOT NULL,
+    meter            TEXT NOT NULL,
+    metered          INTEGER NOT NULL,
+    charged          INTEGER NOT NULL,
+    adjusted         INTEGER NOT NULL,
+    delta            INTEGER NOT NULL,
+    alert_state      TEXT NOT NULL,
+    alert_attempts   INTEGER,
+    alert_error_code TEXT,
+    raised_at        TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    position         INTEGER NOT NULL
+) STRICT;
+CREATE INDEX mismatches_by_run ON reconciliation_mismatches (run_id);
+CREATE INDEX alerts_pending ON reconciliation_mismatches (position) WHERE alert_state = 'pending';
+"#;
+
+fn payload<T: DeserializeOwned>(event: &StoredEvent) -> Option<T> {
+    serde_json::from_str(&event.payload).ok()
+}
+
+fn window_of(at: Timestamp) -> String {
+    Window::containing(at).start.to_rfc3339()
+}
+
+/// Fold one `billing.*` event into the billing tables.
+pub fn apply(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+    match event.event_type.as_str() {
+        "billing.usage.recorded" => {
+            let Some(UsageRecorded { record: r, signature: s }) = payload(event) else { return Ok(()) };
+            let window = window_of(r.occurred_at);
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO usage_records (usage_id, tenant_id, session_id, meter, quantity, unit, \
+                 occurred_at, recorded_at, source, sig_alg, key_id, signature, window_start, event_id, position) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                r.usage_id,
+                r.tenant_id,
+                r.session_id,
+                r.meter.as_str(),
+                r.quantity,
+                r.unit,
+                r.occurred_at.to_rfc3339(),
+                r.recorded_at.to_rfc3339(),
+                r.source,
+                s.sig_alg,
+                s.key_id,
+                s.signature,
+                window,
+                event.event_id,
+                event.position,
+            ])?;
+            insert_outbox(conn, event, &r.usage_id, OutboxKind::Usage, r.meter, r.quantity, r.occurred_at)?;
+        }
+        "billing.adjustment.created" => {
+            let Some(a) = payload::<AdjustmentCreated>(event) else { return Ok(()) };
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO billing_adjustments (adjustment_id, tenant_id, meter, quantity, unit, \
+                 occurred_at, window_start, reason, created_by, recorded_at, event_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                a.adjustment_id,
+                a.tenant_id,
+                a.meter.as_str(),
+                a.quantity,
+                a.unit,
+                a.occurred_at.to_rfc3339(),
+                window_of(a.occurred_at),
+                a.reason,
+                a.created_by,
+                event.recorded_at,
+                event.event_id,
+            ])?;
+            insert_outbox(conn, event, &a.adjustment_id, OutboxKind::Adjustment, a.meter, a.quantity, a.occurred_at)?;
+        }
+        "billing.charge.confirmed" => {
+            let Some(c) = payload::<ChargeConfirmed>(event) else { return Ok(()) };
+            // Only a pending item is confirmed: a late duplicate confirmation changes nothing.
+            conn.prepare_cached(
+                "UPDATE billing_outbox SET state = 'confirmed', charge_id = ?2, sink = ?3, attempts = ?4, \
+                 confirmed_at = ?5 WHERE outbox_id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![c.outbox_id, c.charge_id, c.sink, c.attempts, event.recorded_at])?;
+        }
+        "billing.publish.dead_lettered" => {
+            let Some(d) = payload::<PublishDeadLettered>(event) else { return Ok(()) };
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE billing_outbox SET state = 'dead_lettered', dead_letters = dead_letters + 1 \
+                     WHERE outbox_id = ?1 AND state = 'pending'",
+                )?
+                .execute([&d.outbox_id])?;
+            if moved == 1 {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO billing_dead_letters (dead_letter_id, outbox_id, kind, tenant_id, stream_id, \
+                     event_ref, error_code, stage, attempts, last_error, dead_lettered_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    d.dead_letter_id,
+                    d.outbox_id,
+                    d.kind.as_str(),
+                    event.tenant_id,
+                    event.stream_id,
+                    d.event_ref,
+                    d.error_code,
+                    d.stage,
+                    d.attempts,
+                    d.last_error,
+                    event.recorded_at,
+                ])?;
+            }
+        }
+        "billing.publish.replayed" => {
+            let Some(r) = payload::<PublishReplayed>(event) else { return Ok(()) };
+            let reopened = conn
+                .prepare_cached(
+                    "UPDATE billing_dead_letters SET replayed_at = ?2, replayed_by = ?3 \
+                     WHERE dead_letter_id = ?1 AND replayed_at IS NULL",
+                )?
+                .execute(params![r.dead_letter_id, event.recorded_at, r.replayed_by])?;
+            if reopened == 1 {
+                conn.prepare_cached(
+                    "UPDATE billing_outbox SET state = 'pending' WHERE outbox_id = ?1 AND state = 'dead_lettered'",
+                )?
+                .execute([&r.outbox_id])?;
+            }
+        }
+        "billing.reconciliation.completed" => {
+            let Some(run) = payload::<ReconciliationCompleted>(event) else { return Ok(()) };
+            let lines = serde_json::to_string(&run.lines).unwrap_or_else(|_| "[]".into());
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO reconciliation_runs (run_id, tenant_id, window_start, window_end, revision, \
+                 trigger, comparisons, mismatches, lines, completed_at, position) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                run.run_id,
+                run.tenant_id,
+                run.window_start.to_rfc3339(),
+                run.window_end.to_rfc3339(),
+                run.revision,
+                run.trigger,
+                run.comparisons,
+                run.mismatches,
+                lines,
+                event.recorded_at,
+                event.position,
+            ])?;
+        }
+        "billing.reconciliation.mismatch_detected" => {
+            let Some(m) = payload::<MismatchDetected>(event) else { return Ok(()) };
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO reconciliation_mismatches (alert_id, run_id, tenant_id, window_start, meter, \
+                 metered, charged, adjusted, delta, alert_state, raised_at, updated_at, position) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11)",
+            )?
+            .execute(params![
+                m.alert_id,
+                m.run_id,
+                m.tenant_id,
+                m.window_start.to_rfc3339(),
+                m.meter.as_str(),
+                m.metered,
+                m.charged,
+                m.adjusted,
+                m.delta,
+                event.recorded_at,
+                event.position,
+            ])?;
+        }
+        "billing.alert.delivered" => {
+            let Some(a) = payload::<AlertDelivered>(event) else { return Ok(()) };
+            conn.prepare_cached(
+                "UPDATE reconciliation_mismatches SET alert_state = 'delivered', alert_attempts = ?2, updated_at = ?3 \
+                 WHERE alert_id = ?1 AND alert_state = 'pending'",
+            )?
+            .execute(params![a.alert_id, a.attempts, event.recorded_at])?;
+        }
+        "billing.alert.dead_lettered" => {
+            let Some(a) = payload::<AlertDeadLettered>(event) else { return Ok(()) };
+            conn.prepare_cached(
+                "UPDATE reconciliation_mismatches SET alert_state = 'dead_lettered', alert_attempts = ?2, \
+                 alert_error_code = ?3, updated_at = ?4 WHERE alert_id = ?1 AND alert_state = 'pending'",
+            )?
+            .execute(params![a.alert_id, a.attempts, a.error_code, event.recorded_at])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn insert_outbox(
+    conn: &Connection,
+    event: &StoredEvent,
+    outbox_id: &str,
+    kind: OutboxKind,
+    meter: Meter,
+    quantity: i64,
+    occurred_at: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO billing_outbox (outbox_id, kind, tenant_id, stream_id, event_ref, meter, quantity, \
+         occurred_at, window_start, state, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+    )?
+    .execute(params![
+        outbox_id,
+        kind.as_str(),
+        event.tenant_id,
+        event.stream_id,
+        event.event_id,
+        meter.as_str(),
+        quantity,
+        occurred_at.to_rfc3339(),
+        window_of(occurred_at),
+        event.position,
+    ])?;
+    Ok(())
+}
+
+// ---- Reads ------------------------------------------------------------------------------------
+
+fn corrupt(index: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.to_owned().into())
+}
+
+fn timestamp(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
+    Timestamp::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not an RFC 3339 time"))
+}
+
+fn meter(row: &Row<'_>, index: usize) -> rusqlite::Result<Meter> {
+    Meter::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not a meter"))
+}
+
+fn kind(row: &Row<'_>, index: usize) -> rusqlite::Result<OutboxKind> {
+    OutboxKind::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not an outbox kind"))
+}
+
+pub fn usage(conn: &Connection, usage_id: &str) -> rusqlite::Result<Option<UsageRow>> {
+    conn.prepare_cached(
+        "SELECT usage_id, tenant_id, session_id, meter, quantity, unit, occurred_at, recorded_at, source, sig_alg, \
+         key_id, signature, event_id, position FROM usage_records WHERE usage_id = ?1",
+    )?
+    .query_row([usage_id], |row| {
+        Ok(UsageRow {
+            recorded: UsageRecorded {
+                record: UsageRecord {
+                    usage_id: row.get(0)?,
+                    tenant_id: row.get(1)?,
+                    session_id: row.get(2)?,
+                    meter: meter(row, 3)?,
+                    quantity: row.get(4)?,
+                    unit: row.get(5)?,
+                    occurred_at: timestamp(row, 6)?,
+                    recorded_at: timestamp(row, 7)?,
+                    source: row.get(8)?,
+                },
+                signature: Signature { sig_alg: row.get(9)?, key_id: row.get(10)?, signature: row.get(11)? },
+            },
+            event_id: row.get(12)?,
+            position: row.get(13)?,
+        })
+    })
+    .optional()
+}
+
+pub fn usage_summary(
+    conn: &Connection,
+    tenant_id: &str,
+    from: Timestamp,
+    to: Timestamp,
+    by_hour: bool,
+) -> rusqlite::Result<Vec<SummaryRow>> {
+    let group = if by_hour { "meter, window_start" } else { "meter" };
+    let window = if by_hour { "window_start" } else { "NULL" };
+    let mut rows: BTreeMap<(Option<String>, String), SummaryRow> = BTreeMap::new();
+    let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    let mut usage = conn.prepare_cached(&format!(
+        "SELECT meter, {window}, SUM(quantity), COUNT(*) FROM usage_records \
+         WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
+    ))?;
+    let mut found = usage.query(params![tenant_id, from, to])?;
+    while let Some(row) = found.next()? {
+        let window_start: Option<String> = row.get(1)?;
+        let entry = SummaryRow {
+            meter: meter(row, 0)?,
+            window_start: window_start.as_deref().and_then(Timestamp::parse),
+            quantity: row.get(2)?,
+            records: row.get(3)?,
+            adjusted: 0,
+        };
+        rows.insert((window_start, row.get(0)?), entry);
+    }
+    let mut adjustments = conn.prepare_cached(&format!(
+        "SELECT meter, {window}, SUM(quantity) FROM billing_adjustments \
+         WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
+    ))?;
+    let mut found = adjustments.query(params![tenant_id, from, to])?;
+    while let Some(row) = found.next()? {
+        let window_start: Option<String> = row.get(1)?;
+        let meter = meter(row, 0)?;
+        let adjusted: i64 = row.get(2)?;
+        rows.entry((window_start.clone(), row.get(0)?))
+            .or_insert_with(|| SummaryRow {
+                meter,
+                window_start: window_start.as_deref().and_then(Timestamp::parse),
+                quantity: 0,
+                records: 0,
+                adjusted: 0,
+            })
+            .adjusted = adjusted;
+    }
+    Ok(rows.into_values().collect())
+}
+
+const OUTBOX_COLUMNS: &str = "o.outbox_id, o.kind, o.tenant_id, o.stream_id, o.event_ref, o.meter, o.quantity, \
+     o.occurred_at, o.state, o.charge_id, o.sink, o.attempts, o.confirmed_at, o.dead_letters";
+
+fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        outbox_id: row.get(0)?,
+        kind: kind(row, 1)?,
+        tenant_id: row.get(2)?,
+        stream_id: row.get(3)?,
+        event_ref: row.get(4)?,
+        meter: meter(row, 5)?,
+        quantity: row.get(6)?,
+        occurred_at: timestamp(row, 7)?,
+        state: OutboxState::parse(&row.get::<_, String>(8)?).ok_or_else(|| corrupt(8, "not an outbox state"))?,
+        charge_id: row.get(9)?,
+        sink: row.get(10)?,
+        attempts: row.get(11)?,
+        confirmed_at: row.get(12)?,
+        dead_letters: row.get(13)?,
+    })
+}
+
+pub fn outbox_item(conn: &Connection, outbox_id: &str) -> rusqlite::Result<Option<OutboxRow>> {
+    conn.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM billing_outbox o WHERE o.outbox_id = ?1"))?
+        .query_row([outbox_id], outbox_from_row)
+        .optional()
+}
+
+pub fn outbox_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Result<Vec<DueDelivery>> {
+    conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS}, e.type, e.payload, IFNULL(a.attempts, 0) FROM billing_outbox o \
+         JOIN events e ON e.tenant_id = o.tenant_id AND e.event_id = o.event_ref \
+         LEFT JOIN delivery_attempts a ON a.kind = 'outbox' AND a.item_id = o.outbox_id \
+         WHERE o.state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1) \
+         ORDER BY o.position LIMIT ?2"
+    ))?
+    .query_map(params![now.to_rfc3339(), limit], |row| {
+        Ok(DueDelivery {
+            item: outbox_from_row(row)?,
+            event_type: row.get(14)?,
+            payload: row.get(15)?,
+            attempts: row.get(16)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn outbox_backlog(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM billing_outbox WHERE state = 'pending'), \
+                (SELECT COUNT(*) FROM billing_outbox WHERE state = 'dead_lettered')",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
+pub fn attempts(conn: &Connection, kind: DeliveryKind, item_id: &str) -> rusqlite::Result<Option<AttemptRow>> {
+    conn.prepare_cached(
+        "SELECT attempts, next_attempt_at, last_error_code, last_error FROM delivery_attempts \
+         WHERE kind = ?1 AND item_id = ?2",
+    )?
+    .query_row([kind.as_str(), item_id], |row| {
+        Ok(AttemptRow {
+            attempts: row.get(0)?,
+            next_attempt_at: timestamp(row, 1)?,
+            last_error_code: row.get(2)?,
+            last_error: row.get(3)?,
+        })
+    })
+    .optional()
+}
+
+pub fn save_attempts(conn: &Connection, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at, last_error_code, last_error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (kind, item_id) DO UPDATE SET attempts = excluded.attempts, \
+         next_attempt_at = excluded.next_attempt_at, last_error_code = excluded.last_error_code, \
+         last_error = excluded.last_error",
+    )?
+    .execute(params![
+        kind.as_str(),
+        item_id,
+        row.attempts,
+        row.next_attempt_at.to_rfc3339(),
+        row.last_error_code,
+        row.last_error
+    ])?;
+    Ok(())
+}
+
+pub fn clear_attempts(conn: &Connection, kind: DeliveryKind, item_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM delivery_attempts WHERE kind = ?1 AND item_id = ?2")?
+        .execute([kind.as_str(), item_id])?;
+    Ok(())
+}
+
+const DEAD_LETTER_COLUMNS: &str = "dead_letter_id, outbox_id, kind, tenant_id, stream_id, event_ref, error_code, \
+     stage, attempts, last_error, dead_lettered_at, replayed_at, replayed_by";
+
+fn dead_letter_from_row(row: &Row<'_>) -> rusqlite::Result<DeadLetterRow> {
+    Ok(DeadLetterRow {
+        dead_letter_id: row.get(0)?,
+        outbox_id: row.get(1)?,
+        kind: kind(row, 2)?,
+        tenant_id: row.get(3)?,
+        stream_id: row.get(4)?,
+        event_ref: row.get(5)?,
+        error_code: row.get(6)?,
+        stage: row.get(7)?,
+        attempts: row.get(8)?,
+        last_error: row.get(9)?,
+        dead_lettered_at: row.get(10)?,
+        replayed_at: row.get(11)?,
+        replayed_by: row.get(12)?,
+    })
+}
+
+pub fn dead_letter(conn: &Connection, dead_letter_id: &str) -> rusqlite::Result<Option<DeadLetterRow>> {
+    conn.prepare_cached(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE dead_letter_id = ?1"))?
+        .query_row([dead_letter_id], dead_letter_from_row)
+        .optional()
+}
+
+pub fn dead_letters(conn: &Connection, stream_id: &str) -> rusqlite::Result<Vec<DeadLetterRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE stream_id = ?1 ORDER BY dead_lettered_at, rowid"
+    ))?
+    .query_map([stream_id], dead_letter_from_row)?
+    .collect()
+}
+
+pub fn window_totals(conn: &Connection, tenant_id: &str, window: Window) -> rusqlite::Result<BTreeMap<Meter, Totals>> {
+    let start = window.start.to_rfc3339();
+    let mut totals: BTreeMap<Meter, Totals> = BTreeMap::new();
+    let sums = [
+        "SELECT meter, SUM(quantity) FROM usage_records WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
+        "SELECT meter, SUM(quantity) FROM billing_adjustments WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
+        "SELECT meter, SUM(quantity) FROM billing_outbox WHERE tenant_id = ?1 AND window_start = ?2 \
+         AND state = 'confirmed' GROUP BY meter",
+    ];
+    for (which, sql) in sums.iter().enumerate() {
+        let mut statement = conn.prepare_cached(sql)?;
+        let mut rows = statement.query(params![tenant_id, start])?;
+        while let Some(row) = rows.next()? {
+            let entry = totals.entry(meter(row, 0)?).or_default();
+            let sum: i64 = row.get(1)?;
+            match which {
+                0 => entry.metered = sum,
+                1 => entry.adjusted = sum,
+                _ => entry.charged = sum,
+            }
+        }
+    }
+    Ok(totals)
+}
+
+pub fn billed_tenants(conn: &Connection, window: Window) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT tenant_id FROM usage_records WHERE window_start = ?1 \
+         UNION SELECT tenant_id FROM billing_adjustments WHERE window_start = ?1 \
+         UNION SELECT tenant_id FROM billing_outbox WHERE window_start = ?1 ORDER BY 1",
+    )?
+    .query_map([window.start.to_rfc3339()], |row| row.get(0))?
+    .collect()
+}
+
+const RUN_COLUMNS: &str = "run_id, tenant_id, window_start, window_end, revision, trigger, comparisons, mismatches, \
+     lines, completed_at, position";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let lines: Vec<Line> =
+        serde_json::from_str(&row.get::<_, String>(8)?).map_err(|_| corrupt(8, "not a list of lines"))?;
+    Ok(RunRow {
+        run_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        window_start: timestamp(row, 2)?,
+        window_end: timestamp(row, 3)?,
+        revision: row.get(4)?,
+        trigger: row.get(5)?,
+        comparisons: row.get(6)?,
+        mismatches: row.get(7)?,
+        lines,
+        completed_at: row.get(9)?,
+        position: row.get(10)?,
+    })
+}
+
+pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> {
+    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE run_id = ?1"))?
+        .query_row([run_id], run_from_row)
+        .optional()
+}
+
+pub fn latest_run(conn: &Connection, tenant_id: &str, window: Window) -> rusqlite::Result<Option<RunRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND window_start = ?2 \
+         ORDER BY revision DESC LIMIT 1"
+    ))?
+    .query_row(params![tenant_id, window.start.to_rfc3339()], run_from_row)
+    .optional()
+}
+
+pub fn runs(
+    conn: &Connection,
+    tenant_id: &str,
+    window: Option<Window>,
+    before: u64,
+    limit: u64,
+) -> rusqlite::Result<Vec<RunRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND position < ?2 \
+         AND (?3 IS NULL OR window_start = ?3) ORDER BY position DESC LIMIT ?4"
+    ))?
+    .query_map(params![tenant_id, before, window.map(|w| w.start.to_rfc3339()), limit], run_from_row)?
+    .collect()
+}
+
+const MISMATCH_COLUMNS: &str = "alert_id, run_id, tenant_id, window_start, meter, metered, charged, adjusted, delta, \
+     alert_state, alert_attempts, alert_error_code, raised_at, updated_at";
+
+fn mismatch_from_row(row: &Row<'_>) -> rusqlite::Result<MismatchRow> {
+    Ok(MismatchRow {
+        alert_id: row.get(0)?,
+        run_id: row.get(1)?,
+        tenant_id: row.get(2)?,
+        window_start: timestamp(row, 3)?,
+        meter: meter(row, 4)?,
+        metered: row.get(5)?,
+        charged: row.get(6)?,
+        adjusted: row.get(7)?,
+        delta: row.get(8)?,
+        alert_state: AlertState::parse(&row.get::<_, String>(9)?).ok_or_else(|| corrupt(9, "not an alert state"))?,
+        alert_attempts: row.get(10)?,
+        alert_error_code: row.get(11)?,
+        raised_at: row.get(12)?,
+        updated_at: row.get(13)?,
+    })
+}
+
+pub fn mismatches(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<MismatchRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MISMATCH_COLUMNS} FROM reconciliation_mismatches WHERE run_id = ?1 ORDER BY position"
+    ))?
+    .query_map([run_id], mismatch_from_row)?
+    .collect()
+}
+
+pub fn alerts_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Result<Vec<(MismatchRow, u32)>> {
+    let columns = MISMATCH_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
+    conn.prepare_cached(&format!(
+        "SELECT {columns}, IFNULL(a.attempts, 0) FROM reconciliation_mismatches m \
+         LEFT JOIN delivery_attempts a ON a.kind = 'alert' AND a.item_id = m.alert_id \
+         WHERE m.alert_state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1) \
+         ORDER BY m.position LIMIT ?2"
+    ))?
+    .query_map(params![now.to_rfc3339(), limit], |row| Ok((mismatch_from_row(row)?, row.get(14)?)))?
+    .collect()
+}
+
+pub fn alert_backlog(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'pending'), \
+                (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'dead_lettered')",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
+pub fn scheduler(conn: &Connection) -> rusqlite::Result<SchedulerRow> {
+    let row = conn
+        .prepare_cached(
+            "SELECT enabled, last_run_at, last_window, last_error FROM scheduler_state WHERE name = 'reconciliation'",
+        )?
+        .query_row([], |row| {
+            let at = |index: usize| -> rusqlite::Result<Option<Timestamp>> {
+                Ok(row.get::<_, Option<String>>(index)?.as_deref().and_then(Timestamp::parse))
+            };
+            Ok(SchedulerRow { enabled: row.get(0)?, last_run_at: at(1)?, last_window: at(2)?, last_error: row.get(3)? })
+        })
+        .optional()?;
+    Ok(row.unwrap_or_default())
+}
+
+pub fn save_scheduler(conn: &Connection, row: &SchedulerRow, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO scheduler_state (name, enabled, last_run_at, last_window, last_error, updated_at) \
+         VALUES ('reconciliation', ?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, \
+         last_run_at = excluded.last_run_at, last_window = excluded.last_window, last_error = excluded.last_error, \
+         updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        row.enabled,
+        row.last_run_at.map(Timestamp::to_rfc3339),
+        row.last_window.map(Timestamp::to_rfc3339),
+        row.last_error,
+        now.to_rfc3339(),
+    ])?;
+    Ok(())
+}
+
+pub fn clock_offset(conn: &Connection) -> rusqlite::Result<i64> {
+    let raw: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'test_clock_offset_ms'", [], |row| row.get(0)).optional()?;
+    Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub fn save_clock_offset(conn: &Connection, offset_millis: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('test_clock_offset_ms', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [offset_millis.to_string()],
+    )?;
+    Ok(())
+}
