@@ -486,6 +486,29 @@ pub async fn session_events(
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
+pub struct AccountEvents {
+    pub tenant_id: String,
+    /// The account stream (`acct:<tenantId>`) the events live on.
+    pub stream_id: String,
+    pub events: Vec<ServedEvent>,
+}
+
+/// `GET /v1/billing/accounts/{tenantId}/events`: the account's own billing events (adjustments and
+/// their deliveries), for the tenant's operators and services.
+pub async fn account_events(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: String,
+) -> Result<AccountEvents, AppError> {
+    billing_reader(principal, &tenant_id, || tenant_not_found(&tenant_id))?;
+    let stream_id = billing::account_stream(&tenant_id);
+    let stream = stream_id.clone();
+    let events = state.store.read(move |reads| reads.events_of_type(&stream, "billing.")).await?;
+    Ok(AccountEvents { tenant_id, stream_id, events: events.iter().map(StoredEvent::served).collect() })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeadLetterView {
     #[serde(flatten)]
     pub dead_letter: DeadLetterRow,
@@ -581,7 +604,8 @@ pub async fn replay_dead_letter(
 pub struct TracedRun {
     #[serde(flatten)]
     pub run: RunRow,
-    pub mismatches: Vec<MismatchRow>,
+    /// The mismatch of the record's meter, if the run found one, with its alert.
+    pub mismatch_details: Vec<MismatchRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -628,7 +652,7 @@ pub async fn trace(state: &AppState, principal: &Principal, usage_id: String) ->
             for run in reads.runs(&record.tenant_id, Some(window), u64::MAX, 100)? {
                 let mismatches =
                     reads.mismatches(&run.run_id)?.into_iter().filter(|m| m.meter == record.meter).collect();
-                runs.push(TracedRun { run, mismatches });
+                runs.push(TracedRun { run, mismatch_details: mismatches });
             }
             Ok((
                 events,

@@ -34,7 +34,8 @@ pub struct TriggerRequest {
 pub struct RunView {
     #[serde(flatten)]
     pub run: RunRow,
-    pub mismatches: Vec<MismatchRow>,
+    /// Each disagreeing meter and the state of the alert it raised.
+    pub mismatch_details: Vec<MismatchRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,7 +96,7 @@ pub async fn trigger(
         .execute(move |tx| {
             let (run, created) = reconcile_window(tx, &tenant_id, window, rerun, trigger)?;
             let mismatches = tx.mismatches(&run.run_id)?;
-            Ok::<_, AppError>(TriggerAnswer { created, run: RunView { run, mismatches } })
+            Ok::<_, AppError>(TriggerAnswer { created, run: RunView { run, mismatch_details: mismatches } })
         })
         .await?;
     if answer.created && answer.run.run.mismatches > 0 {
@@ -203,7 +204,7 @@ pub async fn run(state: &AppState, principal: &Principal, run_id: String) -> Res
     let (run, mismatches) =
         state.store.read(move |reads| -> Result<_, AppError> { Ok((reads.run(&id)?, reads.mismatches(&id)?)) }).await?;
     let run = run.filter(|r| r.tenant_id == principal.tenant_id.as_str()).ok_or_else(|| run_not_found(&run_id))?;
-    Ok(RunView { run, mismatches })
+    Ok(RunView { run, mismatch_details: mismatches })
 }
 
 // ---- Scheduler ----------------------------------------------------------------------------------

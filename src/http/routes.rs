@@ -65,6 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
         .service(resource("/v1/governance/data-map").route(web::get().to(operator::data_map)))
         .service(resource("/v1/billing/usage/{usageId}").route(web::get().to(billing::usage)))
         .service(resource("/v1/billing/accounts/{tenantId}/usage-summary").route(web::get().to(billing::usage_summary)))
+        .service(resource("/v1/billing/accounts/{tenantId}/events").route(web::get().to(billing::account_events)))
         .service(resource("/v1/billing/adjustments").route(web::post().to(billing::adjust)))
         .service(resource("/v1/billing/sessions/{id}/events").route(web::get().to(billing::session_events)))
         .service(resource("/v1/billing/sessions/{id}/dead-letters").route(web::get().to(billing::session_dead_letters)))

@@ -78,6 +78,11 @@ pub async fn spawn_app_in(data_dir: tempfile::TempDir) -> TestApp {
     spawn_configured(data_dir, &[]).await
 }
 
+/// Start a server on an existing data dir with some variables overridden.
+pub async fn spawn_app_in_with(data_dir: tempfile::TempDir, overrides: &[(&'static str, &str)]) -> TestApp {
+    spawn_configured(data_dir, overrides).await
+}
+
 /// Start a server with some variables overridden.
 pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
     spawn_configured(tempfile::tempdir().expect("temp dir"), overrides).await

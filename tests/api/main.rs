@@ -1,6 +1,7 @@
 //! All integration tests, in one binary, against the real server and real SQLite files.
 
 mod auth;
+mod billing;
 mod contract;
 mod crash;
 mod demo;

@@ -28,6 +28,15 @@ pub async fn usage_summary(
     Ok(HttpResponse::Ok().json(summary))
 }
 
+/// `GET /v1/billing/accounts/{tenantId}/events`
+pub async fn account_events(
+    state: web::Data<AppState>,
+    principal: Principal,
+    tenant: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(billing::account_events(&state, &principal, tenant.into_inner()).await?))
+}
+
 /// `POST /v1/billing/adjustments`
 pub async fn adjust(
     state: web::Data<AppState>,

@@ -649,6 +649,8 @@ pub fn runs(
     before: u64,
     limit: u64,
 ) -> rusqlite::Result<Vec<RunRow>> {
+    // SQLite integers are signed: "before anything" is i64::MAX.
+    let before = before.min(i64::MAX as u64);
     conn.prepare_cached(&format!(
         "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND position < ?2 \
          AND (?3 IS NULL OR window_start = ?3) ORDER BY position DESC LIMIT ?4"
