@@ -138,6 +138,9 @@ async fn drive() -> Result<(), String> {
         |name| match name {
             "CALLSTREAM_DATA_DIR" => Some(dir.clone()),
             "CALLSTREAM_MESSAGE_SINK_URL" => Some(sink_url.clone()),
+            // The demo moves time forward to close a billing window instead of waiting an hour.
+            "CALLSTREAM_TEST_CLOCK" => Some("1".into()),
+            "CALLSTREAM_BILLING_POLL_MS" => Some("20".into()),
             _ => None,
         },
         Some(&secrets),
@@ -171,10 +174,12 @@ async fn drive() -> Result<(), String> {
 async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
     use reqwest::Method;
     let mint = |sub: &str, roles: &[Role]| {
-        crate::app::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "demo", roles, 3600)
+        // Valid for a day: the demo moves its clock forward by more than an hour.
+        crate::app::auth::mint(&config.jwt, crate::clock::Clock::system().now(), sub, "demo", roles, 86_400)
             .map_err(|e| e.to_string())
     };
     let (ada, agent) = (mint("ada", &[Role::User])?, mint("stt-agent", &[Role::Service])?);
+    let ops = mint("ops", &[Role::Operator])?;
     println!("callstream demo — server on {}", demo.base);
 
     let session =
@@ -330,6 +335,9 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         deliveries[0].0
     ));
 
+    let clock =
+        demo.expect(Method::POST, "/v1/operator/clock", &ops, Some(json!({"advanceSeconds": 125})), 200).await?;
+    demo.step(&format!("two minutes of conversation later (test clock: {})", clock["now"]));
     demo.expect(
         Method::POST,
         &format!("/v1/call/sessions/{id}/state"),
@@ -350,6 +358,110 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         final_view["version"],
         final_view["eventCount"],
         final_view["participants"].as_array().map(Vec::len).unwrap_or(0)
+    ));
+    billing(demo, &ops, &id).await
+}
+
+/// Metering, billing and reconciliation of the call that just ended.
+async fn billing(demo: &Demo, ops: &str, id: &str) -> Result<(), String> {
+    use reqwest::Method;
+    let events_path = format!("/v1/billing/sessions/{id}/events");
+    let of_type = |events: &Value, wanted: &str| -> Vec<Value> {
+        events["events"].as_array().into_iter().flatten().filter(|e| e["type"] == wanted).cloned().collect()
+    };
+    let mut events = demo.expect(Method::GET, &events_path, ops, None, 200).await?;
+    for _ in 0..500 {
+        if of_type(&events, "billing.charge.confirmed").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        events = demo.expect(Method::GET, &events_path, ops, None, 200).await?;
+    }
+    let usage = of_type(&events, "billing.usage.recorded");
+    if usage.len() != 2 || of_type(&events, "billing.charge.confirmed").len() != 2 {
+        return Err(format!("expected two usage records, each confirmed once: {events}"));
+    }
+    for record in &usage {
+        let usage_id = record["payload"]["usageId"].as_str().unwrap_or_default();
+        let view = demo.expect(Method::GET, &format!("/v1/billing/usage/{usage_id}"), ops, None, 200).await?;
+        demo.step(&format!(
+            "metered {} × {} of {} ({}), signed by key {} → verification {}, {} {}; the ledger confirmed it",
+            view["quantity"],
+            view["unit"].as_str().unwrap_or_default(),
+            view["meter"].as_str().unwrap_or_default(),
+            usage_id,
+            view["keyId"].as_str().unwrap_or_default(),
+            view["verification"]["verdict"].as_str().unwrap_or_default(),
+            view["amount"]["value"].as_str().unwrap_or_default(),
+            view["amount"]["currency"].as_str().unwrap_or_default(),
+        ));
+    }
+    let window =
+        usage[0]["payload"]["occurredAt"].as_str().map(|at| format!("{}:00:00Z", &at[..13])).unwrap_or_default();
+    let early = demo
+        .expect(
+            Method::POST,
+            "/v1/billing/reconciliation/hourly-trigger",
+            ops,
+            Some(json!({"windowStart": window})),
+            409,
+        )
+        .await?;
+    demo.step(&format!("reconciling {window} now is refused: {}", early["error"]["code"]));
+    let clock =
+        demo.expect(Method::POST, "/v1/operator/clock", ops, Some(json!({"advanceSeconds": 3600 + 900})), 200).await?;
+    demo.step(&format!("the window and its 15-minute lateness allowance pass (test clock: {})", clock["now"]));
+    let trigger = || {
+        demo.expect(
+            Method::POST,
+            "/v1/billing/reconciliation/hourly-trigger",
+            ops,
+            Some(json!({"windowStart": window})),
+            201,
+        )
+    };
+    let run = trigger().await?;
+    let lines: Vec<String> = run["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            format!(
+                "{} metered {} / charged {} (delta {})",
+                l["meter"].as_str().unwrap_or_default(),
+                l["metered"],
+                l["charged"],
+                l["delta"]
+            )
+        })
+        .collect();
+    demo.step(&format!(
+        "reconciliation run {} (revision {}): {}; {} mismatches",
+        run["runId"],
+        run["revision"],
+        lines.join(", "),
+        run["mismatches"]
+    ));
+    let repeat = demo
+        .expect(
+            Method::POST,
+            "/v1/billing/reconciliation/hourly-trigger",
+            ops,
+            Some(json!({"windowStart": window})),
+            200,
+        )
+        .await?;
+    if repeat["runId"] != run["runId"] || run["mismatches"] != 0 {
+        return Err(format!("the window should reconcile once and cleanly: {run} / {repeat}"));
+    }
+    demo.step("triggering the same window again answers the same run");
+    let window_end = run["windowEnd"].as_str().unwrap_or_default();
+    let summary_path = format!("/v1/billing/accounts/demo/usage-summary?from={window}&to={window_end}");
+    let summary = demo.expect(Method::GET, &summary_path, ops, None, 200).await?;
+    demo.step(&format!(
+        "usage summary for tenant demo over that hour: {} {}",
+        summary["total"]["value"].as_str().unwrap_or_default(),
+        summary["total"]["currency"].as_str().unwrap_or_default()
     ));
     Ok(())
 }

@@ -274,6 +274,7 @@ pub async fn set_scheduler(
         return Err(AppError::new(ErrorCode::ForbiddenRole, "only operators switch the scheduler"));
     }
     let principal = principal.clone();
+    let lateness = state.config.billing.lateness_secs;
     let row = state
         .store
         .writer
@@ -281,6 +282,11 @@ pub async fn set_scheduler(
             let mut row = tx.scheduler()?;
             if row.enabled != change.enabled {
                 row.enabled = change.enabled;
+                if row.last_window.is_none() {
+                    // Switched on for the first time: windows that close from now on are its work;
+                    // older ones are reconciled by hand if needed.
+                    row.last_window = Some(Window::latest_closed(tx.recorded_at(), lateness).start);
+                }
                 tx.save_scheduler(&row)?;
                 let at = tx.recorded_at().to_rfc3339();
                 let details = json!({ "enabled": change.enabled });

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, transcript};
+use crate::helpers::{spawn_app_with, transcript};
 
 const STATES: [&str; 5] = ["created", "connecting", "active", "ended", "failed"];
 
@@ -28,9 +28,16 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let seed: u64 = std::env::var("REBUILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("REBUILD_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let app = spawn_app().await;
-    let users: Vec<String> = ["u1", "u2", "u3"].iter().map(|u| app.user(u)).collect();
-    let agent = app.token("media-bridge", "t1", &[callstream::domain::principal::Role::Service]);
+    // The test clock lets the workload close reconciliation windows; tokens are re-minted after
+    // each move.
+    let app = spawn_app_with(&[("CALLSTREAM_TEST_CLOCK", "1"), ("CALLSTREAM_BILLING_POLL_MS", "20")]).await;
+    let mint = |app: &crate::helpers::TestApp| {
+        let users: Vec<String> = ["u1", "u2", "u3"].iter().map(|u| app.user(u)).collect();
+        let agent = app.token("media-bridge", "t1", &[callstream::domain::principal::Role::Service]);
+        let operator = app.token("ops", "t1", &[callstream::domain::principal::Role::Operator]);
+        (users, agent, operator)
+    };
+    let (mut users, mut agent, mut operator) = mint(&app);
     let mut sessions: Vec<(String, usize)> = Vec::new();
     let mut sent: Vec<(usize, String, Value)> = Vec::new();
     let mut accepted = 0usize;
@@ -125,6 +132,34 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
                 assert!(status.is_success() || refused, "seed {seed}: {}", answer.text().await.unwrap_or_default());
                 continue;
             }
+            95..=99 => {
+                // Billing: adjustments, reconciliation runs and reruns, and time passing so that
+                // windows close.
+                match rng.random_range(0..3) {
+                    0 => {
+                        let meter = if rng.random_bool(0.5) { "call.duration" } else { "action.executed" };
+                        let quantity = rng.random_range(1..100) * if rng.random_bool(0.3) { -1 } else { 1 };
+                        let body = json!({"tenantId": "t1", "meter": meter, "quantity": quantity,
+                            "occurredAt": app.clock.now().to_rfc3339(), "reason": format!("op {op}")});
+                        let response = app.post("/v1/billing/adjustments", &operator, &body).await;
+                        assert_eq!(response.status(), StatusCode::CREATED, "seed {seed}");
+                    }
+                    1 => {
+                        let body = json!({"rerun": rng.random_bool(0.5)});
+                        let response = app.post("/v1/billing/reconciliation/hourly-trigger", &operator, &body).await;
+                        assert!(
+                            response.status().is_success(),
+                            "seed {seed}: {}",
+                            response.text().await.unwrap_or_default()
+                        );
+                    }
+                    _ => {
+                        app.advance_clock(rng.random_range(600..3600)).await;
+                        (users, agent, operator) = mint(&app);
+                    }
+                }
+                continue;
+            }
             _ => {
                 let mut bad = transcript(&session, &format!("op{op}-bad"), "x");
                 bad["payload"]["revision"] = json!("not a number");
@@ -152,9 +187,17 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         .expect("copy");
     let live = dump(&copy, "sessions");
     let live_actions = dump(&copy, "actions");
+    let billing_tables =
+        ["usage_records", "billing_adjustments", "billing_outbox", "reconciliation_runs", "reconciliation_mismatches"];
+    let live_billing: Vec<_> = billing_tables.iter().map(|table| dump(&copy, table)).collect();
     callstream::store::rebuild(&copy).expect("rebuild");
     assert_eq!(dump(&copy, "sessions"), live, "seed {seed}");
     assert_eq!(dump(&copy, "actions"), live_actions, "seed {seed}");
+    for (table, rows) in billing_tables.iter().zip(&live_billing) {
+        assert_eq!(&dump(&copy, table), rows, "seed {seed}: {table}");
+    }
+    assert!(!live_billing[0].is_empty(), "seed {seed}: the workload metered usage");
+    assert!(!live_billing[3].is_empty(), "seed {seed}: the workload reconciled windows");
     assert_eq!(live.len(), sessions.len());
     assert!(!live_actions.is_empty(), "seed {seed}: the workload requested actions");
 
