@@ -109,17 +109,25 @@ pub fn meter_appended(tx: &mut dyn WriteUnit, metering: &Metering, events: &[Sto
     }
     let mut appended = 0;
     for record in records {
-        if tx.usage(&record.usage_id)?.is_some() {
-            continue;
+        if record_usage(tx, metering, record)? {
+            appended += 1;
         }
-        let (tenant, stream, event_id) =
-            (record.tenant_id.clone(), record.session_id.clone(), format!("usage:{}", record.usage_id));
-        let signed = metering.sign(record)?;
-        let payload = serde_json::to_value(&signed).map_err(AppError::internal)?;
-        append_fact(tx, &tenant, &stream, &Actor::system(), "billing.usage.recorded", &event_id, payload)?;
-        appended += 1;
     }
     Ok(appended)
+}
+
+/// Sign `record` and append its `billing.usage.recorded` to its session's stream, unless the log
+/// already holds it. Answers whether it was appended.
+pub fn record_usage(tx: &mut dyn WriteUnit, metering: &Metering, record: UsageRecord) -> Result<bool, AppError> {
+    if tx.usage(&record.usage_id)?.is_some() {
+        return Ok(false);
+    }
+    let (tenant, stream, event_id) =
+        (record.tenant_id.clone(), record.session_id.clone(), format!("usage:{}", record.usage_id));
+    let signed = metering.sign(record)?;
+    let payload = serde_json::to_value(&signed).map_err(AppError::internal)?;
+    append_fact(tx, &tenant, &stream, &Actor::system(), "billing.usage.recorded", &event_id, payload)?;
+    Ok(true)
 }
 
 /// When the session's log says it became `active` (the first time), if it did.

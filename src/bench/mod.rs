@@ -1,5 +1,6 @@
 //! Load generators for the benchmarks recorded in docs/performance.md.
 
+pub mod billing;
 mod harness;
 pub mod ingest;
 pub mod realtime;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     Idle(realtime::IdleArgs),
     /// Drop and rebuild every projection from a log filled through the server.
     Rebuild(rebuild::RebuildArgs),
+    /// Reconciliation of one window holding many usage records; outbox delivery to the internal
+    /// ledger and to a local HTTP sink.
+    Billing(billing::BillingArgs),
 }
 
 pub fn run(command: BenchCommand) -> ExitCode {
@@ -35,5 +39,6 @@ pub fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Reconnect(args) => realtime::reconnect(args),
         BenchCommand::Idle(args) => realtime::idle(args),
         BenchCommand::Rebuild(args) => rebuild::run(args),
+        BenchCommand::Billing(args) => billing::run(args),
     }
 }
