@@ -92,16 +92,13 @@ pub fn meter_appended(tx: &mut dyn WriteUnit, metering: &Metering, events: &[Sto
                 occurred_at,
                 recorded_at,
             ));
-        } else if let Some(ActionEvent::Executed { .. }) =
+        } else if let Some(executed @ ActionEvent::Executed { .. }) =
             ActionEvent::from_envelope_parts(&event.event_type, &event.payload)
         {
-            let action_id = ActionEvent::from_envelope_parts(&event.event_type, &event.payload)
-                .map(|e| e.action_id().to_owned())
-                .unwrap_or_default();
             records.push(UsageRecord::action_executed(
                 &event.tenant_id,
                 &event.stream_id,
-                &action_id,
+                executed.action_id(),
                 occurred_at,
                 recorded_at,
             ));
