@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::sessions::{actor_of, not_before, visible_session};
+use super::idempotency;
+use super::sessions::{actor_of, visible_session};
 use crate::config::SigningKey;
 use crate::domain::action::ActionEvent;
 use crate::domain::billing::{self, AdjustmentCreated, PublishReplayed, UsageRecorded, Window};
@@ -62,8 +63,9 @@ pub(crate) fn append_fact(
     actor: &Actor,
     type_name: &str,
     event_id: &str,
-    payload: Value,
+    payload: &impl Serialize,
 ) -> Result<StoredEvent, AppError> {
+    let payload = serde_json::to_value(payload).map_err(AppError::internal)?;
     let stream = SessionId::parse(stream_id).map_err(AppError::internal_msg)?;
     let event_type =
         EventType::lookup(type_name).ok_or_else(|| AppError::internal_msg(format!("{type_name} is not registered")))?;
@@ -122,8 +124,7 @@ pub fn record_usage(tx: &mut dyn WriteUnit, metering: &Metering, record: UsageRe
     let (tenant, stream, event_id) =
         (record.tenant_id.clone(), record.session_id.clone(), format!("usage:{}", record.usage_id));
     let signed = metering.sign(record)?;
-    let payload = serde_json::to_value(&signed).map_err(AppError::internal)?;
-    append_fact(tx, &tenant, &stream, &Actor::system(), "billing.usage.recorded", &event_id, payload)?;
+    append_fact(tx, &tenant, &stream, &Actor::system(), "billing.usage.recorded", &event_id, &signed)?;
     Ok(true)
 }
 
@@ -157,11 +158,7 @@ fn billing_reader(
     Ok(())
 }
 
-pub(crate) fn operator_of(
-    principal: &Principal,
-    tenant_id: &str,
-    not_found: impl FnOnce() -> AppError,
-) -> Result<(), AppError> {
+fn operator_of(principal: &Principal, tenant_id: &str, not_found: impl FnOnce() -> AppError) -> Result<(), AppError> {
     if principal.tenant_id.as_str() != tenant_id {
         return Err(not_found());
     }
@@ -384,11 +381,7 @@ pub async fn adjust(
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(invalid("`reason` must be 1–500 characters"));
     }
-    if let Some(key) = &idempotency_key
-        && (key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()))
-    {
-        return Err(invalid("Idempotency-Key must be 1–255 visible ASCII characters"));
-    }
+    idempotency::validate(idempotency_key.as_deref())?;
     let request_hash: [u8; 32] =
         Sha256::digest(to_canonical_string(&serde_json::to_value(&request).map_err(AppError::internal)?)).into();
     let adjustment = AdjustmentCreated {
@@ -419,15 +412,10 @@ pub async fn adjust(
                 key,
             };
             if let Some(key) = &idempotency_key {
-                if let Some((stored_hash, _, body)) = tx.idempotent_response(scope(key), not_before(tx, retention))? {
-                    if stored_hash != request_hash {
-                        return Err(AppError::new(
-                            ErrorCode::IdempotencyKeyReused,
-                            "this Idempotency-Key was already used with a different request body",
-                        ));
-                    }
-                    return serde_json::from_str(&body).map_err(AppError::internal);
+                if let Some(answer) = idempotency::stored_answer(tx, scope(key), retention, &request_hash)? {
+                    return Ok(answer);
                 }
+                // The answer expired but the adjustment the key names exists: never a second one.
                 if tx.outbox_item(&adjustment.adjustment_id)?.is_some() {
                     return Err(AppError::new(
                         ErrorCode::IdempotencyKeyReused,
@@ -440,7 +428,6 @@ pub async fn adjust(
             }
             let stream = billing::account_stream(tenant);
             let event_id = format!("adjustment:{}", adjustment.adjustment_id);
-            let payload = serde_json::to_value(&adjustment).map_err(AppError::internal)?;
             let stored = append_fact(
                 tx,
                 tenant,
@@ -448,7 +435,7 @@ pub async fn adjust(
                 &actor_of(&principal),
                 "billing.adjustment.created",
                 &event_id,
-                payload,
+                &adjustment,
             )?;
             let view = AdjustmentView {
                 window_start: Window::containing(occurred_at).start,
@@ -457,8 +444,7 @@ pub async fn adjust(
                 adjustment,
             };
             if let Some(key) = &idempotency_key {
-                let body = serde_json::to_string(&view).map_err(AppError::internal)?;
-                tx.store_idempotent_response(scope(key), &request_hash, 201, &body)?;
+                idempotency::store_answer(tx, scope(key), &request_hash, &view)?;
             }
             Ok(view)
         })
@@ -583,7 +569,6 @@ pub async fn replay_dead_letter(
                 replayed_by: principal.user_id.as_str().to_owned(),
             };
             let event_id = format!("replay:{}", found.dead_letter_id);
-            let payload = serde_json::to_value(&replayed).map_err(AppError::internal)?;
             append_fact(
                 tx,
                 &found.tenant_id,
@@ -591,7 +576,7 @@ pub async fn replay_dead_letter(
                 &actor_of(&principal),
                 "billing.publish.replayed",
                 &event_id,
-                payload,
+                &replayed,
             )?;
             tx.clear_attempts(DeliveryKind::Outbox, &found.outbox_id)?;
             let now = tx.dead_letter(&dead_letter_id)?.ok_or_else(|| dead_letter_not_found(&dead_letter_id))?;
@@ -671,8 +656,16 @@ pub async fn trace(state: &AppState, principal: &Principal, usage_id: String) ->
     Ok(Trace { usage: usage_view(state, row, delivery), events, pending_attempts, dead_letters, runs })
 }
 
-/// The JSON a sink receives for a billing event or an alert (Standard Webhooks' `type`,
-/// `timestamp`, `data`).
-pub fn sink_body(event_type: &str, timestamp: Timestamp, data: Value) -> String {
-    json!({ "type": event_type, "timestamp": timestamp, "data": data }).to_string()
+/// What a sink receives for a billing event or an alert (Standard Webhooks' `type`, `timestamp`,
+/// `data`).
+#[derive(Serialize)]
+struct SinkMessage<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: Timestamp,
+    data: &'a Value,
+}
+
+pub fn sink_body(event_type: &str, timestamp: Timestamp, data: &Value) -> String {
+    serde_json::to_string(&SinkMessage { event_type, timestamp, data }).unwrap_or_default()
 }

@@ -5,6 +5,7 @@ pub mod billing;
 pub mod contract;
 pub mod events;
 pub mod health;
+pub mod idempotency;
 pub mod livekit;
 pub mod orchestration;
 pub mod outbox;

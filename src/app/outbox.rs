@@ -75,7 +75,9 @@ pub async fn publish_due(state: &AppState) -> Result<Pass, AppError> {
         .execute(move |tx| {
             let mut pass = Pass::default();
             for (due, sink, attempt) in attempts {
-                record_delivery(tx, &policy, &due, sink, attempt, &mut pass)?;
+                if let Some(settled) = record_delivery(tx, &policy, &due, sink, attempt)? {
+                    pass.count(settled);
+                }
             }
             Ok::<_, AppError>(pass)
         })
@@ -103,7 +105,7 @@ async fn deliver_all(state: &AppState, due: Vec<DueDelivery>) -> Vec<(DueDeliver
             let timeout_ms = state.config.billing.timeout_ms;
             running.spawn(async move {
                 let data: Value = serde_json::from_str(&item.payload).unwrap_or(Value::Null);
-                let body = sink_body(&item.event_type, clock.now(), data);
+                let body = sink_body(&item.event_type, clock.now(), &data);
                 let attempt =
                     crate::orchestration::sink::post(&client, &sink, &clock, timeout_ms, &item.item.outbox_id, &body)
                         .await;
@@ -123,24 +125,83 @@ fn jitter() -> f64 {
     rand::rng().random_range(0.0..=1.0)
 }
 
+/// How an attempt left its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Confirmed,
+    Retrying,
+    DeadLettered,
+}
+
+impl Pass {
+    fn count(&mut self, settled: Settled) {
+        match settled {
+            Settled::Confirmed => self.confirmed += 1,
+            Settled::Retrying => self.retrying += 1,
+            Settled::DeadLettered => self.dead_lettered += 1,
+        }
+    }
+}
+
+/// Carry out the retry policy's step for attempt `number` of a delivery item: append its outcome
+/// (`confirm` or `dead_letter`) and end its bookkeeping, or persist when it is due again.
+fn settle(
+    tx: &mut dyn WriteUnit,
+    kind: DeliveryKind,
+    item_id: &str,
+    number: u32,
+    step: NextStep,
+    confirm: impl FnOnce(&mut dyn WriteUnit, String) -> Result<(), AppError>,
+    dead_letter: impl FnOnce(&mut dyn WriteUnit, &'static str, ErrorCode, String) -> Result<(), AppError>,
+) -> Result<Settled, AppError> {
+    match step {
+        NextStep::Confirm { charge_id } => {
+            confirm(tx, charge_id)?;
+            tx.clear_attempts(kind, item_id)?;
+            Ok(Settled::Confirmed)
+        }
+        NextStep::RetryAt { at, error_code, message } => {
+            let row = AttemptRow {
+                attempts: number,
+                next_attempt_at: at,
+                last_error_code: Some(error_code.as_str().to_owned()),
+                last_error: Some(message),
+            };
+            tx.save_attempts(kind, item_id, &row)?;
+            Ok(Settled::Retrying)
+        }
+        NextStep::DeadLetter { stage, error_code, message } => {
+            dead_letter(tx, stage, error_code, message)?;
+            tx.clear_attempts(kind, item_id)?;
+            Ok(Settled::DeadLettered)
+        }
+    }
+}
+
 fn record_delivery(
     tx: &mut dyn WriteUnit,
     policy: &RetryPolicy,
     due: &DueDelivery,
     sink: &str,
     attempt: Attempt,
-    pass: &mut Pass,
-) -> Result<(), AppError> {
+) -> Result<Option<Settled>, AppError> {
     let item = &due.item;
-    let Some(current) = tx.outbox_item(&item.outbox_id)? else { return Ok(()) };
+    let Some(current) = tx.outbox_item(&item.outbox_id)? else { return Ok(None) };
     if current.state != OutboxState::Pending {
-        return Ok(());
+        return Ok(None);
     }
     let number = due.attempts + 1;
     // One delivery generation per dead letter: a replayed item's events get new ids.
     let generation = current.dead_letters;
-    match policy.next_step(number, attempt, tx.recorded_at(), jitter()) {
-        NextStep::Confirm { charge_id } => {
+    let step = policy.next_step(number, attempt, tx.recorded_at(), jitter());
+    let (tenant, stream, actor) = (&item.tenant_id, &item.stream_id, Actor::system());
+    let settled = settle(
+        tx,
+        DeliveryKind::Outbox,
+        &item.outbox_id,
+        number,
+        step,
+        |tx, charge_id| {
             let confirmed = ChargeConfirmed {
                 charge_id,
                 outbox_id: item.outbox_id.clone(),
@@ -153,30 +214,9 @@ fn record_delivery(
                 attempts: number,
             };
             let event_id = format!("charge:{}:{generation}", item.outbox_id);
-            let payload = serde_json::to_value(&confirmed).map_err(AppError::internal)?;
-            append_fact(
-                tx,
-                &item.tenant_id,
-                &item.stream_id,
-                &Actor::system(),
-                "billing.charge.confirmed",
-                &event_id,
-                payload,
-            )?;
-            tx.clear_attempts(DeliveryKind::Outbox, &item.outbox_id)?;
-            pass.confirmed += 1;
-        }
-        NextStep::RetryAt { at, error_code, message } => {
-            let row = AttemptRow {
-                attempts: number,
-                next_attempt_at: at,
-                last_error_code: Some(error_code.as_str().to_owned()),
-                last_error: Some(message),
-            };
-            tx.save_attempts(DeliveryKind::Outbox, &item.outbox_id, &row)?;
-            pass.retrying += 1;
-        }
-        NextStep::DeadLetter { stage, error_code, message } => {
+            append_fact(tx, tenant, stream, &actor, "billing.charge.confirmed", &event_id, &confirmed).map(drop)
+        },
+        |tx, stage, error_code, message| {
             let dead = PublishDeadLettered {
                 dead_letter_id: billing::dead_letter_id(&item.outbox_id, generation + 1),
                 outbox_id: item.outbox_id.clone(),
@@ -188,21 +228,10 @@ fn record_delivery(
                 last_error: Some(message),
             };
             let event_id = format!("dead-letter:{}", dead.dead_letter_id);
-            let payload = serde_json::to_value(&dead).map_err(AppError::internal)?;
-            append_fact(
-                tx,
-                &item.tenant_id,
-                &item.stream_id,
-                &Actor::system(),
-                "billing.publish.dead_lettered",
-                &event_id,
-                payload,
-            )?;
-            tx.clear_attempts(DeliveryKind::Outbox, &item.outbox_id)?;
-            pass.dead_lettered += 1;
-        }
-    }
-    Ok(())
+            append_fact(tx, tenant, stream, &actor, "billing.publish.dead_lettered", &event_id, &dead).map(drop)
+        },
+    )?;
+    Ok(Some(settled))
 }
 
 // ---- Alerts -------------------------------------------------------------------------------------
@@ -262,7 +291,7 @@ pub async fn deliver_alerts(
     let mut outcomes = Vec::with_capacity(due.len());
     for (alert, attempts) in due {
         let data = serde_json::to_value(&alert).map_err(AppError::internal)?;
-        let body = sink_body("billing.reconciliation.mismatch_detected", state.clock.now(), data);
+        let body = sink_body("billing.reconciliation.mismatch_detected", state.clock.now(), &data);
         let attempt = crate::orchestration::sink::post(
             &client,
             &sink,
@@ -281,7 +310,9 @@ pub async fn deliver_alerts(
         .execute(move |tx| {
             let mut pass = Pass::default();
             for (alert, attempts, attempt) in outcomes {
-                record_alert(tx, &policy, &alert, attempts, attempt, &mut pass)?;
+                if let Some(settled) = record_alert(tx, &policy, &alert, attempts, attempt)? {
+                    pass.count(settled);
+                }
             }
             Ok::<_, AppError>(pass)
         })
@@ -298,46 +329,31 @@ fn record_alert(
     alert: &MismatchRow,
     attempts: u32,
     attempt: Attempt,
-    pass: &mut Pass,
-) -> Result<(), AppError> {
+) -> Result<Option<Settled>, AppError> {
     let still_pending = tx
         .mismatches(&alert.run_id)?
         .into_iter()
         .any(|m| m.alert_id == alert.alert_id && m.alert_state == crate::store::AlertState::Pending);
     if !still_pending {
-        return Ok(());
+        return Ok(None);
     }
     let number = attempts + 1;
     let stream = billing::reconciliation_stream(&alert.tenant_id, Window { start: alert.window_start });
-    match policy.next_step(number, attempt, tx.recorded_at(), jitter()) {
-        NextStep::Confirm { .. } => {
+    let (tenant, actor) = (&alert.tenant_id, Actor::system());
+    let step = policy.next_step(number, attempt, tx.recorded_at(), jitter());
+    let settled = settle(
+        tx,
+        DeliveryKind::Alert,
+        &alert.alert_id,
+        number,
+        step,
+        |tx, _| {
             let delivered =
                 AlertDelivered { alert_id: alert.alert_id.clone(), run_id: alert.run_id.clone(), attempts: number };
-            let payload = serde_json::to_value(&delivered).map_err(AppError::internal)?;
             let event_id = format!("alert-delivered:{}", alert.alert_id);
-            append_fact(
-                tx,
-                &alert.tenant_id,
-                &stream,
-                &Actor::system(),
-                "billing.alert.delivered",
-                &event_id,
-                payload,
-            )?;
-            tx.clear_attempts(DeliveryKind::Alert, &alert.alert_id)?;
-            pass.confirmed += 1;
-        }
-        NextStep::RetryAt { at, error_code, message } => {
-            let row = AttemptRow {
-                attempts: number,
-                next_attempt_at: at,
-                last_error_code: Some(error_code.as_str().to_owned()),
-                last_error: Some(message),
-            };
-            tx.save_attempts(DeliveryKind::Alert, &alert.alert_id, &row)?;
-            pass.retrying += 1;
-        }
-        NextStep::DeadLetter { error_code, message, .. } => {
+            append_fact(tx, tenant, &stream, &actor, "billing.alert.delivered", &event_id, &delivered).map(drop)
+        },
+        |tx, _, error_code, message| {
             let dead = AlertDeadLettered {
                 alert_id: alert.alert_id.clone(),
                 run_id: alert.run_id.clone(),
@@ -345,20 +361,9 @@ fn record_alert(
                 error_code: error_code.as_str().to_owned(),
                 last_error: Some(message),
             };
-            let payload = serde_json::to_value(&dead).map_err(AppError::internal)?;
             let event_id = format!("alert-dead-letter:{}", alert.alert_id);
-            append_fact(
-                tx,
-                &alert.tenant_id,
-                &stream,
-                &Actor::system(),
-                "billing.alert.dead_lettered",
-                &event_id,
-                payload,
-            )?;
-            tx.clear_attempts(DeliveryKind::Alert, &alert.alert_id)?;
-            pass.dead_lettered += 1;
-        }
-    }
-    Ok(())
+            append_fact(tx, tenant, &stream, &actor, "billing.alert.dead_lettered", &event_id, &dead).map(drop)
+        },
+    )?;
+    Ok(Some(settled))
 }

@@ -86,7 +86,7 @@ pub async fn open(
                     };
                     // Connections closed long past any reconnect window go, a few per new one.
                     let keep = CONNECTION_RETENTION_SECS.max(window_secs) as i64;
-                    let cutoff = crate::app::sessions::not_before(tx, keep);
+                    let cutoff = crate::app::idempotency::not_before(tx, keep);
                     tx.prune_expired(Retained::WsConnections, cutoff)?;
                     tx.insert_connection(&record)?;
                     let claim = ResumeClaim { connection_id: record.connection_id.clone(), generation: 1, epoch };

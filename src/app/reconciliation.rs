@@ -99,9 +99,6 @@ pub async fn trigger(
             Ok::<_, AppError>(TriggerAnswer { created, run: RunView { run, mismatch_details: mismatches } })
         })
         .await?;
-    if answer.created && answer.run.run.mismatches > 0 {
-        state.billing_work.notify_one();
-    }
     Ok(answer)
 }
 
@@ -137,9 +134,8 @@ pub fn reconcile_window(
             adjusted: line.adjusted,
             delta: line.delta,
         };
-        let payload = serde_json::to_value(&mismatch).map_err(AppError::internal)?;
         let event_id = format!("mismatch:{}", mismatch.alert_id);
-        append_fact(tx, tenant_id, &stream, &actor, "billing.reconciliation.mismatch_detected", &event_id, payload)?;
+        append_fact(tx, tenant_id, &stream, &actor, "billing.reconciliation.mismatch_detected", &event_id, &mismatch)?;
     }
     let completed = ReconciliationCompleted {
         run_id: run_id.clone(),
@@ -152,8 +148,15 @@ pub fn reconcile_window(
         mismatches,
         lines,
     };
-    let payload = serde_json::to_value(&completed).map_err(AppError::internal)?;
-    append_fact(tx, tenant_id, &stream, &actor, "billing.reconciliation.completed", &format!("run:{run_id}"), payload)?;
+    append_fact(
+        tx,
+        tenant_id,
+        &stream,
+        &actor,
+        "billing.reconciliation.completed",
+        &format!("run:{run_id}"),
+        &completed,
+    )?;
     let run = tx.run(&run_id)?.ok_or_else(|| AppError::internal_msg("the run vanished"))?;
     Ok((run, true))
 }
@@ -296,7 +299,6 @@ pub async fn set_scheduler(
             Ok::<_, AppError>(row)
         })
         .await?;
-    state.billing_work.notify_one();
     Ok(scheduler_view(state, row))
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AppState, session_denied, session_not_found};
+use super::{AppState, idempotency, session_denied, session_not_found};
 use crate::domain::actor::{Actor, ActorKind};
 use crate::domain::canonical::to_canonical_string;
 use crate::domain::envelope::server_event;
@@ -14,10 +14,9 @@ use crate::domain::principal::{Ownership, Principal};
 use crate::domain::session::{
     CreatedPayload, ProviderCorrelation, Session, SessionCommand, SessionEvent, SessionState, decide,
 };
-use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorCode};
 use crate::store::log::StoredEvent;
-use crate::store::{ParticipantRecord, RecordingRecord, SessionRecord, WriteUnit};
+use crate::store::{ParticipantRecord, RecordingRecord, SessionRecord};
 
 const CREATE_ROUTE: &str = "POST /v1/call/sessions";
 const MAX_TITLE_CHARS: usize = 200;
@@ -67,14 +66,7 @@ pub async fn create(
             format!("`metadata` must be at most {MAX_METADATA_BYTES} bytes"),
         ));
     }
-    if let Some(key) = &idempotency_key
-        && (key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()))
-    {
-        return Err(AppError::new(
-            ErrorCode::ValidationFailed,
-            "Idempotency-Key must be 1–255 visible ASCII characters",
-        ));
-    }
+    idempotency::validate(idempotency_key.as_deref())?;
 
     let created = CreatedPayload { owner_id: principal.user_id.as_str().to_owned(), title: request.title, metadata };
     let payload = serde_json::to_value(&created).map_err(AppError::internal)?;
@@ -92,17 +84,9 @@ pub async fn create(
             let scope =
                 |key| crate::store::IdempotencyScope { tenant_id: &tenant, user_id: &user, route: CREATE_ROUTE, key };
             if let Some(key) = &idempotency_key
-                && let Some((stored_hash, _status, body)) =
-                    tx.idempotent_response(scope(key), not_before(tx, retention))?
+                && let Some(answer) = idempotency::stored_answer(tx, scope(key), retention, &request_hash)?
             {
-                if stored_hash != request_hash {
-                    return Err(AppError::new(
-                        ErrorCode::IdempotencyKeyReused,
-                        "this Idempotency-Key was already used with a different request body",
-                    ));
-                }
-                // Only 201 answers are stored; the status is the HTTP edge's to choose.
-                return serde_json::from_str(&body).map_err(AppError::internal);
+                return Ok(answer);
             }
             if let Some(max) = max_open_sessions
                 && tx.open_sessions(&tenant)? >= max
@@ -120,8 +104,7 @@ pub async fn create(
             tx.append(&tenant, session_id.as_str(), &actor, vec![event.into()])?;
             let body = session_view(tx, session_id.as_str())?;
             if let Some(key) = &idempotency_key {
-                let stored = serde_json::to_string(&body).map_err(AppError::internal)?;
-                tx.store_idempotent_response(scope(key), &request_hash, 201, &stored)?;
+                idempotency::store_answer(tx, scope(key), &request_hash, &body)?;
             }
             Ok(body)
         })
@@ -444,9 +427,4 @@ impl From<&SessionRecord> for SessionSummary {
             last_event_at: record.last_event_at.clone(),
         }
     }
-}
-
-/// The oldest `recorded_at` still inside a retention period, as the RFC 3339 text we store.
-pub fn not_before(tx: &dyn WriteUnit, retention_secs: i64) -> Timestamp {
-    tx.recorded_at().plus_seconds(-retention_secs)
 }

@@ -18,7 +18,7 @@ use super::time::Timestamp;
 const HOUR_SECS: i64 = 3600;
 
 /// One UTC hour, `[start, start + 1 h)`: the unit usage is reconciled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Window {
     pub start: Timestamp,
 }

@@ -116,8 +116,6 @@ pub trait Reads {
     fn mismatches(&self, run_id: &str) -> Result<Vec<MismatchRow>, StoreError>;
     /// Pending alerts whose next attempt is due at `now`, with the attempts made so far.
     fn alerts_due(&self, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>, StoreError>;
-    /// `(pending alerts, dead-lettered alerts)`.
-    fn alert_backlog(&self) -> Result<(u64, u64), StoreError>;
     fn scheduler(&self) -> Result<SchedulerRow, StoreError>;
     /// The persisted offset of a test clock, in milliseconds.
     fn clock_offset(&self) -> Result<i64, StoreError>;

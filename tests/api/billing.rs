@@ -24,6 +24,19 @@ fn sink_secret() -> String {
 const CLOCK: (&str, &str) = ("CALLSTREAM_TEST_CLOCK", "1");
 const FAST_POLL: (&str, &str) = ("CALLSTREAM_BILLING_POLL_MS", "20");
 
+/// A server delivering billing events to `url` (with the test clock and fast polling).
+async fn spawn_with_billing_sink(url: &str, extra: &[(&'static str, &str)]) -> TestApp {
+    let secret = sink_secret();
+    let mut overrides = vec![
+        CLOCK,
+        FAST_POLL,
+        ("CALLSTREAM_BILLING_SINK_URL", url),
+        ("CALLSTREAM_BILLING_SINK_SECRET", secret.as_str()),
+    ];
+    overrides.extend_from_slice(extra);
+    spawn_app_with(&overrides).await
+}
+
 /// Tokens that outlive the hours these tests move the clock by.
 const TTL: i64 = 7 * 86_400;
 
@@ -166,15 +179,7 @@ async fn a_call_that_never_became_active_and_each_executed_action_are_metered_as
 #[tokio::test]
 async fn a_sink_that_fails_twice_then_recovers_is_retried_on_the_persisted_schedule_with_one_webhook_id() {
     let sink = sink::start(vec![503, 503, 200]).await;
-    let secret = sink_secret();
-    let app = spawn_app_with(&[
-        CLOCK,
-        FAST_POLL,
-        ("CALLSTREAM_BILLING_SINK_URL", &sink.url),
-        ("CALLSTREAM_BILLING_SINK_SECRET", &secret),
-        ("CALLSTREAM_BILLING_RETRY_BASE_SECS", "30"),
-    ])
-    .await;
+    let app = spawn_with_billing_sink(&sink.url, &[("CALLSTREAM_BILLING_RETRY_BASE_SECS", "30")]).await;
     let alice = alice(&app);
     let ops = operator(&app);
     let session = call_lasting(&app, &alice, 10).await;
@@ -222,15 +227,7 @@ async fn wait_until(done: impl Fn() -> bool) {
 #[tokio::test]
 async fn a_sink_that_never_recovers_dead_letters_and_a_replay_delivers_once() {
     let sink = sink::start(vec![503, 503, 200]).await;
-    let secret = sink_secret();
-    let app = spawn_app_with(&[
-        CLOCK,
-        FAST_POLL,
-        ("CALLSTREAM_BILLING_SINK_URL", &sink.url),
-        ("CALLSTREAM_BILLING_SINK_SECRET", &secret),
-        ("CALLSTREAM_BILLING_MAX_ATTEMPTS", "2"),
-    ])
-    .await;
+    let app = spawn_with_billing_sink(&sink.url, &[("CALLSTREAM_BILLING_MAX_ATTEMPTS", "2")]).await;
     let alice = alice(&app);
     let ops = operator(&app);
     let session = call_lasting(&app, &alice, 5).await;
@@ -280,13 +277,7 @@ async fn a_sink_that_never_recovers_dead_letters_and_a_replay_delivers_once() {
 #[tokio::test]
 async fn a_sink_that_refuses_an_item_dead_letters_it_at_once() {
     let sink = sink::start(vec![422]).await;
-    let secret = sink_secret();
-    let app = spawn_app_with(&[
-        FAST_POLL,
-        ("CALLSTREAM_BILLING_SINK_URL", &sink.url),
-        ("CALLSTREAM_BILLING_SINK_SECRET", &secret),
-    ])
-    .await;
+    let app = spawn_with_billing_sink(&sink.url, &[]).await;
     let alice = alice(&app);
     let ops = operator(&app);
     let session = app.create_session(&alice).await;
@@ -399,14 +390,10 @@ async fn unconfirmed_usage_is_a_mismatch_whose_alert_is_delivered_signed() {
     let billing_sink = sink::start(vec![503]).await;
     let alert_sink = sink::start(vec![200]).await;
     let secret = sink_secret();
-    let app = spawn_app_with(&[
-        CLOCK,
-        FAST_POLL,
-        ("CALLSTREAM_BILLING_SINK_URL", &billing_sink.url),
-        ("CALLSTREAM_BILLING_SINK_SECRET", &secret),
-        ("CALLSTREAM_ALERT_SINK_URL", &alert_sink.url),
-        ("CALLSTREAM_ALERT_SINK_SECRET", &secret),
-    ])
+    let app = spawn_with_billing_sink(
+        &billing_sink.url,
+        &[("CALLSTREAM_ALERT_SINK_URL", &alert_sink.url), ("CALLSTREAM_ALERT_SINK_SECRET", &secret)],
+    )
     .await;
     let alice = alice(&app);
     let ops = operator(&app);

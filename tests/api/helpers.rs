@@ -165,6 +165,15 @@ impl TestApp {
         self.post(&format!("/v1/realtime/sessions/{session}/events"), token, &json!({ "events": events })).await
     }
 
+    /// How many of the session's events are not `billing.*`: a call's billing events are appended
+    /// by the outbox on its own schedule, so "nothing appended" is checked on the others.
+    pub async fn events_except_billing(&self, token: &str, session: &str) -> usize {
+        let page = self.replay(token, session, 0, 1000).await;
+        let events = page["events"].as_array().expect("events");
+        assert!(events.len() < 1000, "a test session holds fewer than one page of events");
+        events.iter().filter(|e| !e["type"].as_str().is_some_and(|t| t.starts_with("billing."))).count()
+    }
+
     pub async fn replay(&self, token: &str, session: &str, after: u64, limit: u64) -> Value {
         let response =
             self.get(&format!("/v1/realtime/sessions/{session}/events?after={after}&limit={limit}"), token).await;

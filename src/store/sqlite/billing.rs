@@ -701,15 +701,6 @@ pub fn alerts_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Re
     .collect()
 }
 
-pub fn alert_backlog(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'pending'), \
-                (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'dead_lettered')",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )
-}
-
 pub fn scheduler(conn: &Connection) -> rusqlite::Result<SchedulerRow> {
     let row = conn
         .prepare_cached(

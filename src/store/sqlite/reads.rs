@@ -193,10 +193,6 @@ impl<T: HasConnection> Reads for T {
         Ok(billing::alerts_due(self.connection(), now, limit)?)
     }
 
-    fn alert_backlog(&self) -> Result<(u64, u64), StoreError> {
-        Ok(billing::alert_backlog(self.connection())?)
-    }
-
     fn scheduler(&self) -> Result<SchedulerRow, StoreError> {
         Ok(billing::scheduler(self.connection())?)
     }
