@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DevSecrets, database_path};
+use crate::config::{Config, DevSecrets, MasterKey, database_path};
 use crate::domain::principal::Role;
 
 #[derive(Debug, Parser)]
@@ -76,7 +76,18 @@ const DEV_SECRETS_FILE: &str = "dev-secrets.json";
 pub fn dev_secrets(data_dir: &Path) -> Result<DevSecrets, String> {
     let path = data_dir.join(DEV_SECRETS_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()));
+        let mut secrets: DevSecrets =
+            serde_json::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+        if secrets.master_key.is_none() {
+            // Written before crypto-shredding: add a master key once, never a new one per start.
+            secrets.master_key = DevSecrets::generate().master_key;
+            let text = serde_json::to_string_pretty(&secrets).map_err(|e| e.to_string())?;
+            let staged = path.with_extension("json.new");
+            let _ = std::fs::remove_file(&staged);
+            write_private(&staged, &text).map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+            std::fs::rename(&staged, &path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+        }
+        return Ok(secrets);
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let secrets = DevSecrets::generate();
@@ -155,8 +166,27 @@ fn database() -> PathBuf {
     database_path(&Config::data_dir_from_env())
 }
 
+/// The maintenance commands open sealed payloads: `CALLSTREAM_MASTER_KEY`, or the key `serve
+/// --dev` keeps in the data dir.
+fn master_key() -> Result<MasterKey, String> {
+    if let Some(encoded) = std::env::var(MasterKey::VARIABLE).ok().filter(|v| !v.trim().is_empty()) {
+        return MasterKey::parse(&encoded).map_err(|e| e.to_string());
+    }
+    let dev_file = Config::data_dir_from_env().join(DEV_SECRETS_FILE);
+    if dev_file.exists()
+        && let Some(encoded) = dev_secrets(&Config::data_dir_from_env())?.master_key
+    {
+        return MasterKey::parse(encoded.expose()).map_err(|e| e.to_string());
+    }
+    Err(format!("{}: is required but not set (and there are no dev secrets in the data dir)", MasterKey::VARIABLE))
+}
+
 fn migrate() -> ExitCode {
-    match crate::store::migrate(&database()) {
+    let master_key = match master_key() {
+        Ok(key) => key,
+        Err(err) => return fail(err),
+    };
+    match crate::store::migrate(&database(), &master_key) {
         Ok(version) => {
             println!("database {} at schema version {version}", database().display());
             ExitCode::SUCCESS
@@ -170,7 +200,11 @@ fn verify() -> ExitCode {
     if !path.exists() {
         return fail(format!("no database at {}", path.display()));
     }
-    match crate::store::verify(&path) {
+    let master_key = match master_key() {
+        Ok(key) => key,
+        Err(err) => return fail(err),
+    };
+    match crate::store::verify(&path, &master_key) {
         Err(err) => fail(format!("verify could not read the database: {err}")),
         Ok(report) => {
             println!("events: {}  streams: {}", report.events, report.streams);
@@ -195,7 +229,11 @@ fn rebuild() -> ExitCode {
     if !path.exists() {
         return fail(format!("no database at {}", path.display()));
     }
-    match crate::store::rebuild(&path) {
+    let master_key = match master_key() {
+        Ok(key) => key,
+        Err(err) => return fail(err),
+    };
+    match crate::store::rebuild(&path, &master_key) {
         Ok(replayed) => {
             println!("rebuilt projections from {replayed} events");
             ExitCode::SUCCESS

@@ -31,6 +31,46 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `CALLSTREAM_MASTER_KEY`: 32 bytes that wrap every tenant's data key (docs/governance.md).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    pub const VARIABLE: &'static str = "CALLSTREAM_MASTER_KEY";
+
+    /// Standard base64 of exactly 32 bytes.
+    pub fn parse(encoded: &str) -> Result<MasterKey, ConfigError> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| problem(Self::VARIABLE, "must be standard base64 (e.g. `openssl rand -base64 32`)"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| problem(Self::VARIABLE, format!("must decode to 32 bytes, not {}", b.len())))?;
+        Ok(MasterKey(key))
+    }
+
+    pub fn generate() -> MasterKey {
+        use rand::Rng;
+        MasterKey(rand::rng().random())
+    }
+
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(***)")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// fsync on every commit: an acknowledged event survives power loss.
@@ -83,6 +123,7 @@ pub struct Config {
     /// `CALLSTREAM_TEST_CLOCK=1`: operators may move the clock forward (tests and demos only).
     pub test_clock: bool,
     pub billing: BillingConfig,
+    pub master_key: MasterKey,
 }
 
 /// Metering, the billing outbox, reconciliation and its alerts (docs/billing.md).
@@ -193,6 +234,9 @@ pub struct DevSecrets {
     pub resume_secret: Secret,
     pub meter_key: Secret,
     pub livekit_api_secret: Secret,
+    /// Absent from dev secrets written before crypto-shredding; `cli::dev_secrets` adds it once.
+    #[serde(default)]
+    pub master_key: Option<Secret>,
 }
 
 pub const DEV_ISSUER: &str = "callstream-dev";
@@ -207,12 +251,13 @@ impl DevSecrets {
             resume_secret: Secret(random_secret()),
             meter_key: Secret(random_secret()),
             livekit_api_secret: Secret(random_secret()),
+            master_key: Some(Secret(MasterKey::generate().encode())),
         }
     }
 
     /// The defaults layer these secrets contribute, keyed by variable name.
     fn as_defaults(&self) -> HashMap<&'static str, String> {
-        HashMap::from([
+        let mut defaults = HashMap::from([
             ("CALLSTREAM_JWT_SECRET", self.jwt_secret.0.clone()),
             ("CALLSTREAM_JWT_ISSUER", DEV_ISSUER.to_owned()),
             ("CALLSTREAM_JWT_AUDIENCE", DEV_AUDIENCE.to_owned()),
@@ -221,7 +266,11 @@ impl DevSecrets {
             ("LIVEKIT_API_KEY", DEV_LIVEKIT_KEY.to_owned()),
             ("LIVEKIT_API_SECRET", self.livekit_api_secret.0.clone()),
             ("LIVEKIT_URL", DEV_LIVEKIT_URL.to_owned()),
-        ])
+        ]);
+        if let Some(master_key) = &self.master_key {
+            defaults.insert(MasterKey::VARIABLE, master_key.0.clone());
+        }
+        defaults
     }
 }
 
@@ -396,6 +445,7 @@ impl Config {
             edge,
             test_clock: flag(&get, TEST_CLOCK)?,
             billing: billing_config(&get)?,
+            master_key: MasterKey::parse(&required(MasterKey::VARIABLE)?)?,
         })
     }
 
@@ -599,8 +649,12 @@ mod tests {
             ("LIVEKIT_API_KEY", "key".to_owned()),
             ("LIVEKIT_API_SECRET", STRONG.to_owned()),
             ("LIVEKIT_URL", "wss://lk.example".to_owned()),
+            (MasterKey::VARIABLE, MASTER.to_owned()),
         ])
     }
+
+    /// 32 bytes of 0x01, base64.
+    const MASTER: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
     fn load(env: &HashMap<&'static str, String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
         Config::load(|name| env.get(name).cloned(), dev)
@@ -651,6 +705,14 @@ mod tests {
             env.insert("CALLSTREAM_CORS_ORIGINS", origin.into());
             assert_eq!(load(&env, None).expect_err(origin).variable, "CALLSTREAM_CORS_ORIGINS");
         }
+        for malformed in ["not base64!", "AQEBAQ==", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=="] {
+            let mut env = full_env();
+            env.insert(MasterKey::VARIABLE, malformed.into());
+            let err = load(&env, None).expect_err(malformed);
+            assert_eq!(err.variable, MasterKey::VARIABLE);
+            assert!(!err.to_string().contains(malformed), "never the value in the message");
+        }
+        assert_eq!(load(&full_env(), None).expect("valid").master_key.expose(), &[1u8; 32]);
         let mut env = full_env();
         env.insert("CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC", "0".into());
         assert_eq!(load(&env, None).expect_err("zero rate").variable, "CALLSTREAM_RATE_LIMIT_INGEST_PER_SEC");

@@ -62,7 +62,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let clock = if config.test_clock { clock::Clock::adjustable() } else { clock::Clock::system() };
         let (store, writer_thread) =
-            Store::open(&config.database_path(), config.durability, config.writer_queue_capacity, clock.clone())?;
+            Store::open(
+                &config.database_path(),
+                config.durability,
+                config.writer_queue_capacity,
+                clock.clone(),
+                &config.master_key,
+            )?;
         if clock.is_adjustable() {
             // A restarted test server keeps the "now" it had.
             clock.restore(store.read_now(|reads| reads.clock_offset())?);

@@ -21,6 +21,8 @@ pub struct Metrics {
     ws_connections: AtomicI64,
     ws_resumes: AtomicU64,
     ws_closes: Mutex<BTreeMap<u16, u64>>,
+    erasures: AtomicU64,
+    keys_destroyed: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -49,6 +51,11 @@ impl Metrics {
     pub fn observe_webhook(&self, verdict: &'static str, code: &str) {
         let mut webhooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         *webhooks.entry((verdict, code.to_owned())).or_default() += 1;
+    }
+
+    pub fn tenant_erased(&self, keys_destroyed: u64) {
+        self.erasures.fetch_add(1, Ordering::Relaxed);
+        self.keys_destroyed.fetch_add(keys_destroyed, Ordering::Relaxed);
     }
 
     pub fn ws_opened(&self, resumed: bool) {
@@ -151,6 +158,18 @@ impl Metrics {
             "callstream_ws_resumes_total",
             "WebSocket connections opened with a resume token.",
             self.ws_resumes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "callstream_tenant_erasures_total",
+            "Tenant erasures (crypto-shredding) carried out.",
+            self.erasures.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "callstream_data_keys_destroyed_total",
+            "Tenant data keys destroyed by erasures.",
+            self.keys_destroyed.load(Ordering::Relaxed),
         );
         header(
             &mut out,

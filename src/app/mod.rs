@@ -4,6 +4,7 @@ pub mod auth;
 pub mod billing;
 pub mod contract;
 pub mod events;
+pub mod governance;
 pub mod health;
 pub mod idempotency;
 pub mod livekit;

@@ -17,6 +17,7 @@ pub struct ChildServer {
     /// The LiveKit key and the secret every secret variable is set to.
     pub livekit_key: String,
     pub secret: String,
+    pub master_key: crate::config::MasterKey,
     jwt: JwtConfig,
 }
 
@@ -31,6 +32,7 @@ impl ChildServer {
             issuer: "callstream-bench".into(),
             audience: "callstream".into(),
         };
+        let master_key = crate::config::MasterKey::generate();
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let child = Command::new(exe)
             .arg("serve")
@@ -44,6 +46,7 @@ impl ChildServer {
             .env("LIVEKIT_API_KEY", BENCH_LIVEKIT_KEY)
             .env("LIVEKIT_API_SECRET", &secret)
             .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
+            .env(crate::config::MasterKey::VARIABLE, master_key.encode())
             .env("CALLSTREAM_DURABILITY", durability)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -56,6 +59,7 @@ impl ChildServer {
             data_dir,
             livekit_key: BENCH_LIVEKIT_KEY.to_owned(),
             secret,
+            master_key,
             jwt,
         };
         let client = reqwest::Client::new();

@@ -37,9 +37,9 @@ async fn bench(args: RebuildArgs) -> Result<(), String> {
 
     let database = server.database();
     let started = Instant::now();
-    let replayed = crate::store::rebuild(&database).map_err(|e| e.to_string())?;
+    let replayed = crate::store::rebuild(&database, &server.master_key).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
-    let differences = crate::store::diff_against_rebuild(&database).map_err(|e| e.to_string())?;
+    let differences = crate::store::diff_against_rebuild(&database, &server.master_key).map_err(|e| e.to_string())?;
     if !differences.is_empty() {
         return Err(format!("the rebuilt projections differ from a fresh replay: {differences:?}"));
     }

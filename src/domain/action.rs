@@ -106,10 +106,11 @@ pub fn params_hash(params: &Map<String, Value>) -> String {
     hex::encode(Sha256::digest(to_canonical_string(&Value::Object(params.clone()))))
 }
 
-/// SHA-256 of what an actionId stands for; a retry must match it.
-pub fn request_hash(session_id: &str, action_type: &str, params: &Map<String, Value>) -> String {
+/// SHA-256 of what an actionId stands for; a retry must match it. Built on the params' hash, not
+/// the params, so that it survives the erasure of the params (they are personal data).
+pub fn request_hash(session_id: &str, action_type: &str, params_hash: &str) -> String {
     hex::encode(Sha256::digest(to_canonical_string(
-        &json!({ "sessionId": session_id, "type": action_type, "params": params }),
+        &json!({ "sessionId": session_id, "type": action_type, "paramsHash": params_hash }),
     )))
 }
 
@@ -301,7 +302,7 @@ impl Request {
         node: &Node,
         now: Timestamp,
     ) -> Result<Step, Rejection> {
-        if action.request_hash != request_hash(&self.session_id, &self.action_type, &self.params) {
+        if action.request_hash != request_hash(&self.session_id, &self.action_type, &params_hash(&self.params)) {
             return Err(reject(
                 ErrorCode::ActionIdConflict,
                 "this actionId was already used for another session, type or params",
@@ -464,7 +465,7 @@ pub fn evolve(action: Option<Action>, session_id: &str, event: &ActionEvent) -> 
                 action_type: action_type.clone(),
                 params: params.clone(),
                 params_hash: params_hash.clone(),
-                request_hash: request_hash(session_id, action_type, params),
+                request_hash: request_hash(session_id, action_type, params_hash),
                 requested_by: requested_by.clone(),
                 // An action is only ever answered after its decision; this is never seen.
                 state: ActionState::Approved,
@@ -532,12 +533,19 @@ pub fn evolve(action: Option<Action>, session_id: &str, event: &ActionEvent) -> 
 // ---------------------------------------------------------------------------------------------
 // The events as the log holds them.
 
+/// Erased params read as none: the action keeps its hash, status and history.
+fn erasable_params<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestedPayload {
     action_id: String,
     #[serde(rename = "type")]
     action_type: String,
+    /// `null` once the tenant's data key is destroyed (the params are personal data).
+    #[serde(deserialize_with = "erasable_params")]
     params: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     params_hash: Option<String>,

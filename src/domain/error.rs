@@ -82,6 +82,7 @@ error_codes! {
     TenantNotFound = "TENANT_NOT_FOUND" => (404, "operator", "No tenant record with this id."),
     TenantExists = "TENANT_EXISTS" => (409, "operator", "A tenant record with this id already exists; update it instead."),
     QuotaExceeded = "QUOTA_EXCEEDED" => (403, "operator", "The tenant reached a quota set by an operator (for example its open sessions)."),
+    ErasureNotConfirmed = "ERASURE_NOT_CONFIRMED" => (400, "operator", "A tenant erasure must be confirmed with `{\"confirm\": \"<tenantId>\"}` naming the tenant in the path; nothing was erased."),
     // Orchestration
     ActionIdConflict = "ACTION_ID_CONFLICT" => (409, "orchestration", "The actionId was already used for another session, type or params."),
     ActionNotFound = "ACTION_NOT_FOUND" => (404, "orchestration", "No such action is visible to the caller."),

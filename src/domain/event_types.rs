@@ -141,6 +141,30 @@ impl EventType {
     pub fn schema_path(self, version: u32) -> String {
         format!("schemas/{}.v{}.json", self.0, version)
     }
+
+    /// The payload fields its schemas mark `"x-callstream-personal": true`: sealed at rest with the
+    /// tenant's data key, so erasing the tenant makes them unreadable (docs/governance.md).
+    pub fn personal_fields(self) -> &'static [String] {
+        static PERSONAL: OnceLock<HashMap<&'static str, Vec<String>>> = OnceLock::new();
+        PERSONAL
+            .get_or_init(|| {
+                let mut fields: HashMap<&'static str, Vec<String>> = HashMap::new();
+                for (name, version, source) in SCHEMAS {
+                    let schema: Value = serde_json::from_str(source)
+                        .unwrap_or_else(|e| panic!("schemas/{name}.v{version}.json is not JSON: {e}"));
+                    let entry = fields.entry(name).or_default();
+                    for (field, definition) in schema["properties"].as_object().into_iter().flatten() {
+                        if definition["x-callstream-personal"] == Value::Bool(true) && !entry.contains(field) {
+                            entry.push(field.clone());
+                        }
+                    }
+                }
+                fields.values_mut().for_each(|names| names.sort());
+                fields
+            })
+            .get(self.0)
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Compiled payload validators, built once on first use.
@@ -194,6 +218,14 @@ mod tests {
         assert!(!Writers::Service.admit(Writers::Client));
         assert!(Writers::Service.admit(Writers::Service));
         assert!(Writers::Client.admit(Writers::Client));
+    }
+
+    #[test]
+    fn personal_fields_come_from_the_schemas() {
+        let final_segment = EventType::lookup("transcript.segment.final").expect("registered");
+        assert_eq!(final_segment.personal_fields(), ["speaker", "text"]);
+        let usage = EventType::lookup("billing.usage.recorded").expect("registered");
+        assert!(usage.personal_fields().is_empty());
     }
 
     #[test]

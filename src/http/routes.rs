@@ -62,7 +62,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
                 .route(web::patch().to(operator::update)),
         )
         .service(resource("/v1/operator/audit").route(web::get().to(operator::audit)))
+        .service(resource("/v1/governance/audit").route(web::get().to(operator::audit)))
         .service(resource("/v1/governance/data-map").route(web::get().to(operator::data_map)))
+        .service(resource("/v1/governance/tenants/{id}/erase").route(web::post().to(operator::erase)))
         .service(resource("/v1/billing/usage/{usageId}").route(web::get().to(billing::usage)))
         .service(resource("/v1/billing/accounts/{tenantId}/usage-summary").route(web::get().to(billing::usage_summary)))
         .service(resource("/v1/billing/accounts/{tenantId}/events").route(web::get().to(billing::account_events)))

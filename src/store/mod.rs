@@ -9,6 +9,7 @@
 
 pub mod log;
 mod records;
+pub mod sealing;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::path::Path;
 pub use records::*;
 pub use sqlite::{Store, Writer};
 
+use crate::config::MasterKey;
 use crate::domain::billing::{Totals, Window};
 use crate::domain::error::Rejection;
 use crate::domain::metering::Meter;
@@ -176,25 +178,31 @@ pub trait WriteUnit: Reads {
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError>;
     fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError>;
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError>;
+
+    /// Destroy the tenant's data keys (its sealed payload fields become unreadable for good) and
+    /// purge its projections of personal fields. The log is not touched.
+    fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError>;
 }
 
+// The maintenance commands open sealed payloads to rebuild projections: they need the master key.
+
 /// Check the hash chain and the projections of the database at `path`.
-pub fn verify(database: &Path) -> Result<VerifyReport, StoreError> {
-    Ok(sqlite::verify::verify(database)?)
+pub fn verify(database: &Path, master_key: &MasterKey) -> Result<VerifyReport, StoreError> {
+    sqlite::verify::verify(database, &sealing::Vault::new(master_key))
 }
 
 /// Drop and rebuild the projections of the database at `path` from its log.
-pub fn rebuild(database: &Path) -> Result<u64, StoreError> {
-    sqlite::rebuild(database)
+pub fn rebuild(database: &Path, master_key: &MasterKey) -> Result<u64, StoreError> {
+    sqlite::rebuild(database, &sealing::Vault::new(master_key))
 }
 
 /// Apply pending migrations and report the resulting version.
-pub fn migrate(database: &Path) -> Result<i64, StoreError> {
-    sqlite::migrate(database)
+pub fn migrate(database: &Path, master_key: &MasterKey) -> Result<i64, StoreError> {
+    sqlite::migrate(database, &sealing::Vault::new(master_key))
 }
 
 /// Projection tables whose live rows differ from a rebuild of the log, with the number of
 /// differing rows (the database is only read).
-pub fn diff_against_rebuild(database: &Path) -> Result<Vec<(String, u64)>, StoreError> {
-    Ok(sqlite::projections::diff_against_rebuild(database)?)
+pub fn diff_against_rebuild(database: &Path, master_key: &MasterKey) -> Result<Vec<(String, u64)>, StoreError> {
+    sqlite::projections::diff_against_rebuild(database, &sealing::Vault::new(master_key))
 }

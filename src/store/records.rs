@@ -142,7 +142,9 @@ pub struct SegmentRecord {
     pub seq: u64,
     pub kind: String,
     pub revision: u64,
-    pub text: String,
+    /// `None` once the tenant's data key was destroyed (`erased`).
+    pub text: Option<String>,
+    pub erased: bool,
     pub speaker: Option<String>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
@@ -160,7 +162,9 @@ pub struct SnapshotRecord {
     pub seq: u64,
     pub kind: String,
     pub revision: u64,
-    pub text: String,
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
     pub recorded_at: String,
     pub current: bool,
 }
@@ -453,4 +457,19 @@ pub struct SchedulerRow {
     /// The newest window it has reconciled.
     pub last_window: Option<Timestamp>,
     pub last_error: Option<String>,
+}
+
+/// What erasing a tenant destroyed and purged (`POST /v1/governance/tenants/{id}/erase`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureReport {
+    /// Data keys destroyed (0 when the tenant was already erased and wrote nothing since).
+    pub keys_destroyed: u64,
+    /// Projection rows purged of personal fields, per table.
+    pub sessions: u64,
+    pub participants: u64,
+    pub recordings: u64,
+    pub transcript_segments: u64,
+    pub actions: u64,
+    pub idempotency_keys: u64,
 }

@@ -156,7 +156,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
         let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
         assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
     }
-    let report = callstream::store::verify(&config.database_path()).expect("verify");
+    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     println!("crash test: {} acknowledged events over {CYCLES} kills, {} in the log", acked.len(), report.events);
 }
@@ -277,7 +277,7 @@ async fn socket_clients_survive_kill_9() {
         let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
         assert_eq!(n, 1, "published event {event_id} present exactly once");
     }
-    let report = callstream::store::verify(&config.database_path()).expect("verify");
+    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     println!("socket crash test: {} publishes acknowledged over {KILLS} kills", published.len());
 }

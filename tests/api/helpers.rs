@@ -43,7 +43,15 @@ pub fn test_env(data_dir: &std::path::Path) -> HashMap<&'static str, String> {
         ("LIVEKIT_API_SECRET", SECRET.to_owned()),
         ("LIVEKIT_URL", "ws://127.0.0.1:7880".to_owned()),
         ("CALLSTREAM_DURABILITY", "normal".to_owned()),
+        ("CALLSTREAM_MASTER_KEY", MASTER_KEY.to_owned()),
     ])
+}
+
+/// The master key every test server runs with (32 bytes, base64).
+pub const MASTER_KEY: &str = "Y2FsbHN0cmVhbS10ZXN0LW1hc3Rlci1rZXktMzJieXQ=";
+
+pub fn master_key() -> callstream::config::MasterKey {
+    callstream::config::MasterKey::parse(MASTER_KEY).expect("valid test master key")
 }
 
 pub fn test_config(data_dir: &std::path::Path) -> Config {

@@ -79,7 +79,7 @@ async fn a_batch_is_all_or_nothing() {
 
     let replay = app.replay(&alice, &session, 0, 100).await;
     assert_eq!(replay["diagnostics"]["headSeq"], 2);
-    let verify = callstream::store::verify(&app.database()).expect("verify");
+    let verify = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
     assert!(verify.is_ok(), "{verify:?}");
 }
 

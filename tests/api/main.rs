@@ -6,6 +6,7 @@ mod contract;
 mod crash;
 mod demo;
 mod fuzz;
+mod governance;
 mod helpers;
 mod http_edges;
 mod ingest;

@@ -176,7 +176,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     }
     assert!(accepted > 50, "seed {seed}: the workload should mostly succeed");
 
-    let report = callstream::store::verify(&app.database()).expect("verify");
+    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
     assert!(report.is_ok(), "seed {seed}: {report:?}");
 
     // The rebuild command on a consistent copy yields exactly the live rows.
@@ -190,7 +190,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let billing_tables =
         ["usage_records", "billing_adjustments", "billing_outbox", "reconciliation_runs", "reconciliation_mismatches"];
     let live_billing: Vec<_> = billing_tables.iter().map(|table| dump(&copy, table)).collect();
-    callstream::store::rebuild(&copy).expect("rebuild");
+    callstream::store::rebuild(&copy, &app.config.master_key).expect("rebuild");
     assert_eq!(dump(&copy, "sessions"), live, "seed {seed}");
     assert_eq!(dump(&copy, "actions"), live_actions, "seed {seed}");
     for (table, rows) in billing_tables.iter().zip(&live_billing) {
@@ -210,7 +210,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         .expect("open")
         .execute("UPDATE actions SET status = status || '-damaged' WHERE rowid = (SELECT MIN(rowid) FROM actions)", [])
         .expect("sabotage an action");
-    let differences = callstream::store::diff_against_rebuild(&copy).expect("diff");
+    let differences = callstream::store::diff_against_rebuild(&copy, &app.config.master_key).expect("diff");
     assert_eq!(
         differences,
         vec![("sessions".to_owned(), 2), ("actions".to_owned(), 2)],

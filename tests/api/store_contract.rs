@@ -12,6 +12,8 @@ use callstream::domain::event_types::EventType;
 use callstream::domain::ids::SessionId;
 use callstream::store::log::{Actor, NewEvent};
 use callstream::store::{Store, StoreError, WriteUnit};
+
+use crate::helpers::master_key;
 use serde_json::{Value, json};
 
 /// Opens a fresh store of one backend in `dir`.
@@ -19,7 +21,8 @@ type Open = fn(&Path) -> Store;
 
 fn sqlite(dir: &Path) -> Store {
     let (store, _writer) =
-        Store::open(&dir.join("contract.db"), Durability::Normal, 1024, Clock::system()).expect("open sqlite");
+        Store::open(&dir.join("contract.db"), Durability::Normal, 1024, Clock::system(), &master_key())
+            .expect("open sqlite");
     store
 }
 
@@ -172,10 +175,10 @@ async fn the_chain_verifies_and_projections_equal_a_replay(open: Open) {
     }
     drop(store);
     let database = dir.path().join("contract.db");
-    let report = callstream::store::verify(&database).expect("verify");
+    let report = callstream::store::verify(&database, &master_key()).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events, 15);
-    assert!(callstream::store::diff_against_rebuild(&database).expect("diff").is_empty());
+    assert!(callstream::store::diff_against_rebuild(&database, &master_key()).expect("diff").is_empty());
 }
 
 async fn run_contract(open: Open) {

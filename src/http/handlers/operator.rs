@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use crate::app::{AppState, tenants};
+use crate::app::{AppState, governance, tenants};
 use crate::domain::principal::Principal;
 use crate::error::AppError;
 use crate::http::body::Json;
@@ -63,7 +63,18 @@ pub struct AuditQuery {
     limit: Option<u64>,
 }
 
-/// `GET /v1/operator/audit?after=&limit=`
+/// `POST /v1/governance/tenants/{id}/erase {"confirm": "<tenantId>"}`
+pub async fn erase(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    Json(body): Json<governance::EraseTenant>,
+) -> Result<HttpResponse, AppError> {
+    let answer = governance::erase(&state, &principal, id.into_inner(), body, crate::context::current()).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `GET /v1/governance/audit?after=&limit=` (also served at `/v1/operator/audit`: one trail)
 pub async fn audit(
     state: web::Data<AppState>,
     principal: Principal,

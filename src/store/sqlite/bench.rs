@@ -18,7 +18,9 @@ pub fn raw_insert_rate(source: &Path, target: &Path, durability: Durability, bat
         .prepare(&format!("SELECT {} FROM events ORDER BY position", log::SELECT_COLUMNS))?
         .query_map([], log::from_row)?
         .collect::<rusqlite::Result<_>>()?;
-    let conn = super::open_for_writing(target, durability, crate::clock::Clock::system().now())?;
+    // The copied rows are stored (sealed) text: no payload is opened, so any master key does.
+    let vault = crate::store::sealing::Vault::new(&crate::config::MasterKey::generate());
+    let conn = super::open_for_writing(target, durability, crate::clock::Clock::system().now(), &vault)?;
     let started = Instant::now();
     let mut insert = conn.prepare(log::INSERT)?;
     for chunk in rows.chunks(batch.max(1)) {

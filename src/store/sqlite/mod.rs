@@ -4,6 +4,7 @@
 pub mod bench;
 mod billing;
 mod checkpoint;
+mod keys;
 pub mod log;
 pub mod projections;
 pub mod queries;
@@ -20,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::clock::Clock;
-use crate::config::Durability;
+use crate::config::{Durability, MasterKey};
+use crate::store::sealing::Vault;
 use crate::domain::time::Timestamp;
 pub use writer::{WriteTx, Writer};
 
@@ -52,7 +54,12 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
 
 /// Open (creating if needed) and migrate the database; rebuild projections whose version changed.
 /// Returns the write connection.
-pub fn open_for_writing(path: &Path, durability: Durability, now: Timestamp) -> Result<Connection, StoreError> {
+pub fn open_for_writing(
+    path: &Path,
+    durability: Durability,
+    now: Timestamp,
+    vault: &Vault,
+) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir { path: dir.to_path_buf(), source })?;
     }
@@ -67,7 +74,7 @@ pub fn open_for_writing(path: &Path, durability: Durability, now: Timestamp) -> 
     // Sockets do not survive a restart: their reconnect windows start now.
     conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now.to_rfc3339()])?;
     if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
-        let replayed = projections::rebuild(&mut conn)?;
+        let replayed = projections::rebuild(&mut conn, vault)?;
         tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");
     }
     Ok(conn)
@@ -80,14 +87,14 @@ pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
 }
 
 /// Drop and rebuild the projections of the database at `path`.
-pub fn rebuild(path: &Path) -> Result<u64, StoreError> {
-    let mut conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
-    Ok(projections::rebuild(&mut conn)?)
+pub fn rebuild(path: &Path, vault: &Vault) -> Result<u64, StoreError> {
+    let mut conn = open_for_writing(path, Durability::Full, Clock::system().now(), vault)?;
+    projections::rebuild(&mut conn, vault)
 }
 
 /// Apply pending migrations and report the resulting version.
-pub fn migrate(path: &Path) -> Result<i64, StoreError> {
-    let conn = open_for_writing(path, Durability::Full, Clock::system().now())?;
+pub fn migrate(path: &Path, vault: &Vault) -> Result<i64, StoreError> {
+    let conn = open_for_writing(path, Durability::Full, Clock::system().now(), vault)?;
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
 }
 
@@ -97,6 +104,7 @@ pub struct Store {
     pub writer: Writer,
     readers: Arc<ReadPool>,
     epoch: Arc<str>,
+    vault: Arc<Vault>,
 }
 
 impl Store {
@@ -108,20 +116,22 @@ impl Store {
         durability: Durability,
         queue_capacity: usize,
         clock: Clock,
+        master_key: &MasterKey,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let conn = open_for_writing(path, durability, clock.now())?;
+        let vault = Arc::new(Vault::new(master_key));
+        let conn = open_for_writing(path, durability, clock.now(), &vault)?;
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
         let checkpoints = checkpoint::start(path, durability)?;
-        let (writer, handle) = Writer::start(conn, checkpoints, queue_capacity, clock)?;
+        let (writer, handle) = Writer::start(conn, checkpoints, queue_capacity, clock, vault.clone())?;
         let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
-        Ok((Store { writer, readers, epoch: epoch.into() }, handle))
+        Ok((Store { writer, readers, epoch: epoch.into(), vault }, handle))
     }
 
     /// Run a query now, on the calling thread (start-up only).
     pub fn read_now<T>(&self, query: impl FnOnce(&dyn Reads) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = self.readers.take()?;
-        let result = query(&reads::ReadView(&conn));
+        let result = query(&reads::ReadView { conn: &conn, vault: &self.vault });
         self.readers.give_back(conn);
         result
     }
@@ -139,11 +149,12 @@ impl Store {
         F: FnOnce(&dyn Reads) -> Result<T, E> + Send + 'static,
     {
         let readers = self.readers.clone();
+        let vault = self.vault.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let conn = readers.take()?;
-            let result = query(&reads::ReadView(&conn));
+            let result = query(&reads::ReadView { conn: &conn, vault: &vault });
             readers.give_back(conn);
             result
         })

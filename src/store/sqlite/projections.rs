@@ -12,10 +12,12 @@ use serde::Deserialize;
 use super::log;
 use crate::domain::action::{self, ActionEvent};
 use crate::domain::session::{self, CreatedPayload, Session, SessionEvent};
+use crate::store::StoreError;
 use crate::store::log::StoredEvent;
+use crate::store::sealing::Vault;
 
 /// Bump when the DDL or `apply` changes; a database with another version is rebuilt at start-up.
-pub const PROJECTION_VERSION: i64 = 9;
+pub const PROJECTION_VERSION: i64 = 10;
 
 /// Derived tables, in the order they are compared.
 pub const TABLES: &[&str] = &[
@@ -268,6 +270,10 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
     match event.event_type.as_str() {
         "call.participant.joined" => {
             let payload = payload();
+            // An erased identity (its tenant's key was destroyed) leaves no participant row.
+            if payload.participant_id.is_none() {
+                return Ok(());
+            }
             conn.prepare_cached(
                 "INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
@@ -480,7 +486,7 @@ pub fn transcript_kind(event_type: &str) -> (&'static str, i64) {
 }
 
 /// Replay the whole log (read through `source`) into the projection tables of `target`.
-pub fn replay(source: &Connection, target: &Connection, events_table: &str) -> rusqlite::Result<u64> {
+pub fn replay(source: &Connection, target: &Connection, events_table: &str, vault: &Vault) -> Result<u64, StoreError> {
     const CHUNK: usize = 4096;
     let mut statement = source.prepare(&format!(
         "SELECT {} FROM {events_table} WHERE position > ?1 ORDER BY position LIMIT {CHUNK}",
@@ -489,9 +495,11 @@ pub fn replay(source: &Connection, target: &Connection, events_table: &str) -> r
     let mut after = 0u64;
     let mut replayed = 0u64;
     loop {
-        let chunk: Vec<StoredEvent> = statement.query_map([after], log::from_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut chunk: Vec<StoredEvent> =
+            statement.query_map([after], log::from_row)?.collect::<rusqlite::Result<_>>()?;
         let Some(last) = chunk.last() else { break };
         after = last.position;
+        super::keys::open_all(source, vault, &mut chunk, true)?;
         apply(target, &chunk, Mode::Replay)?;
         replayed += chunk.len() as u64;
     }
@@ -499,11 +507,11 @@ pub fn replay(source: &Connection, target: &Connection, events_table: &str) -> r
 }
 
 /// Drop and rebuild every projection from the log, in one transaction.
-pub fn rebuild(conn: &mut Connection) -> rusqlite::Result<u64> {
+pub fn rebuild(conn: &mut Connection, vault: &Vault) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     drop_all(&tx)?;
     create(&tx)?;
-    let replayed = replay(&tx, &tx, "events")?;
+    let replayed = replay(&tx, &tx, "events", vault)?;
     set_version(&tx)?;
     tx.commit()?;
     Ok(replayed)
@@ -511,13 +519,13 @@ pub fn rebuild(conn: &mut Connection) -> rusqlite::Result<u64> {
 
 /// Tables whose live rows differ from a rebuild of the log, with the number of differing rows.
 /// The rebuild happens in memory; the database file is only read.
-pub fn diff_against_rebuild(database: &std::path::Path) -> rusqlite::Result<Vec<(String, u64)>> {
+pub fn diff_against_rebuild(database: &std::path::Path, vault: &Vault) -> Result<Vec<(String, u64)>, StoreError> {
     let memory = Connection::open_in_memory()?;
     let uri = format!("file:{}?mode=ro", database.display());
     memory.execute("ATTACH DATABASE ?1 AS disk", [uri])?;
     create(&memory)?;
     memory.execute_batch("BEGIN")?;
-    replay(&memory, &memory, "disk.events")?;
+    replay(&memory, &memory, "disk.events", vault)?;
     memory.execute_batch("COMMIT")?;
     let mut differences = Vec::new();
     for table in TABLES {

@@ -305,30 +305,53 @@ pub fn mark_disconnected(conn: &Connection, connection_id: &str, generation: u64
 }
 
 /// The current transcript, in speaking order (start time, then first appearance).
-pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<SegmentRecord>> {
+pub fn transcript(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<(SegmentRecord, Option<SealedText>)>> {
     conn.prepare_cached(
         "SELECT s.segment_id, s.seq, s.kind, s.revision, json_extract(e.payload, '$.text'), s.speaker, s.start_ms, \
-         s.end_ms, s.confidence, s.language, s.edited_by, s.updated_at \
+         s.end_ms, s.confidence, s.language, s.edited_by, s.updated_at, \
+         e.tenant_id, e.event_id, e.type, CASE WHEN instr(e.payload, '\"$sealed\"') > 0 THEN e.payload END \
          FROM transcript_segments s JOIN events e ON e.stream_id = s.session_id AND e.seq = s.seq \
          WHERE s.session_id = ?1 ORDER BY s.start_ms IS NULL, s.start_ms, s.first_seq",
     )?
     .query_map([session_id], |row| {
-        Ok(SegmentRecord {
-            segment_id: row.get(0)?,
-            seq: row.get(1)?,
-            kind: row.get(2)?,
-            revision: row.get(3)?,
-            text: row.get(4)?,
-            speaker: row.get(5)?,
-            start_ms: row.get(6)?,
-            end_ms: row.get(7)?,
-            confidence: row.get(8)?,
-            language: row.get(9)?,
-            edited_by: row.get(10)?,
-            updated_at: row.get(11)?,
-        })
+        Ok((
+            SegmentRecord {
+                segment_id: row.get(0)?,
+                seq: row.get(1)?,
+                kind: row.get(2)?,
+                revision: row.get(3)?,
+                text: row.get(4)?,
+                erased: false,
+                speaker: row.get(5)?,
+                start_ms: row.get(6)?,
+                end_ms: row.get(7)?,
+                confidence: row.get(8)?,
+                language: row.get(9)?,
+                edited_by: row.get(10)?,
+                updated_at: row.get(11)?,
+            },
+            sealed_text(row, 12)?,
+        ))
     })?
     .collect()
+}
+
+/// The event a text lives in, when its payload is sealed and must be opened to read it.
+#[derive(Debug)]
+pub struct SealedText {
+    pub tenant_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+}
+
+fn sealed_text(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<SealedText>> {
+    Ok(row.get::<_, Option<String>>(first + 3)?.map(|payload| SealedText {
+        tenant_id: row.get(first).unwrap_or_default(),
+        event_id: row.get(first + 1).unwrap_or_default(),
+        event_type: row.get(first + 2).unwrap_or_default(),
+        payload,
+    }))
 }
 
 pub fn transcript_snapshots(
@@ -336,23 +359,28 @@ pub fn transcript_snapshots(
     session_id: &str,
     after_seq: u64,
     limit: u64,
-) -> rusqlite::Result<Vec<SnapshotRecord>> {
+) -> rusqlite::Result<Vec<(SnapshotRecord, Option<SealedText>)>> {
     conn.prepare_cached(
         "SELECT t.segment_id, t.seq, t.kind, t.revision, json_extract(e.payload, '$.text'), t.recorded_at, \
-         EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) \
+         EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq), \
+         e.tenant_id, e.event_id, e.type, CASE WHEN instr(e.payload, '\"$sealed\"') > 0 THEN e.payload END \
          FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
          WHERE e.stream_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
     )?
     .query_map(rusqlite::params![session_id, after_seq, limit], |row| {
-        Ok(SnapshotRecord {
-            segment_id: row.get(0)?,
-            seq: row.get(1)?,
-            kind: row.get(2)?,
-            revision: row.get(3)?,
-            text: row.get(4)?,
-            recorded_at: row.get(5)?,
-            current: row.get(6)?,
-        })
+        Ok((
+            SnapshotRecord {
+                segment_id: row.get(0)?,
+                seq: row.get(1)?,
+                kind: row.get(2)?,
+                revision: row.get(3)?,
+                text: row.get(4)?,
+                erased: false,
+                recorded_at: row.get(5)?,
+                current: row.get(6)?,
+            },
+            sealed_text(row, 7)?,
+        ))
     })?
     .collect()
 }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 
-use super::{billing, queries, snapshots, tenants};
+use super::{billing, keys, queries, snapshots, tenants};
+use crate::store::sealing::Vault;
 use crate::domain::billing::{Totals, Window};
 use crate::domain::metering::Meter;
 use crate::domain::time::Timestamp;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
 use crate::store::{
     ActionRow, AppendOutcome, AttemptRow, AuditEntry, CompactionStats, ConnectionRecord, DeadLetterRow, DeliveryKind,
-    DueDelivery, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads, Receipt, RecordingRecord,
+    DueDelivery, ErasureReport, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads, Receipt, RecordingRecord,
     Retained, RunRow, SchedulerRow, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
     SummaryRow, TenantRecord, UsageRow, WriteUnit,
 };
@@ -20,14 +21,35 @@ use crate::store::{
 /// Something holding a connection: a read view, or the writer's open transaction.
 pub(super) trait HasConnection {
     fn connection(&self) -> &Connection;
+    /// Where sealed payloads find their keys.
+    fn vault(&self) -> &Vault;
+    /// Whether the connection sees only committed rows (key rows read there may be cached).
+    fn committed(&self) -> bool;
+
+    /// Events as the API serves them: sealed payloads opened (or marked erased).
+    fn opened(&self, mut events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, StoreError> {
+        keys::open_all(self.connection(), self.vault(), &mut events, self.committed())?;
+        Ok(events)
+    }
 }
 
 /// A pooled read-only connection, seen through the interface.
-pub(super) struct ReadView<'c>(pub(super) &'c Connection);
+pub(super) struct ReadView<'c> {
+    pub(super) conn: &'c Connection,
+    pub(super) vault: &'c Vault,
+}
 
 impl HasConnection for ReadView<'_> {
     fn connection(&self) -> &Connection {
-        self.0
+        self.conn
+    }
+
+    fn vault(&self) -> &Vault {
+        self.vault
+    }
+
+    fn committed(&self) -> bool {
+        true
     }
 }
 
@@ -61,11 +83,20 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(queries::stream_events(self.connection(), stream_id, after, limit)?)
+        self.opened(queries::stream_events(self.connection(), stream_id, after, limit)?)
     }
 
     fn transcript(&self, session_id: &str) -> Result<Vec<SegmentRecord>, StoreError> {
-        Ok(queries::transcript(self.connection(), session_id)?)
+        let rows = queries::transcript(self.connection(), session_id)?;
+        rows.into_iter()
+            .map(|(mut segment, sealed)| {
+                if let Some(sealed) = sealed {
+                    (segment.text, segment.erased) =
+                        keys::open_text(self.connection(), self.vault(), &sealed, self.committed())?;
+                }
+                Ok(segment)
+            })
+            .collect()
     }
 
     fn transcript_snapshots(
@@ -74,7 +105,16 @@ impl<T: HasConnection> Reads for T {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StoreError> {
-        Ok(queries::transcript_snapshots(self.connection(), session_id, after_seq, limit)?)
+        let rows = queries::transcript_snapshots(self.connection(), session_id, after_seq, limit)?;
+        rows.into_iter()
+            .map(|(mut snapshot, sealed)| {
+                if let Some(sealed) = sealed {
+                    (snapshot.text, snapshot.erased) =
+                        keys::open_text(self.connection(), self.vault(), &sealed, self.committed())?;
+                }
+                Ok(snapshot)
+            })
+            .collect()
     }
 
     fn snapshot_stats(&self, session_id: &str) -> Result<(u64, u64), StoreError> {
@@ -86,7 +126,7 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn action_history(&self, session_id: &str, action_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(queries::action_history(self.connection(), session_id, action_id)?)
+        self.opened(queries::action_history(self.connection(), session_id, action_id)?)
     }
 
     fn action_usage(&self, session_id: &str, since: Timestamp) -> Result<(u64, u64), StoreError> {
@@ -132,7 +172,7 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn events_of_type(&self, stream_id: &str, type_prefix: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(queries::events_of_type(self.connection(), stream_id, type_prefix)?)
+        self.opened(queries::events_of_type(self.connection(), stream_id, type_prefix)?)
     }
 
     fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError> {
@@ -205,6 +245,14 @@ impl<T: HasConnection> Reads for T {
 impl HasConnection for super::WriteTx<'_> {
     fn connection(&self) -> &Connection {
         self.conn()
+    }
+
+    fn vault(&self) -> &Vault {
+        super::WriteTx::vault(self)
+    }
+
+    fn committed(&self) -> bool {
+        false
     }
 }
 
@@ -296,5 +344,9 @@ impl WriteUnit for super::WriteTx<'_> {
 
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError> {
         Ok(billing::save_clock_offset(self.conn(), offset_millis)?)
+    }
+
+    fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError> {
+        super::WriteTx::erase_tenant(self, tenant_id)
     }
 }

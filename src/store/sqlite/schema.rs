@@ -259,6 +259,20 @@ CREATE TABLE scheduler_state (
 ) STRICT;
 "#,
         ),
+        // Crypto-shredding: each tenant's data keys, wrapped by the master key. Erasure sets
+        // `wrapped` to NULL (the row stays as the record of it); the log itself is never touched.
+        M::up(
+            r#"
+CREATE TABLE tenant_keys (
+    tenant_id  TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    wrapped    BLOB,
+    created_at TEXT NOT NULL,
+    erased_at  TEXT,
+    PRIMARY KEY (tenant_id, generation)
+) STRICT;
+"#,
+        ),
     ])
 }
 

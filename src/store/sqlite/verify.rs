@@ -9,9 +9,12 @@ use super::log;
 use super::projections;
 use crate::store::log::GENESIS_HASH;
 use crate::store::log::chain_hash;
-use crate::store::{Broken, VerifyReport};
+use crate::store::sealing::Vault;
+use crate::store::{Broken, StoreError, VerifyReport};
 
-pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
+/// The chain is checked on the stored (sealed) text, so it needs no key; comparing projections
+/// with a rebuild opens the payloads, so that part does.
+pub fn verify(database: &Path, vault: &Vault) -> Result<VerifyReport, StoreError> {
     let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
     let mut report = VerifyReport::default();
     let mut statement = conn.prepare(&format!("SELECT {} FROM events ORDER BY position", log::SELECT_COLUMNS))?;
@@ -45,6 +48,6 @@ pub fn verify(database: &Path) -> rusqlite::Result<VerifyReport> {
     report.streams = heads.len() as u64;
     drop(rows);
     drop(statement);
-    report.projection_differences = projections::diff_against_rebuild(database)?;
+    report.projection_differences = projections::diff_against_rebuild(database, vault)?;
     Ok(report)
 }

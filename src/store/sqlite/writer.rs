@@ -14,10 +14,12 @@ use super::log;
 use super::projections;
 use crate::clock::Clock;
 use crate::domain::error::{ErrorCode, Rejection};
+use crate::domain::event_types::EventType;
 use crate::domain::time::Timestamp;
 use crate::store::log::chain_hash;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
-use crate::store::{AppendOutcome, Appended, StoreError, WriteUnit, WriterStats};
+use crate::store::sealing::{self, KeyRow, Vault};
+use crate::store::{AppendOutcome, Appended, ErasureReport, StoreError, WriteUnit, WriterStats};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
@@ -41,12 +43,34 @@ pub struct WriteTx<'a> {
     recorded_at_text: String,
     /// Streams this command appended to, with their new heads.
     heads: Vec<(String, u64)>,
+    vault: &'a Vault,
+    /// Effects on the vault once (and only if) this command commits.
+    keys: KeyChanges,
+}
+
+/// Key rows a command read or wrote (the vault learns them after the commit) and tenants it erased
+/// (the vault forgets them after the commit).
+#[derive(Default)]
+struct KeyChanges {
+    learned: Vec<(String, Vec<KeyRow>)>,
+    erased: Vec<(String, u32)>,
 }
 
 impl WriteTx<'_> {
     /// Read access to the transaction's state (including this group's earlier, uncommitted commands).
     pub fn conn(&self) -> &Connection {
         self.conn
+    }
+
+    pub fn vault(&self) -> &Vault {
+        self.vault
+    }
+
+    /// Destroy the tenant's data keys and purge its projections (`WriteUnit::erase_tenant`).
+    pub fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError> {
+        let (report, through) = super::keys::erase(self.conn, tenant_id, &self.recorded_at_text)?;
+        self.keys.erased.push((tenant_id.to_owned(), through));
+        Ok(report)
     }
 
     /// The group's one "now": every event and row this transaction writes carries it.
@@ -68,7 +92,31 @@ impl WriteTx<'_> {
         let mut insert = self.conn.prepare_cached(log::INSERT)?;
         let mut outcomes = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
+        let mut key = None;
         for (index, event) in events.into_iter().enumerate() {
+            // Personal fields go to the log sealed; the chain covers what is stored, and the
+            // projections and the caller get the event as it came.
+            let personal = EventType::lookup(event.event_type).is_some_and(|t| !t.personal_fields().is_empty());
+            let sealed = if personal {
+                let key = match &key {
+                    Some(key) => key,
+                    None => {
+                        let (active, rows) =
+                            super::keys::active_key(self.conn, self.vault, tenant_id, &self.recorded_at_text)?;
+                        if let Some(rows) = rows {
+                            self.keys.learned.push((tenant_id.to_owned(), rows));
+                        }
+                        key.insert(active)
+                    }
+                };
+                sealing::seal(key, tenant_id, &event.event_id, event.event_type, &event.payload)?
+            } else {
+                None
+            };
+            let (payload, opened) = match sealed {
+                Some(sealed) => (sealed, Some(event.payload)),
+                None => (event.payload, None),
+            };
             let mut candidate = StoredEvent {
                 position: self.tip.position + 1,
                 tenant_id: tenant_id.to_owned(),
@@ -80,7 +128,7 @@ impl WriteTx<'_> {
                 ts: event.ts,
                 recorded_at: self.recorded_at_text.clone(),
                 actor: actor.clone(),
-                payload: event.payload,
+                payload,
                 content_hash: event.content_hash,
                 prev_hash: self.tip.hash,
                 hash: [0; 32],
@@ -88,6 +136,9 @@ impl WriteTx<'_> {
             candidate.hash = chain_hash(&candidate);
             match log::insert(&mut insert, &candidate) {
                 Ok(()) => {
+                    if let Some(opened) = opened {
+                        candidate.payload = opened;
+                    }
                     head = candidate.seq;
                     self.tip = Tip { position: candidate.position, hash: candidate.hash };
                     outcomes.push(AppendOutcome {
@@ -167,6 +218,7 @@ impl Writer {
         checkpoints: Nudge,
         capacity: usize,
         clock: Clock,
+        vault: Arc<Vault>,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), StoreError> {
         let (position, hash) = log::tip(&conn)?;
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
@@ -181,6 +233,7 @@ impl Writer {
             checkpoints,
             clock,
             last_recorded_at: Timestamp::MIN,
+            vault,
         };
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
@@ -245,6 +298,7 @@ struct WriterLoop {
     checkpoints: Nudge,
     clock: Clock,
     last_recorded_at: Timestamp,
+    vault: Arc<Vault>,
 }
 
 impl WriterLoop {
@@ -268,6 +322,7 @@ impl WriterLoop {
         let start_tip = self.tip;
         let mut completions = Vec::with_capacity(group.len());
         let mut heads: Vec<(String, u64)> = Vec::new();
+        let mut key_changes = KeyChanges::default();
         let committed = match self.conn.execute_batch("BEGIN IMMEDIATE") {
             Err(err) => {
                 tracing::error!(error = %err, "writer could not begin a transaction");
@@ -283,8 +338,10 @@ impl WriterLoop {
                 self.last_recorded_at = recorded_at;
                 let mut healthy = true;
                 for job in group {
-                    let (completion, settled, job_heads) = self.run_job(job, recorded_at);
+                    let (completion, settled, job_heads, job_keys) = self.run_job(job, recorded_at);
                     healthy &= settled;
+                    key_changes.learned.extend(job_keys.learned);
+                    key_changes.erased.extend(job_keys.erased);
                     completions.push(completion);
                     for (stream, head) in job_heads {
                         match heads.iter_mut().find(|(s, _)| *s == stream) {
@@ -311,6 +368,17 @@ impl WriterLoop {
                 Err(_) => start_tip,
             };
         }
+        if committed {
+            // Erasures first: a key row read before an erasure in this group is not learned.
+            for (tenant, through) in key_changes.erased {
+                self.vault.forget(&tenant, through);
+            }
+            for (tenant, rows) in key_changes.learned {
+                if let Err(err) = self.vault.learn(&tenant, &rows) {
+                    tracing::error!(error = %err, tenant = %tenant, "could not cache a committed data key");
+                }
+            }
+        }
         for completion in completions {
             completion(committed);
         }
@@ -329,7 +397,11 @@ impl WriterLoop {
 
     /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
-    fn run_job(&mut self, job: Job, recorded_at: Timestamp) -> (Completion, bool, Vec<(String, u64)>) {
+    fn run_job(
+        &mut self,
+        job: Job,
+        recorded_at: Timestamp,
+    ) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
         let mut tx = WriteTx {
             conn: &self.conn,
@@ -337,10 +409,12 @@ impl WriterLoop {
             recorded_at,
             recorded_at_text: recorded_at.to_rfc3339(),
             heads: Vec::new(),
+            vault: &self.vault,
+            keys: KeyChanges::default(),
         };
         let (ok, completion) = job(&mut tx);
         let tip_after = tx.tip;
-        let heads = if ok { tx.heads } else { Vec::new() };
+        let (heads, keys) = if ok { (tx.heads, tx.keys) } else { (Vec::new(), KeyChanges::default()) };
         let settled = opened.and_then(|()| {
             if ok {
                 self.conn.execute_batch("RELEASE command")
@@ -353,11 +427,11 @@ impl WriterLoop {
                 if ok {
                     self.tip = tip_after;
                 }
-                (completion, true, heads)
+                (completion, true, heads, keys)
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not settle a command's savepoint");
-                (completion, false, Vec::new())
+                (completion, false, Vec::new(), KeyChanges::default())
             }
         }
     }

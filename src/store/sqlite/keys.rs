@@ -1,0 +1,155 @@
+//! Tenant data keys in SQLite (`tenant_keys`), and sealing and opening the log's payloads with
+//! them (`store::sealing` has the cryptography and the rules).
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, params};
+
+use crate::store::log::StoredEvent;
+use crate::store::sealing::{self, DataKey, KeyRow, KeyState, Vault};
+use crate::store::{ErasureReport, StoreError};
+
+pub fn rows(conn: &Connection, tenant_id: &str) -> rusqlite::Result<Vec<KeyRow>> {
+    conn.prepare_cached("SELECT generation, wrapped FROM tenant_keys WHERE tenant_id = ?1 ORDER BY generation")?
+        .query_map([tenant_id], |row| Ok(KeyRow { generation: row.get(0)?, wrapped: row.get(1)? }))?
+        .collect()
+}
+
+/// The key new events of the tenant are sealed with, made on first use. Inside the writer's
+/// transaction: the rows it read or wrote are answered for the vault to learn once committed.
+pub fn active_key(
+    conn: &Connection,
+    vault: &Vault,
+    tenant_id: &str,
+    now: &str,
+) -> Result<(Arc<DataKey>, Option<Vec<KeyRow>>), StoreError> {
+    if let Some(key) = vault.active(tenant_id) {
+        return Ok((key, None));
+    }
+    let mut rows = rows(conn, tenant_id)?;
+    let erased_through = rows.iter().filter(|r| r.wrapped.is_none()).map(|r| r.generation).max().unwrap_or(0);
+    // A throwaway vault unwraps without caching what this transaction may still roll back.
+    if let Some(live) = rows.iter().rev().find(|r| r.wrapped.is_some() && r.generation > erased_through) {
+        let scratch = vault.scratch();
+        if let Some(key) = scratch.learn(tenant_id, std::slice::from_ref(live))? {
+            return Ok((key, Some(rows)));
+        }
+    }
+    let generation = rows.iter().map(|r| r.generation).max().unwrap_or(0) + 1;
+    let (key, wrapped) = vault.new_key(tenant_id, generation)?;
+    conn.prepare_cached("INSERT INTO tenant_keys (tenant_id, generation, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![tenant_id, generation, wrapped, now])?;
+    rows.push(KeyRow { generation, wrapped: Some(wrapped) });
+    Ok((key, Some(rows)))
+}
+
+/// Destroy every live key of the tenant and purge its projections of the personal fields; the
+/// log is not touched. Answers the report and the newest generation destroyed.
+pub fn erase(conn: &Connection, tenant_id: &str, now: &str) -> Result<(ErasureReport, u32), StoreError> {
+    let through: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(generation), 0) FROM tenant_keys WHERE tenant_id = ?1",
+        [tenant_id],
+        |row| row.get(0),
+    )?;
+    let keys_destroyed = conn.execute(
+        "UPDATE tenant_keys SET wrapped = NULL, erased_at = ?2 WHERE tenant_id = ?1 AND wrapped IS NOT NULL",
+        params![tenant_id, now],
+    )? as u64;
+    // Each statement leaves the row exactly as a rebuild from the sealed log would make it.
+    let of_tenant = "session_id IN (SELECT session_id FROM sessions WHERE tenant_id = ?1)";
+    let sessions = conn.execute(
+        "UPDATE sessions SET title = NULL, metadata = NULL WHERE tenant_id = ?1 AND (title IS NOT NULL OR metadata IS NOT NULL)",
+        [tenant_id],
+    )? as u64;
+    let participants = conn.execute(&format!("DELETE FROM session_participants WHERE {of_tenant}"), [tenant_id])? as u64;
+    let recordings = conn.execute(
+        &format!("UPDATE session_recordings SET location = NULL WHERE location IS NOT NULL AND {of_tenant}"),
+        [tenant_id],
+    )? as u64;
+    let transcript_segments = conn.execute(
+        &format!(
+            "UPDATE transcript_segments SET speaker = NULL, edited_by = NULL \
+             WHERE (speaker IS NOT NULL OR edited_by IS NOT NULL) AND {of_tenant}"
+        ),
+        [tenant_id],
+    )? as u64;
+    let actions =
+        conn.execute("UPDATE actions SET params = '{}' WHERE tenant_id = ?1 AND params <> '{}'", [tenant_id])? as u64;
+    let idempotency_keys = conn.execute("DELETE FROM idempotency_keys WHERE tenant_id = ?1", [tenant_id])? as u64;
+    Ok((
+        ErasureReport {
+            keys_destroyed,
+            sessions,
+            participants,
+            recordings,
+            transcript_segments,
+            actions,
+            idempotency_keys,
+        },
+        through,
+    ))
+}
+
+/// The key that opens generation `generation` of the tenant's payloads, `None` if it was
+/// destroyed. `committed`: `conn` sees only committed rows, so what it reads may be cached.
+fn key_for(
+    conn: &Connection,
+    vault: &Vault,
+    tenant_id: &str,
+    generation: u32,
+    committed: bool,
+) -> Result<Option<Arc<DataKey>>, StoreError> {
+    match vault.key(tenant_id, generation) {
+        KeyState::Known(key) => return Ok(Some(key)),
+        KeyState::Erased => return Ok(None),
+        KeyState::Unknown => {}
+    }
+    let rows = rows(conn, tenant_id)?;
+    let scratch;
+    let learner = if committed {
+        vault
+    } else {
+        scratch = vault.scratch();
+        &scratch
+    };
+    learner.learn(tenant_id, &rows)?;
+    match learner.key(tenant_id, generation) {
+        KeyState::Known(key) => Ok(Some(key)),
+        KeyState::Erased => Ok(None),
+        KeyState::Unknown => Err(StoreError::Backend(format!(
+            "tenant `{tenant_id}` has no data key of generation {generation}: the database is incomplete"
+        ))),
+    }
+}
+
+/// Replace each sealed payload by its opened form (or its erased form).
+pub fn open_all(conn: &Connection, vault: &Vault, events: &mut [StoredEvent], committed: bool) -> Result<(), StoreError> {
+    for event in events {
+        if !sealing::is_sealed(&event.payload) {
+            continue;
+        }
+        let Some(generation) = sealing::generation(&event.payload) else {
+            return Err(StoreError::Backend(format!("event `{}` has a malformed seal", event.event_id)));
+        };
+        let key = key_for(conn, vault, &event.tenant_id, generation, committed)?;
+        event.payload =
+            sealing::open(key.as_deref(), &event.tenant_id, &event.event_id, &event.event_type, &event.payload)?;
+    }
+    Ok(())
+}
+
+/// The `text` of a sealed transcript payload: `(text, erased)`.
+pub fn open_text(
+    conn: &Connection,
+    vault: &Vault,
+    sealed: &super::queries::SealedText,
+    committed: bool,
+) -> Result<(Option<String>, bool), StoreError> {
+    let generation = sealing::generation(&sealed.payload)
+        .ok_or_else(|| StoreError::Backend(format!("event `{}` has a malformed seal", sealed.event_id)))?;
+    let key = key_for(conn, vault, &sealed.tenant_id, generation, committed)?;
+    let opened =
+        sealing::open(key.as_deref(), &sealed.tenant_id, &sealed.event_id, &sealed.event_type, &sealed.payload)?;
+    let value: serde_json::Value = serde_json::from_str(&opened).unwrap_or_default();
+    Ok((value["text"].as_str().map(str::to_owned), key.is_none()))
+}
