@@ -116,7 +116,8 @@ async fn meter(state: &AppState, count: usize, at: Timestamp, offset: usize) -> 
 /// Wait until the outbox holds nothing pending; answers the time it took.
 async fn drain(state: &AppState, started: Instant) -> Result<Duration, String> {
     loop {
-        let (pending, dead) = state.store.read(|reads| reads.outbox_backlog()).await.map_err(|e| e.to_string())?;
+        let backlog = state.store.read(|reads| reads.billing_backlog()).await.map_err(|e| e.to_string())?;
+        let (pending, dead) = (backlog.outbox_pending, backlog.dead_letters_open);
         if dead > 0 {
             return Err(format!("{dead} items were dead-lettered"));
         }

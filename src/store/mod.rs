@@ -100,8 +100,7 @@ pub trait Reads {
     fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError>;
     /// Pending items whose next attempt is due at `now`, oldest first.
     fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError>;
-    /// `(pending items, open dead letters)`.
-    fn outbox_backlog(&self) -> Result<(u64, u64), StoreError>;
+    fn billing_backlog(&self) -> Result<BillingBacklog, StoreError>;
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError>;
     fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
     fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError>;

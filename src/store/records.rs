@@ -473,3 +473,15 @@ pub struct ErasureReport {
     pub actions: u64,
     pub idempotency_keys: u64,
 }
+
+/// What billing still has to do, and what it has found: the gauges of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BillingBacklog {
+    pub outbox_pending: u64,
+    /// Dead letters not replayed yet.
+    pub dead_letters_open: u64,
+    pub alerts_pending: u64,
+    pub alerts_dead_lettered: u64,
+    pub reconciliation_runs: u64,
+    pub mismatches: u64,
+}

@@ -64,6 +64,18 @@ async fn metrics_count_requests_events_sockets_and_webhooks() {
     let rejected = after.iter().find(|(k, _)| k.starts_with(r#"callstream_livekit_webhooks_total{verdict="rejected""#));
     assert_eq!(rejected.map(|(_, v)| *v), Some(1.0), "{after:?}");
     assert!(after.keys().all(|k| !k.contains(&session)), "no session ids in labels");
+    for gauge in [
+        "callstream_billing_outbox_backlog",
+        "callstream_billing_dead_letters",
+        "callstream_billing_alert_backlog",
+        "callstream_billing_alerts_dead_lettered",
+        "callstream_reconciliation_runs",
+        "callstream_reconciliation_mismatches",
+        "callstream_tenant_erasures_total",
+    ] {
+        assert!(after.contains_key(gauge), "{gauge} in {after:?}");
+    }
+    assert!(after.keys().any(|k| k.starts_with("callstream_build_info{")), "build info");
 
     drop(socket);
     let mut open = 1.0;

@@ -10,7 +10,11 @@ pub async fn live() -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition (docs/operations.md).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let text = state.metrics.render(&state.store.writer.stats, state.store.writer.queue_depth());
+    let backlog = state.store.read(|reads| reads.billing_backlog()).await;
+    if let Err(err) = &backlog {
+        tracing::warn!(error = %err, "metrics: the billing backlog could not be read");
+    }
+    let text = state.metrics.render(&state.store.writer.stats, state.store.writer.queue_depth(), backlog.ok().as_ref());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }
 

@@ -16,7 +16,7 @@ use crate::domain::metering::{Meter, Signature, UsageRecord};
 use crate::domain::time::Timestamp;
 use crate::store::log::StoredEvent;
 use crate::store::{
-    AlertState, AttemptRow, DeadLetterRow, DeliveryKind, DueDelivery, MismatchRow, OutboxRow, OutboxState, RunRow,
+    AlertState, AttemptRow, BillingBacklog, DeadLetterRow, DeliveryKind, DueDelivery, MismatchRow, OutboxRow, OutboxState, RunRow,
     SchedulerRow, SummaryRow, UsageRow,
 };
 
@@ -487,12 +487,25 @@ pub fn outbox_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Re
     .collect()
 }
 
-pub fn outbox_backlog(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+pub fn backlog(conn: &Connection) -> rusqlite::Result<BillingBacklog> {
     conn.query_row(
         "SELECT (SELECT COUNT(*) FROM billing_outbox WHERE state = 'pending'), \
-                (SELECT COUNT(*) FROM billing_outbox WHERE state = 'dead_lettered')",
+                (SELECT COUNT(*) FROM billing_dead_letters WHERE replayed_at IS NULL), \
+                (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'pending'), \
+                (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'dead_lettered'), \
+                (SELECT COUNT(*) FROM reconciliation_runs), \
+                (SELECT COUNT(*) FROM reconciliation_mismatches)",
         [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| {
+            Ok(BillingBacklog {
+                outbox_pending: row.get(0)?,
+                dead_letters_open: row.get(1)?,
+                alerts_pending: row.get(2)?,
+                alerts_dead_lettered: row.get(3)?,
+                reconciliation_runs: row.get(4)?,
+                mismatches: row.get(5)?,
+            })
+        },
     )
 }
 

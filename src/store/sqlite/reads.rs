@@ -12,7 +12,7 @@ use crate::domain::metering::Meter;
 use crate::domain::time::Timestamp;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
 use crate::store::{
-    ActionRow, AppendOutcome, AttemptRow, AuditEntry, CompactionStats, ConnectionRecord, DeadLetterRow, DeliveryKind,
+    ActionRow, AppendOutcome, AttemptRow, AuditEntry, BillingBacklog, CompactionStats, ConnectionRecord, DeadLetterRow, DeliveryKind,
     DueDelivery, ErasureReport, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads, Receipt, RecordingRecord,
     Retained, RunRow, SchedulerRow, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
     SummaryRow, TenantRecord, UsageRow, WriteUnit,
@@ -183,8 +183,8 @@ impl<T: HasConnection> Reads for T {
         Ok(billing::outbox_due(self.connection(), now, limit)?)
     }
 
-    fn outbox_backlog(&self) -> Result<(u64, u64), StoreError> {
-        Ok(billing::outbox_backlog(self.connection())?)
+    fn billing_backlog(&self) -> Result<BillingBacklog, StoreError> {
+        Ok(billing::backlog(self.connection())?)
     }
 
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError> {
