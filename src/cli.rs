@@ -137,7 +137,7 @@ fn serve(dev: bool) -> ExitCode {
             Err(err) => return fail(format!("cannot start: {err}")),
         };
         tracing::info!(port = app.port(), "callstream listening");
-        match app.run_until_stopped().await {
+        match app.run_until_signalled().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(format!("server stopped with an error: {err}")),
         }

@@ -47,6 +47,32 @@ fn bound_send_buffer(connection: &dyn std::any::Any, bytes: usize) {
     }
 }
 
+/// How long in-flight HTTP requests may take to finish once shutdown began.
+const SHUTDOWN_DRAIN_SECS: u64 = 10;
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                tracing::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 impl Application {
     /// Open the store and bind the listener (port 0 picks a free port).
     pub fn build(config: Config) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
@@ -85,12 +111,15 @@ impl Application {
             rate_limiter: Arc::new(app::rate_limit::RateLimiter::new(clock.clone())),
             metering,
             billing_work: Arc::default(),
+            workers: Arc::default(),
             clock,
             tenants,
         };
         let commits = store.writer.subscribe();
-        tokio::spawn(hub.clone().run(store, commits));
+        tokio::spawn(hub.clone().run(store, commits, state.workers.stopping()));
+        state.workers.outbox.spawned();
         tokio::spawn(app::outbox::run_publisher(state.clone()));
+        state.workers.scheduler.spawned();
         tokio::spawn(app::reconciliation::run_scheduler(state.clone()));
         let data = web::Data::new(state.clone());
         let fan_out = web::Data::new(hub.clone());
@@ -107,7 +136,9 @@ impl Application {
         })
         .on_connect(move |connection, _| bound_send_buffer(connection, send_buffer))
         .listen(listener)?
-        .shutdown_timeout(10)
+        .shutdown_timeout(SHUTDOWN_DRAIN_SECS)
+        // One shutdown path (`run_until_signalled`): readiness, sockets and workers first.
+        .disable_signals()
         .run();
         Ok(Application { port, server, state, writer_thread })
     }
@@ -124,12 +155,28 @@ impl Application {
         &self.state
     }
 
-    /// Serve until SIGINT/SIGTERM, then drain: in-flight requests finish, the writer commits what
-    /// it holds and stops once every handle is gone.
+    /// Serve until SIGTERM or SIGINT, then shut down in order (docs/operations.md "Shutdown"):
+    /// readiness turns 503, sockets close with 1012 (resumable), workers finish their current item,
+    /// the listener stops accepting and in-flight requests drain, the writer flushes.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let workers = self.state.workers.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: draining");
+            workers.stop();
+            handle.stop(true).await;
+        });
+        self.run_until_stopped().await
+    }
+
+    /// Serve until the server handle stops it, then drain: in-flight requests finish, workers
+    /// and sockets end, the writer commits what it holds and stops once every handle is gone.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application { server, state, writer_thread, .. } = self;
         let result = server.await;
         tracing::info!("http server stopped");
+        state.workers.stop();
         drop(state);
         // Every acknowledged write has already committed; waiting only lets queued ones finish.
         let joined = tokio::time::timeout(

@@ -17,6 +17,7 @@ pub mod resume_token;
 pub mod sessions;
 pub mod tenants;
 pub mod transcripts;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     /// Woken when billing work (usage, adjustments, replays) may be due, so the outbox need not
     /// wait for its next poll.
     pub billing_work: Arc<tokio::sync::Notify>,
+    /// Background workers' state and the shutdown signal.
+    pub workers: Arc<workers::Workers>,
 }
 
 /// A session the caller may not see is reported exactly like one that does not exist.

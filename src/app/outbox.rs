@@ -47,8 +47,14 @@ impl Pass {
 /// poll interval passes (a retry comes due on the clock, which a test may move).
 pub async fn run_publisher(state: AppState) {
     let poll = Duration::from_millis(state.config.billing.poll_ms);
-    loop {
-        match publish_due(&state).await {
+    let workers = state.workers.clone();
+    let _running = workers.outbox.enter();
+    let mut stopping = workers.stopping();
+    // A pass in flight is finished (its outcomes recorded) before the loop looks at `stopping`.
+    while !workers.is_stopping() {
+        let result = publish_due(&state).await;
+        workers.outbox.passed(state.clock.now());
+        match result {
             Ok(pass) if pass.total() as u64 >= BATCH => continue,
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "billing outbox pass failed; retrying at the next poll"),
@@ -56,8 +62,10 @@ pub async fn run_publisher(state: AppState) {
         tokio::select! {
             _ = state.billing_work.notified() => {}
             _ = tokio::time::sleep(poll) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
         }
     }
+    tracing::info!("billing outbox stopped");
 }
 
 /// Deliver one batch of due outbox items and record the outcomes.

@@ -306,8 +306,13 @@ pub async fn set_scheduler(
 /// each window that closed since the last one, then deliver due alerts.
 pub async fn run_scheduler(state: AppState) {
     let poll = Duration::from_millis(state.config.billing.poll_ms);
-    loop {
-        if let Err(err) = scheduler_pass(&state).await {
+    let workers = state.workers.clone();
+    let _running = workers.scheduler.enter();
+    let mut stopping = workers.stopping();
+    while !workers.is_stopping() {
+        let result = scheduler_pass(&state).await;
+        workers.scheduler.passed(state.clock.now());
+        if let Err(err) = result {
             tracing::warn!(error = %err, "reconciliation scheduler pass failed");
             let message = err.to_string();
             let _ = state
@@ -320,8 +325,12 @@ pub async fn run_scheduler(state: AppState) {
                 })
                 .await;
         }
-        tokio::time::sleep(poll).await;
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
     }
+    tracing::info!("reconciliation scheduler stopped");
 }
 
 /// One pass; answers the windows it reconciled.

@@ -117,11 +117,13 @@ impl Connection {
         heartbeat.tick().await;
         let idle_limit = Duration::from_secs(realtime.idle_timeout_secs);
         let mut last_seen = Instant::now();
+        let mut stopping = self.state.workers.stopping();
         loop {
             let expiry = sleep_until(self.token_deadline());
             tokio::select! {
                 biased;
                 _ = &mut *superseded => return Ending::Close(Close::Superseded),
+                _ = stopping.wait_for(|stop| *stop) => return Ending::Close(Close::Restarting),
                 _ = expiry => {
                     let frame = ServerFrame::Error { code: ErrorCode::AuthExpired.as_str(), message: "the bearer token expired; resume with a fresh one".into(), reference: None };
                     let _ = socket.text(frame.to_text()).await;

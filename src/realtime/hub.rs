@@ -143,9 +143,20 @@ impl Hub {
 
     /// Forward the writer's commits until it stops. If we lag behind the broadcast, re-read the
     /// head of every watched session so nobody misses a wake-up.
-    pub async fn run(self, store: Store, mut commits: broadcast::Receiver<Appended>) {
+    /// Ends when the writer stops or `stopping` turns true (its store handle must go for the
+    /// writer to flush and stop).
+    pub async fn run(
+        self,
+        store: Store,
+        mut commits: broadcast::Receiver<Appended>,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
-            match commits.recv().await {
+            let received = tokio::select! {
+                received = commits.recv() => received,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            match received {
                 Ok(Appended { heads }) => {
                     for (session_id, head) in heads.iter() {
                         self.publish(session_id, *head);

@@ -76,17 +76,20 @@ pub enum Close {
     /// An operator suspended the caller's tenant.
     TenantSuspended,
     SessionTerminated,
+    /// The server is shutting down (SIGTERM): resume, on this or another instance.
+    Restarting,
     Internal,
 }
 
 impl Close {
-    pub const ALL: [Close; 7] = [
+    pub const ALL: [Close; 8] = [
         Close::Superseded,
         Close::IdleTimeout,
         Close::SlowConsumer,
         Close::AuthExpired,
         Close::TenantSuspended,
         Close::SessionTerminated,
+        Close::Restarting,
         Close::Internal,
     ];
 
@@ -98,6 +101,7 @@ impl Close {
             Close::AuthExpired => 4401,
             Close::TenantSuspended => 4403,
             Close::SessionTerminated => 4410,
+            Close::Restarting => 1012,
             Close::Internal => 1011,
         }
     }
@@ -110,6 +114,7 @@ impl Close {
             Close::AuthExpired => ErrorCode::AuthExpired,
             Close::TenantSuspended => ErrorCode::TenantSuspended,
             Close::SessionTerminated => ErrorCode::SessionTerminated,
+            Close::Restarting => ErrorCode::ServiceUnavailable,
             Close::Internal => ErrorCode::Internal,
         }
     }
@@ -127,6 +132,7 @@ impl Close {
             Close::AuthExpired => "token expired",
             Close::TenantSuspended => "tenant suspended",
             Close::SessionTerminated => "session terminated",
+            Close::Restarting => "server restarting",
             Close::Internal => "internal",
         }
     }

@@ -81,8 +81,8 @@ pub trait Reads {
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
     fn audit_after(&self, after: u64, limit: u64) -> Result<Vec<AuditEntry>, StoreError>;
 
-    /// Whether the migrations and projections match this build.
-    fn schema_is_current(&self) -> Result<bool, StoreError>;
+    /// `(migrations current, projections current)` for this build.
+    fn schema_state(&self) -> Result<(bool, bool), StoreError>;
 
     // Billing.
     fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError>;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use callstream::clock::Clock;
 use callstream::domain::principal::Role;
@@ -435,4 +435,159 @@ async fn serve_with_the_allowance_routes_the_test_clock() {
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
+}
+
+/// SIGTERM under ingest and WebSocket load: sockets are closed with 1012 and a resumable hint, the
+/// process exits 0 within the drain bound, every acknowledged event is there after the restart, and
+/// every subscriber resumes without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const SESSIONS: usize = 3;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(data_dir.path());
+    let owner = callstream::app::auth::mint(&config.jwt, Clock::system().now(), "term-owner", "t1", &[Role::User], 3600)
+        .expect("mint");
+    let client = crate::helpers::client_builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+
+    let mut server = start(data_dir.path());
+    wait_ready(&client, &server).await;
+    let mut sessions = Vec::new();
+    while sessions.len() < SESSIONS {
+        sessions.push(create_session(&client, &server, &owner).await);
+    }
+    let ws_base = server.address.replacen("http", "ws", 1);
+    let mut subscribers = Vec::new();
+    for session in &sessions {
+        let url = format!("{ws_base}/v1/realtime/sessions/{session}/ws?access_token={owner}&after=0");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("subscriber connects");
+        let welcome: Value = match socket.next().await {
+            Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+            other => panic!("expected welcome, got {other:?}"),
+        };
+        let resume_token = welcome["resumeToken"].as_str().expect("token").to_owned();
+        subscribers.push(tokio::spawn(async move {
+            let (mut expected, mut close) = (1u64, None);
+            while let Some(message) = socket.next().await {
+                match message {
+                    Ok(Message::Text(text)) => {
+                        let frame: Value = serde_json::from_str(&text).expect("json");
+                        if frame["op"] == "event" {
+                            assert_eq!(frame["event"]["seq"].as_u64(), Some(expected), "live events are gapless");
+                            if expected.is_multiple_of(4) {
+                                let ack = json!({"op": "ack", "seq": expected}).to_string();
+                                let _ = socket.send(Message::Text(ack.into())).await;
+                            }
+                            expected += 1;
+                        }
+                    }
+                    Ok(Message::Close(frame)) => {
+                        close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            (resume_token, expected - 1, close)
+        }));
+    }
+    let mut producers = Vec::new();
+    for (producer, session) in sessions.iter().enumerate() {
+        let (client, address, token, acked, session) =
+            (client.clone(), server.address.clone(), owner.clone(), acked.clone(), session.clone());
+        producers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let events: Vec<Value> =
+                    (0..10).map(|i| transcript(&session, &format!("term-p{producer}-b{n}-{i}"), "x")).collect();
+                let sent = client
+                    .post(format!("{address}/v1/realtime/sessions/{session}/events"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => {
+                        let body: Value = response.json().await.expect("json");
+                        let mut acked = acked.lock().expect("lock");
+                        for result in body["results"].as_array().expect("results") {
+                            acked.insert(result["eventId"].as_str().expect("id").to_owned());
+                        }
+                    }
+                    // Refused while draining (503) or the listener is gone: not acknowledged.
+                    Ok(_) | Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success());
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(20), "the server did not exit within the drain bound");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a drained shutdown exits 0: {status:?}");
+    for producer in producers {
+        producer.await.expect("producer");
+    }
+    let mut resumes = Vec::new();
+    for subscriber in subscribers {
+        let (token, seen, close) = subscriber.await.expect("subscriber");
+        let (code, reason) = close.expect("the server closed the socket with a close frame");
+        assert_eq!(code, 1012, "service restart");
+        let reason: Value = serde_json::from_str(&reason).expect("the reason is JSON");
+        assert_eq!(reason["resumable"], true);
+        resumes.push((token, seen));
+    }
+
+    let server = start(data_dir.path());
+    wait_ready(&client, &server).await;
+    let ws_base = server.address.replacen("http", "ws", 1);
+    for ((token, seen), session) in resumes.into_iter().zip(&sessions) {
+        let url = format!("{ws_base}/v1/realtime/sessions/{session}/ws?access_token={owner}&resumeToken={token}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("resume after SIGTERM");
+        let welcome: Value = match socket.next().await {
+            Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+            other => panic!("expected welcome, got {other:?}"),
+        };
+        let (from, head) = (welcome["replayFrom"].as_u64().expect("from"), welcome["headSeq"].as_u64().expect("head"));
+        assert!(from <= seen, "the checkpoint never runs ahead of what the client saw");
+        let mut expected = from + 1;
+        while expected <= head {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("json");
+                    if frame["op"] == "event" {
+                        assert_eq!(frame["event"]["seq"].as_u64(), Some(expected), "the resume is gapless");
+                        expected += 1;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the replay stopped at {expected} of {head}: {other:?}"),
+            }
+        }
+    }
+    let mut server = server;
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
+
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 100, "too little was ingested to mean anything: {}", acked.len());
+    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
+    let mut count =
+        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
+    for event_id in &acked {
+        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
+        assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
+    }
+    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
 }

@@ -94,9 +94,14 @@ async fn health_reports_live_and_ready() {
     assert_eq!(ready.status(), StatusCode::OK);
     let body: Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");
-    for check in ["writerAlive", "databaseWritable", "migrationsCurrent"] {
+    for check in ["writerAlive", "databaseWritable", "migrationsCurrent", "projectionsCurrent"] {
         assert_eq!(body["checks"][check], true, "{check}");
     }
+    assert_eq!(body["checks"]["shuttingDown"], false);
+    assert_eq!(body["checks"]["outboxWorker"]["running"], true);
+    assert_eq!(body["checks"]["scheduler"]["running"], true);
+    assert_eq!(body["checks"]["scheduler"]["enabled"], false, "off by default, and that is healthy");
+    assert!(body.get("failed").is_none(), "{body}");
 }
 
 #[tokio::test]

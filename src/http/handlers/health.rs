@@ -5,7 +5,7 @@ use crate::app::health::{HealthAnswer, Readiness, readiness};
 
 /// `GET /health/live`: the process answers.
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(HealthAnswer { status: "ok", checks: None })
+    HttpResponse::Ok().json(HealthAnswer { status: "ok", checks: None, failed: Vec::new() })
 }
 
 /// `GET /metrics`: Prometheus text exposition (docs/operations.md).
@@ -18,9 +18,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }
 
-/// `GET /health/ready`: database writable, writer alive, migrations and projections current.
+/// `GET /health/ready`: 200 when every check passes, else 503 naming the failed ones.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let Readiness { ready, checks } = readiness(&state).await;
-    let body = HealthAnswer { status: if ready { "ready" } else { "not_ready" }, checks: Some(checks) };
+    let failed = checks.failed();
+    let body = HealthAnswer { status: if ready { "ready" } else { "not_ready" }, checks: Some(checks), failed };
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

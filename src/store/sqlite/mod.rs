@@ -80,10 +80,10 @@ pub fn open_for_writing(
     Ok(conn)
 }
 
-/// Whether the database's migrations and projections match this build.
-pub fn schema_is_current(conn: &Connection) -> Result<bool, StoreError> {
+/// `(migrations current, projections current)` for this build.
+pub fn schema_state(conn: &Connection) -> Result<(bool, bool), StoreError> {
     let pending = schema::migrations().pending_migrations(conn)?;
-    Ok(pending == 0 && projections::stored_version(conn)? == Some(projections::PROJECTION_VERSION))
+    Ok((pending == 0, projections::stored_version(conn)? == Some(projections::PROJECTION_VERSION)))
 }
 
 /// Drop and rebuild the projections of the database at `path`.

@@ -153,8 +153,8 @@ impl<T: HasConnection> Reads for T {
         Ok(tenants::audit_after(self.connection(), after, limit)?)
     }
 
-    fn schema_is_current(&self) -> Result<bool, StoreError> {
-        super::schema_is_current(self.connection())
+    fn schema_state(&self) -> Result<(bool, bool), StoreError> {
+        super::schema_state(self.connection())
     }
 
     fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError> {
