@@ -87,14 +87,13 @@ impl Application {
         orchestration::outbound::install_crypto_provider();
         let port = listener.local_addr()?.port();
         let clock = if config.test_clock { clock::Clock::adjustable() } else { clock::Clock::system() };
-        let (store, writer_thread) =
-            Store::open(
-                &config.database_path(),
-                config.durability,
-                config.writer_queue_capacity,
-                clock.clone(),
-                &config.master_key,
-            )?;
+        let (store, writer_thread) = Store::open(
+            &config.database_path(),
+            config.durability,
+            config.writer_queue_capacity,
+            clock.clone(),
+            &config.master_key,
+        )?;
         if clock.is_adjustable() {
             // A restarted test server keeps the "now" it had.
             clock.restore(store.read_now(|reads| reads.clock_offset())?);

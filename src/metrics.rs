@@ -211,8 +211,14 @@ mod tests {
     fn two_applications_keep_their_own_numbers() {
         let (one, two) = (Metrics::new(), Metrics::new());
         one.ws_opened(true);
-        assert_eq!(sample(&one.render(&WriterStats::default(), 0, None), "callstream_ws_connections "), Some("1".into()));
-        assert_eq!(sample(&two.render(&WriterStats::default(), 0, None), "callstream_ws_connections "), Some("0".into()));
+        assert_eq!(
+            sample(&one.render(&WriterStats::default(), 0, None), "callstream_ws_connections "),
+            Some("1".into())
+        );
+        assert_eq!(
+            sample(&two.render(&WriterStats::default(), 0, None), "callstream_ws_connections "),
+            Some("0".into())
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub async fn transcript(
             Ok((conn.transcript(&session_id)?, conn.stream_head(&session_id)?))
         })
         .await?;
-    let text = segments.iter().filter_map(|s| s.text.as_deref()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+    let text =
+        segments.iter().filter_map(|s| s.text.as_deref()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
     Ok(TranscriptView { segments, text, head_seq: head, epoch: state.store.epoch().to_owned() })
 }
 

@@ -5,5 +5,6 @@ pub mod body;
 pub mod edge;
 mod error;
 pub mod handlers;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;

@@ -1,5 +1,7 @@
-//! Every route, in one place.
+//! Every route, in one table: the router is built from it, and so are the OpenAPI document
+//! (`GET /openapi.json`) and the auth matrix test, so a route cannot exist undescribed.
 
+use actix_web::http::Method;
 use actix_web::web;
 
 use super::body::BodyLimit;
@@ -11,15 +13,362 @@ pub const INGEST_BODY_LIMIT: usize = 1024 * 1024;
 /// LiveKit webhook bodies are small; participant metadata can make them a few KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(handlers::method_not_allowed))
+/// Who may call a route, as documented (the use case enforces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials (health, metrics, the API description).
+    Public,
+    /// No bearer token: LiveKit's signature over the raw body.
+    LiveKitSignature,
+    /// Any valid bearer token; the use case decides by owner, tenant and role.
+    Bearer,
+    /// A bearer token with the `operator` role; other roles get 403 `FORBIDDEN_ROLE`.
+    Operator,
 }
 
-/// `test_clock`: also route `POST /v1/operator/clock` (otherwise it does not exist: 404).
-pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
-    if test_clock {
-        cfg.service(resource("/v1/operator/clock").route(web::post().to(operator::advance_clock)));
+/// One operation: what the OpenAPI document says about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub access: Access,
+    /// The status of a successful answer.
+    pub success: u16,
+    /// Query parameters, all optional.
+    pub query: &'static [&'static str],
+    /// A JSON request body, with an example of a valid one.
+    pub body: Option<&'static str>,
+}
+
+/// A route: method, path template, its description and its handler.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub doc: Doc,
+    route: Option<actix_web::Route>,
+}
+
+const fn doc(summary: &'static str, tag: &'static str, access: Access) -> Doc {
+    Doc { summary, tag, access, success: 200, query: &[], body: None }
+}
+
+impl Doc {
+    const fn status(mut self, success: u16) -> Doc {
+        self.success = success;
+        self
     }
+
+    const fn query(mut self, query: &'static [&'static str]) -> Doc {
+        self.query = query;
+        self
+    }
+
+    const fn body(mut self, example: &'static str) -> Doc {
+        self.body = Some(example);
+        self
+    }
+}
+
+/// Every route of the API. `test_clock`: also `POST /v1/operator/clock` (otherwise it does not
+/// exist: 404).
+pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
+    use Access::*;
+    let e = |method: Method, path: &'static str, doc: Doc, route: actix_web::Route| Endpoint {
+        method,
+        path,
+        doc,
+        route: Some(route),
+    };
+    let get = web::get;
+    let post = web::post;
+    let mut all = vec![
+        e(Method::GET, "/health/live", doc("The process answers", "operations", Public), get().to(health::live)),
+        e(
+            Method::GET,
+            "/health/ready",
+            doc("Readiness, check by check (503 names what failed)", "operations", Public),
+            get().to(health::ready),
+        ),
+        e(Method::GET, "/metrics", doc("Prometheus metrics", "operations", Public), get().to(health::metrics)),
+        e(
+            Method::GET,
+            "/openapi.json",
+            doc("This OpenAPI 3.1 description", "operations", Public),
+            get().to(handlers::openapi::document),
+        ),
+        e(
+            Method::GET,
+            "/v1/contract",
+            doc("The event contract: types, versions, writers", "contract", Bearer),
+            get().to(contract::catalog),
+        ),
+        e(
+            Method::GET,
+            "/v1/contract/schemas/{file}",
+            doc("One JSON Schema of the contract", "contract", Bearer),
+            get().to(contract::schema),
+        ),
+        e(
+            Method::POST,
+            "/v1/call/sessions",
+            doc("Create a session (honours Idempotency-Key)", "sessions", Bearer)
+                .status(201)
+                .body(r#"{"title":"Weekly sync","metadata":{}}"#),
+            post().to(sessions::create),
+        ),
+        e(
+            Method::GET,
+            "/v1/call/sessions",
+            doc("The caller's sessions, newest first", "sessions", Bearer).query(&["limit", "cursor", "state"]),
+            get().to(sessions::list),
+        ),
+        e(
+            Method::GET,
+            "/v1/call/sessions/{id}",
+            doc("A session with participants and recordings", "sessions", Bearer),
+            get().to(sessions::get),
+        ),
+        e(
+            Method::POST,
+            "/v1/call/sessions/{id}/state",
+            doc("Transition a session", "sessions", Bearer).body(r#"{"to":"connecting"}"#),
+            post().to(sessions::transition),
+        ),
+        e(
+            Method::POST,
+            "/v1/call/sessions/{id}/provider",
+            doc("Set the provider correlation", "sessions", Bearer).body(r#"{"provider":"livekit"}"#),
+            post().to(sessions::link_provider),
+        ),
+        e(
+            Method::POST,
+            "/v1/call/sessions/{id}/livekit-token",
+            doc("Issue a LiveKit access token for the session's room", "livekit", Bearer).body("{}"),
+            post().to(livekit::token),
+        ),
+        e(
+            Method::POST,
+            "/v1/call/sessions/{id}/reconnect",
+            doc("Exchange a resume token for a fresh one", "realtime", Bearer).body(r#"{"resumeToken":"rt"}"#),
+            post().to(realtime::reconnect),
+        ),
+        e(
+            Method::GET,
+            "/v1/realtime/sessions/{id}/ws",
+            doc("The realtime WebSocket (upgrade; 426 without one)", "realtime", Bearer)
+                .status(101)
+                .query(&["access_token", "resumeToken", "after"]),
+            get().to(realtime::connect),
+        ),
+        e(
+            Method::GET,
+            "/v1/realtime/sessions/{id}/transcript",
+            doc("The current transcript", "realtime", Bearer),
+            get().to(realtime::transcript),
+        ),
+        e(
+            Method::GET,
+            "/v1/realtime/sessions/{id}/transcript-snapshots",
+            doc("The transcript's snapshot history", "realtime", Bearer).query(&["after", "limit"]),
+            get().to(realtime::snapshots),
+        ),
+        e(
+            Method::POST,
+            "/v1/realtime/sessions/{id}/transcript-snapshots/compact",
+            doc("Compact superseded snapshots (never events)", "realtime", Bearer).body("{}"),
+            post().to(realtime::compact),
+        ),
+        e(
+            Method::POST,
+            "/v1/realtime/sessions/{id}/events",
+            doc("Ingest a batch of events (atomic, ≤ 500, ≤ 1 MiB)", "realtime", Bearer).body(r#"{"events":[]}"#),
+            post().to(events::ingest),
+        ),
+        e(
+            Method::GET,
+            "/v1/realtime/sessions/{id}/events",
+            doc("Replay a session's events after a seq", "realtime", Bearer).query(&["after", "limit"]),
+            get().to(events::replay),
+        ),
+        e(
+            Method::POST,
+            "/v1/orchestration/actions/execute",
+            doc("Request and execute an action (retries return the same ack)", "orchestration", Bearer)
+                .body(r#"{"actionId":"a1","sessionId":"cs_x","type":"note.create","params":{"text":"x"}}"#),
+            post().to(orchestration::execute),
+        ),
+        e(
+            Method::GET,
+            "/v1/orchestration/actions/{actionId}",
+            doc("An action with its history", "orchestration", Bearer),
+            get().to(orchestration::get),
+        ),
+        e(
+            Method::POST,
+            "/v1/actions/decision",
+            doc("Approve or reject a pending action", "orchestration", Bearer)
+                .body(r#"{"actionId":"a1","decision":"approve"}"#),
+            post().to(orchestration::decision),
+        ),
+        e(Method::GET, "/v1/operator/tenants", doc("List tenants", "operator", Operator), get().to(operator::list)),
+        e(
+            Method::POST,
+            "/v1/operator/tenants",
+            doc("Create a tenant", "operator", Operator).status(201).body(r#"{"tenantId":"t-new"}"#),
+            post().to(operator::create),
+        ),
+        e(Method::GET, "/v1/operator/tenants/{id}", doc("A tenant", "operator", Operator), get().to(operator::get)),
+        e(
+            Method::PATCH,
+            "/v1/operator/tenants/{id}",
+            doc("Change a tenant's status or quotas", "operator", Operator).body(r#"{"status":"active"}"#),
+            web::patch().to(operator::update),
+        ),
+        e(
+            Method::GET,
+            "/v1/operator/audit",
+            doc("The audit trail (same as /v1/governance/audit)", "governance", Operator).query(&["after", "limit"]),
+            get().to(operator::audit),
+        ),
+        e(
+            Method::GET,
+            "/v1/governance/audit",
+            doc("The append-only audit trail of operator and governance actions", "governance", Operator)
+                .query(&["after", "limit"]),
+            get().to(operator::audit),
+        ),
+        e(
+            Method::GET,
+            "/v1/governance/data-map",
+            doc("Every table, its personal data, retention and deletion", "governance", Operator),
+            get().to(operator::data_map),
+        ),
+        e(
+            Method::POST,
+            "/v1/governance/tenants/{id}/erase",
+            doc("Erase a tenant by crypto-shredding (operators of that tenant)", "governance", Operator)
+                .body(r#"{"confirm":"<tenantId>"}"#),
+            post().to(operator::erase),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/usage/{usageId}",
+            doc("A usage record, its signature verdict, price and delivery", "billing", Bearer),
+            get().to(billing::usage),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/accounts/{tenantId}/usage-summary",
+            doc("Usage per meter (or per meter and hour)", "billing", Bearer).query(&["from", "to", "groupBy"]),
+            get().to(billing::usage_summary),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/accounts/{tenantId}/events",
+            doc("A tenant's account-level billing events", "billing", Bearer),
+            get().to(billing::account_events),
+        ),
+        e(
+            Method::POST,
+            "/v1/billing/adjustments",
+            doc("Create a billing adjustment (honours Idempotency-Key)", "billing", Operator).status(201).body(
+                r#"{"tenantId":"t1","meter":"call.seconds","quantity":-30,"reason":"goodwill","occurredAt":"2026-11-24T10:00:00Z"}"#,
+            ),
+            post().to(billing::adjust),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/sessions/{id}/events",
+            doc("A session's billing events", "billing", Bearer),
+            get().to(billing::session_events),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/sessions/{id}/dead-letters",
+            doc("A session's dead-lettered billing deliveries", "billing", Bearer),
+            get().to(billing::session_dead_letters),
+        ),
+        e(
+            Method::POST,
+            "/v1/billing/dead-letters/{id}/replay",
+            doc("Replay a dead letter (once)", "billing", Bearer),
+            post().to(billing::replay),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/trace/{usageId}",
+            doc("Usage → billing events → deliveries → runs → mismatches", "billing", Bearer),
+            get().to(billing::trace),
+        ),
+        e(
+            Method::POST,
+            "/v1/billing/reconciliation/hourly-trigger",
+            doc("Reconcile one closed window (idempotent per window)", "billing", Bearer).body("{}"),
+            post().to(billing::trigger),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/reconciliation/runs",
+            doc("Reconciliation runs, newest first", "billing", Bearer).query(&["tenantId", "windowStart", "before", "limit"]),
+            get().to(billing::runs),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/reconciliation/runs/{id}",
+            doc("A run with its mismatches and alerts", "billing", Bearer),
+            get().to(billing::run),
+        ),
+        e(
+            Method::POST,
+            "/v1/billing/reconciliation/alerts/deliver",
+            doc("Deliver pending alerts now", "billing", Bearer).body("{}"),
+            post().to(billing::deliver_alerts),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/reconciliation/scheduler",
+            doc("The reconciliation scheduler", "billing", Bearer),
+            get().to(billing::scheduler),
+        ),
+        e(
+            Method::PUT,
+            "/v1/billing/reconciliation/scheduler",
+            doc("Switch the scheduler on or off (audited)", "billing", Operator).body(r#"{"enabled":false}"#),
+            web::put().to(billing::set_scheduler),
+        ),
+        e(
+            Method::POST,
+            "/v1/webhooks/livekit",
+            doc("LiveKit webhooks (signed, replay-guarded)", "livekit", LiveKitSignature),
+            post().to(livekit::webhook),
+        ),
+    ];
+    if test_clock {
+        all.push(e(
+            Method::POST,
+            "/v1/operator/clock",
+            doc("Move the test clock forward (CALLSTREAM_TEST_CLOCK=1 only)", "operator", Operator)
+                .body(r#"{"advanceSeconds":1}"#),
+            post().to(operator::advance_clock),
+        ));
+    }
+    all
+}
+
+/// `(method, path)` of every route the router serves.
+pub fn route_list(test_clock: bool) -> Vec<(Method, &'static str)> {
+    endpoints(test_clock).into_iter().map(|e| (e.method, e.path)).collect()
+}
+
+fn body_limit(path: &str) -> Option<usize> {
+    match path {
+        "/v1/realtime/sessions/{id}/events" => Some(INGEST_BODY_LIMIT),
+        "/v1/webhooks/livekit" => Some(WEBHOOK_BODY_LIMIT),
+        _ => None,
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
     cfg.app_data(BodyLimit::DEFAULT)
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             AppError::new(ErrorCode::QueryInvalid, format!("invalid query string: {err}")).into()
@@ -27,70 +376,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, test_clock: bool) {
         .app_data(
             web::PathConfig::default()
                 .error_handler(|err, _| AppError::new(ErrorCode::RouteNotFound, format!("invalid path: {err}")).into()),
-        )
-        .service(resource("/health/live").route(web::get().to(health::live)))
-        .service(resource("/health/ready").route(web::get().to(health::ready)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
-        .service(resource("/v1/contract").route(web::get().to(contract::catalog)))
-        .service(resource("/v1/contract/schemas/{file}").route(web::get().to(contract::schema)))
-        .service(
-            resource("/v1/call/sessions").route(web::post().to(sessions::create)).route(web::get().to(sessions::list)),
-        )
-        .service(resource("/v1/call/sessions/{id}").route(web::get().to(sessions::get)))
-        .service(resource("/v1/call/sessions/{id}/state").route(web::post().to(sessions::transition)))
-        .service(resource("/v1/call/sessions/{id}/provider").route(web::post().to(sessions::link_provider)))
-        .service(resource("/v1/call/sessions/{id}/livekit-token").route(web::post().to(livekit::token)))
-        .service(resource("/v1/call/sessions/{id}/reconnect").route(web::post().to(realtime::reconnect)))
-        .service(resource("/v1/realtime/sessions/{id}/ws").route(web::get().to(realtime::connect)))
-        .service(resource("/v1/realtime/sessions/{id}/transcript").route(web::get().to(realtime::transcript)))
-        .service(resource("/v1/realtime/sessions/{id}/transcript-snapshots").route(web::get().to(realtime::snapshots)))
-        .service(
-            resource("/v1/realtime/sessions/{id}/transcript-snapshots/compact")
-                .route(web::post().to(realtime::compact)),
-        )
-        .service(resource("/v1/orchestration/actions/execute").route(web::post().to(orchestration::execute)))
-        .service(resource("/v1/orchestration/actions/{actionId}").route(web::get().to(orchestration::get)))
-        .service(resource("/v1/actions/decision").route(web::post().to(orchestration::decision)))
-        .service(
-            resource("/v1/operator/tenants")
-                .route(web::get().to(operator::list))
-                .route(web::post().to(operator::create)),
-        )
-        .service(
-            resource("/v1/operator/tenants/{id}")
-                .route(web::get().to(operator::get))
-                .route(web::patch().to(operator::update)),
-        )
-        .service(resource("/v1/operator/audit").route(web::get().to(operator::audit)))
-        .service(resource("/v1/governance/audit").route(web::get().to(operator::audit)))
-        .service(resource("/v1/governance/data-map").route(web::get().to(operator::data_map)))
-        .service(resource("/v1/governance/tenants/{id}/erase").route(web::post().to(operator::erase)))
-        .service(resource("/v1/billing/usage/{usageId}").route(web::get().to(billing::usage)))
-        .service(resource("/v1/billing/accounts/{tenantId}/usage-summary").route(web::get().to(billing::usage_summary)))
-        .service(resource("/v1/billing/accounts/{tenantId}/events").route(web::get().to(billing::account_events)))
-        .service(resource("/v1/billing/adjustments").route(web::post().to(billing::adjust)))
-        .service(resource("/v1/billing/sessions/{id}/events").route(web::get().to(billing::session_events)))
-        .service(resource("/v1/billing/sessions/{id}/dead-letters").route(web::get().to(billing::session_dead_letters)))
-        .service(resource("/v1/billing/dead-letters/{id}/replay").route(web::post().to(billing::replay)))
-        .service(resource("/v1/billing/trace/{usageId}").route(web::get().to(billing::trace)))
-        .service(resource("/v1/billing/reconciliation/hourly-trigger").route(web::post().to(billing::trigger)))
-        .service(resource("/v1/billing/reconciliation/runs").route(web::get().to(billing::runs)))
-        .service(resource("/v1/billing/reconciliation/runs/{id}").route(web::get().to(billing::run)))
-        .service(resource("/v1/billing/reconciliation/alerts/deliver").route(web::post().to(billing::deliver_alerts)))
-        .service(
-            resource("/v1/billing/reconciliation/scheduler")
-                .route(web::get().to(billing::scheduler))
-                .route(web::put().to(billing::set_scheduler)),
-        )
-        .service(
-            resource("/v1/webhooks/livekit")
-                .app_data(BodyLimit(WEBHOOK_BODY_LIMIT))
-                .route(web::post().to(livekit::webhook)),
-        )
-        .service(
-            resource("/v1/realtime/sessions/{id}/events")
-                .app_data(BodyLimit(INGEST_BODY_LIMIT))
-                .route(web::post().to(events::ingest))
-                .route(web::get().to(events::replay)),
         );
+    // One resource per path, its methods together, in table order (actix matches in order).
+    let mut endpoints = endpoints(test_clock);
+    let mut paths: Vec<&'static str> = Vec::new();
+    for endpoint in &endpoints {
+        if !paths.contains(&endpoint.path) {
+            paths.push(endpoint.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path).default_service(web::to(handlers::method_not_allowed));
+        if let Some(limit) = body_limit(path) {
+            resource = resource.app_data(BodyLimit(limit));
+        }
+        for endpoint in endpoints.iter_mut().filter(|e| e.path == path) {
+            if let Some(route) = endpoint.route.take() {
+                resource = resource.route(route);
+            }
+        }
+        cfg.service(resource);
+    }
 }

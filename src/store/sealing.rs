@@ -326,9 +326,11 @@ mod tests {
     fn payloads_without_personal_fields_are_stored_as_they_came() {
         let vault = vault();
         let (key, _) = vault.new_key("t1", 1).expect("key");
-        assert!(seal(&key, "t1", "e1", "call.session.state_changed", r#"{"from":"created","to":"active"}"#)
-            .expect("seal")
-            .is_none());
+        assert!(
+            seal(&key, "t1", "e1", "call.session.state_changed", r#"{"from":"created","to":"active"}"#)
+                .expect("seal")
+                .is_none()
+        );
         assert!(seal(&key, "t1", "e1", FINAL, r#"{"revision":0,"segmentId":"s1"}"#).expect("seal").is_none());
     }
 
@@ -338,10 +340,17 @@ mod tests {
         let (key, wrapped) = vault.new_key("t1", 3).expect("key");
         let sealed = seal(&key, "t1", "e1", FINAL, r#"{"revision":0,"segmentId":"s","text":"x"}"#).unwrap().unwrap();
         let learned = vault.learn("t1", &[KeyRow { generation: 3, wrapped: Some(wrapped.clone()) }]).unwrap();
-        assert_eq!(open(learned.as_deref(), "t1", "e1", FINAL, &sealed).unwrap(), r#"{"revision":0,"segmentId":"s","text":"x"}"#);
+        assert_eq!(
+            open(learned.as_deref(), "t1", "e1", FINAL, &sealed).unwrap(),
+            r#"{"revision":0,"segmentId":"s","text":"x"}"#
+        );
         assert!(vault.learn("t2", &[KeyRow { generation: 3, wrapped: Some(wrapped.clone()) }]).is_err());
         assert!(vault.learn("t1", &[KeyRow { generation: 4, wrapped: Some(wrapped.clone()) }]).is_err());
-        assert!(Vault::new(&MasterKey::generate()).learn("t1", &[KeyRow { generation: 3, wrapped: Some(wrapped) }]).is_err());
+        assert!(
+            Vault::new(&MasterKey::generate())
+                .learn("t1", &[KeyRow { generation: 3, wrapped: Some(wrapped) }])
+                .is_err()
+        );
     }
 
     #[test]

@@ -448,8 +448,9 @@ async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
     const SESSIONS: usize = 3;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(data_dir.path());
-    let owner = callstream::app::auth::mint(&config.jwt, Clock::system().now(), "term-owner", "t1", &[Role::User], 3600)
-        .expect("mint");
+    let owner =
+        callstream::app::auth::mint(&config.jwt, Clock::system().now(), "term-owner", "t1", &[Role::User], 3600)
+            .expect("mint");
     let client = crate::helpers::client_builder().timeout(Duration::from_secs(10)).build().expect("client");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
 

@@ -119,8 +119,18 @@ async fn an_erasure_must_be_confirmed_by_an_operator_of_the_tenant() {
     let path = "/v1/governance/tenants/t-keep/erase";
     let operator = app.token("ops", "t-keep", &[Role::Operator]);
     let cases = [
-        (app.token("ada", "t-keep", &[Role::User]), json!({"confirm": "t-keep"}), StatusCode::FORBIDDEN, "FORBIDDEN_ROLE"),
-        (app.token("ops", "t-other", &[Role::Operator]), json!({"confirm": "t-keep"}), StatusCode::FORBIDDEN, "FORBIDDEN_ROLE"),
+        (
+            app.token("ada", "t-keep", &[Role::User]),
+            json!({"confirm": "t-keep"}),
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN_ROLE",
+        ),
+        (
+            app.token("ops", "t-other", &[Role::Operator]),
+            json!({"confirm": "t-keep"}),
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN_ROLE",
+        ),
         (operator.clone(), json!({"confirm": "t-other"}), StatusCode::BAD_REQUEST, "ERASURE_NOT_CONFIRMED"),
         (operator.clone(), json!({"confirm": ""}), StatusCode::BAD_REQUEST, "ERASURE_NOT_CONFIRMED"),
         (operator.clone(), json!({}), StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),

@@ -55,7 +55,11 @@ async fn verify_names_the_first_tampered_position() {
             "DROP TRIGGER events_are_append_only_update;
              UPDATE events SET payload = replace(payload, 'seg-v2', 'seg-vX') WHERE position = 4;",
         )
-        .and_then(|()| conn.query_row("SELECT instr(payload, 'seg-vX') > 0 FROM events WHERE position = 4", [], |r| r.get::<_, bool>(0)))
+        .and_then(|()| {
+            conn.query_row("SELECT instr(payload, 'seg-vX') > 0 FROM events WHERE position = 4", [], |r| {
+                r.get::<_, bool>(0)
+            })
+        })
         .expect("tamper");
     assert!(changed, "the payload was rewritten");
     let (ok, output) = verify_binary(app.data_dir.path());

@@ -3,6 +3,7 @@ pub mod contract;
 pub mod events;
 pub mod health;
 pub mod livekit;
+pub mod openapi;
 pub mod operator;
 pub mod orchestration;
 pub mod realtime;

@@ -16,8 +16,8 @@ use crate::domain::metering::{Meter, Signature, UsageRecord};
 use crate::domain::time::Timestamp;
 use crate::store::log::StoredEvent;
 use crate::store::{
-    AlertState, AttemptRow, BillingBacklog, DeadLetterRow, DeliveryKind, DueDelivery, MismatchRow, OutboxRow, OutboxState, RunRow,
-    SchedulerRow, SummaryRow, UsageRow,
+    AlertState, AttemptRow, BillingBacklog, DeadLetterRow, DeliveryKind, DueDelivery, MismatchRow, OutboxRow,
+    OutboxState, RunRow, SchedulerRow, SummaryRow, UsageRow,
 };
 
 pub const DDL: &str = r#"

@@ -37,8 +37,10 @@ pub fn active_key(
     }
     let generation = rows.iter().map(|r| r.generation).max().unwrap_or(0) + 1;
     let (key, wrapped) = vault.new_key(tenant_id, generation)?;
-    conn.prepare_cached("INSERT INTO tenant_keys (tenant_id, generation, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![tenant_id, generation, wrapped, now])?;
+    conn.prepare_cached(
+        "INSERT INTO tenant_keys (tenant_id, generation, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![tenant_id, generation, wrapped, now])?;
     rows.push(KeyRow { generation, wrapped: Some(wrapped) });
     Ok((key, Some(rows)))
 }
@@ -61,7 +63,8 @@ pub fn erase(conn: &Connection, tenant_id: &str, now: &str) -> Result<(ErasureRe
         "UPDATE sessions SET title = NULL, metadata = NULL WHERE tenant_id = ?1 AND (title IS NOT NULL OR metadata IS NOT NULL)",
         [tenant_id],
     )? as u64;
-    let participants = conn.execute(&format!("DELETE FROM session_participants WHERE {of_tenant}"), [tenant_id])? as u64;
+    let participants =
+        conn.execute(&format!("DELETE FROM session_participants WHERE {of_tenant}"), [tenant_id])? as u64;
     let recordings = conn.execute(
         &format!("UPDATE session_recordings SET location = NULL WHERE location IS NOT NULL AND {of_tenant}"),
         [tenant_id],
@@ -123,7 +126,12 @@ fn key_for(
 }
 
 /// Replace each sealed payload by its opened form (or its erased form).
-pub fn open_all(conn: &Connection, vault: &Vault, events: &mut [StoredEvent], committed: bool) -> Result<(), StoreError> {
+pub fn open_all(
+    conn: &Connection,
+    vault: &Vault,
+    events: &mut [StoredEvent],
+    committed: bool,
+) -> Result<(), StoreError> {
     for event in events {
         if !sealing::is_sealed(&event.payload) {
             continue;

@@ -22,8 +22,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::clock::Clock;
 use crate::config::{Durability, MasterKey};
-use crate::store::sealing::Vault;
 use crate::domain::time::Timestamp;
+use crate::store::sealing::Vault;
 pub use writer::{WriteTx, Writer};
 
 use crate::store::{Reads, StoreError};

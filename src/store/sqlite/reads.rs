@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 
 use super::{billing, keys, queries, snapshots, tenants};
-use crate::store::sealing::Vault;
 use crate::domain::billing::{Totals, Window};
 use crate::domain::metering::Meter;
 use crate::domain::time::Timestamp;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
+use crate::store::sealing::Vault;
 use crate::store::{
-    ActionRow, AppendOutcome, AttemptRow, AuditEntry, BillingBacklog, CompactionStats, ConnectionRecord, DeadLetterRow, DeliveryKind,
-    DueDelivery, ErasureReport, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads, Receipt, RecordingRecord,
-    Retained, RunRow, SchedulerRow, SegmentRecord, SessionFilter, SessionRecord, SnapshotRecord, StoreError,
-    SummaryRow, TenantRecord, UsageRow, WriteUnit,
+    ActionRow, AppendOutcome, AttemptRow, AuditEntry, BillingBacklog, CompactionStats, ConnectionRecord, DeadLetterRow,
+    DeliveryKind, DueDelivery, ErasureReport, IdempotencyScope, MismatchRow, OutboxRow, ParticipantRecord, Reads,
+    Receipt, RecordingRecord, Retained, RunRow, SchedulerRow, SegmentRecord, SessionFilter, SessionRecord,
+    SnapshotRecord, StoreError, SummaryRow, TenantRecord, UsageRow, WriteUnit,
 };
 
 /// Something holding a connection: a read view, or the writer's open transaction.

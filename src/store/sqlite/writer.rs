@@ -397,11 +397,7 @@ impl WriterLoop {
 
     /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
-    fn run_job(
-        &mut self,
-        job: Job,
-        recorded_at: Timestamp,
-    ) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
+    fn run_job(&mut self, job: Job, recorded_at: Timestamp) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
         let mut tx = WriteTx {
             conn: &self.conn,
