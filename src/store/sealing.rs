@@ -185,19 +185,20 @@ pub fn is_sealed(payload: &str) -> bool {
     payload.contains("\"$sealed\"")
 }
 
-/// The payload with the type's personal fields sealed under `key`, as canonical JSON text;
-/// `None` when it carries none (it is stored as it came).
+/// The personal fields of an event type (none for an unknown one).
+pub fn personal_fields(event_type: &str) -> &'static [String] {
+    EventType::lookup(event_type).map_or(&[], EventType::personal_fields)
+}
+
+/// The payload with its `personal` fields (`personal_fields` of its type) sealed under `key`, as
+/// canonical JSON text; `None` when it carries none of them (it is stored as it came).
 pub fn seal(
     key: &DataKey,
     tenant_id: &str,
     event_id: &str,
-    event_type: &str,
+    personal: &[String],
     payload: &str,
 ) -> Result<Option<String>, StoreError> {
-    let personal = match EventType::lookup(event_type) {
-        Some(event_type) if !event_type.personal_fields().is_empty() => event_type.personal_fields(),
-        _ => return Ok(None),
-    };
     let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(payload) else { return Ok(None) };
     let mut secret = Map::new();
     for name in personal {
@@ -222,12 +223,6 @@ pub fn seal(
     Ok(Some(crate::domain::canonical::to_canonical_string(&Value::Object(fields))))
 }
 
-/// The key generation a sealed payload needs.
-pub fn generation(payload: &str) -> Option<u32> {
-    let value: Value = serde_json::from_str(payload).ok()?;
-    parse_sealed(value.get(SEALED)?.as_str()?).map(|(generation, _)| generation)
-}
-
 fn parse_sealed(sealed: &str) -> Option<(u32, &str)> {
     let mut parts = sealed.splitn(3, '.');
     if parts.next()? != FORMAT {
@@ -237,48 +232,57 @@ fn parse_sealed(sealed: &str) -> Option<(u32, &str)> {
     Some((generation, parts.next()?))
 }
 
-/// The payload as the API serves it: sealed fields opened with `key`, or, without a key (it was
-/// destroyed), each personal field of the type `null` and `"erased": true`.
-pub fn open(
-    key: Option<&DataKey>,
+/// A sealed payload's fields, opened with the key `key_for` finds for its generation (`None`:
+/// the key was destroyed, so each personal field of the type is `null` and `"erased": true`).
+/// Answers the fields and whether they were erased; a payload without a seal comes back as it is.
+pub fn open_fields(
     tenant_id: &str,
     event_id: &str,
     event_type: &str,
     payload: &str,
-) -> Result<String, StoreError> {
+    key_for: impl FnOnce(u32) -> Result<Option<Arc<DataKey>>, StoreError>,
+) -> Result<(Map<String, Value>, bool), StoreError> {
     let corrupt = |what: &str| StoreError::Backend(format!("event `{event_id}` of tenant `{tenant_id}`: {what}"));
     let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(payload) else {
-        return Err(corrupt("a sealed payload that is not a JSON object"));
+        return Err(corrupt("a payload that is not a JSON object"));
     };
-    let Some(Value::String(sealed)) = fields.remove(SEALED) else { return Ok(payload.to_owned()) };
-    match key {
-        Some(key) => {
-            let (_, encoded) = parse_sealed(&sealed).ok_or_else(|| corrupt("a malformed seal"))?;
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(encoded)
-                .map_err(|_| corrupt("a seal that is not base64url"))?;
-            if bytes.len() <= NONCE_LEN {
-                return Err(corrupt("a truncated seal"));
-            }
-            let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-            let aad = seal_aad(tenant_id, event_id);
-            let plaintext = key
-                .cipher
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
-                .map_err(|_| corrupt("a seal that does not open with its key"))?;
-            let Ok(Value::Object(secret)) = serde_json::from_slice::<Value>(&plaintext) else {
-                return Err(corrupt("sealed fields that are not a JSON object"));
-            };
-            fields.extend(secret);
+    let Some(Value::String(sealed)) = fields.remove(SEALED) else { return Ok((fields, false)) };
+    let (generation, encoded) = parse_sealed(&sealed).ok_or_else(|| corrupt("a malformed seal"))?;
+    let Some(key) = key_for(generation)? else {
+        for name in personal_fields(event_type) {
+            fields.insert(name.clone(), Value::Null);
         }
-        None => {
-            let personal = EventType::lookup(event_type).map_or(&[][..], EventType::personal_fields);
-            for name in personal {
-                fields.insert(name.clone(), Value::Null);
-            }
-            fields.insert(ERASED.to_owned(), Value::Bool(true));
-        }
+        fields.insert(ERASED.to_owned(), Value::Bool(true));
+        return Ok((fields, true));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| corrupt("a seal that is not base64url"))?;
+    if bytes.len() <= NONCE_LEN {
+        return Err(corrupt("a truncated seal"));
     }
+    let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+    let aad = seal_aad(tenant_id, event_id);
+    let plaintext = key
+        .cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
+        .map_err(|_| corrupt("a seal that does not open with its key"))?;
+    let Ok(Value::Object(secret)) = serde_json::from_slice::<Value>(&plaintext) else {
+        return Err(corrupt("sealed fields that are not a JSON object"));
+    };
+    fields.extend(secret);
+    Ok((fields, false))
+}
+
+/// The payload as the API serves it (`open_fields`), as canonical JSON text.
+pub fn open(
+    tenant_id: &str,
+    event_id: &str,
+    event_type: &str,
+    payload: &str,
+    key_for: impl FnOnce(u32) -> Result<Option<Arc<DataKey>>, StoreError>,
+) -> Result<String, StoreError> {
+    let (fields, _) = open_fields(tenant_id, event_id, event_type, payload, key_for)?;
     Ok(crate::domain::canonical::to_canonical_string(&Value::Object(fields)))
 }
 
@@ -297,16 +301,21 @@ mod tests {
         let vault = vault();
         let (key, _) = vault.new_key("t1", 1).expect("key");
         let payload = r#"{"revision":0,"segmentId":"s1","speaker":"Ada","text":"call me at 555"}"#;
-        let sealed = seal(&key, "t1", "e1", FINAL, payload).expect("seal").expect("personal fields");
+        let sealed = seal(&key, "t1", "e1", personal_fields(FINAL), payload).expect("seal").expect("personal fields");
         assert!(!sealed.contains("555") && !sealed.contains("Ada"), "{sealed}");
         assert!(sealed.contains(r#""segmentId":"s1""#), "the rest stays readable: {sealed}");
         assert!(is_sealed(&sealed));
-        assert_eq!(generation(&sealed), Some(1));
-        assert_eq!(open(Some(&key), "t1", "e1", FINAL, &sealed).expect("open"), payload);
+        let mut asked = None;
+        let opened = open("t1", "e1", FINAL, &sealed, |generation| {
+            asked = Some(generation);
+            Ok(Some(key.clone()))
+        });
+        assert_eq!(opened.expect("open"), payload);
+        assert_eq!(asked, Some(1), "the seal names its key generation");
         // Bound to its event: the same ciphertext under another eventId does not open.
-        assert!(open(Some(&key), "t1", "e2", FINAL, &sealed).is_err());
+        assert!(open("t1", "e2", FINAL, &sealed, |_| Ok(Some(key.clone()))).is_err());
         let (other, _) = vault.new_key("t1", 2).expect("key");
-        assert!(open(Some(&other), "t1", "e1", FINAL, &sealed).is_err());
+        assert!(open("t1", "e1", FINAL, &sealed, |_| Ok(Some(other.clone()))).is_err());
     }
 
     #[test]
@@ -314,8 +323,9 @@ mod tests {
         let vault = vault();
         let (key, _) = vault.new_key("t1", 1).expect("key");
         let payload = r#"{"revision":0,"segmentId":"s1","text":"secret"}"#;
-        let sealed = seal(&key, "t1", "e1", FINAL, payload).expect("seal").expect("sealed");
-        let erased: Value = serde_json::from_str(&open(None, "t1", "e1", FINAL, &sealed).expect("open")).unwrap();
+        let sealed = seal(&key, "t1", "e1", personal_fields(FINAL), payload).expect("seal").expect("sealed");
+        let erased: Value =
+            serde_json::from_str(&open("t1", "e1", FINAL, &sealed, |_| Ok(None)).expect("open")).unwrap();
         assert_eq!(erased["text"], Value::Null);
         assert_eq!(erased["speaker"], Value::Null);
         assert_eq!(erased["erased"], Value::Bool(true));
@@ -327,21 +337,33 @@ mod tests {
         let vault = vault();
         let (key, _) = vault.new_key("t1", 1).expect("key");
         assert!(
-            seal(&key, "t1", "e1", "call.session.state_changed", r#"{"from":"created","to":"active"}"#)
+            seal(
+                &key,
+                "t1",
+                "e1",
+                personal_fields("call.session.state_changed"),
+                r#"{"from":"created","to":"active"}"#
+            )
+            .expect("seal")
+            .is_none()
+        );
+        assert!(
+            seal(&key, "t1", "e1", personal_fields(FINAL), r#"{"revision":0,"segmentId":"s1"}"#)
                 .expect("seal")
                 .is_none()
         );
-        assert!(seal(&key, "t1", "e1", FINAL, r#"{"revision":0,"segmentId":"s1"}"#).expect("seal").is_none());
     }
 
     #[test]
     fn wrapped_keys_open_only_with_their_master_tenant_and_generation() {
         let vault = vault();
         let (key, wrapped) = vault.new_key("t1", 3).expect("key");
-        let sealed = seal(&key, "t1", "e1", FINAL, r#"{"revision":0,"segmentId":"s","text":"x"}"#).unwrap().unwrap();
+        let sealed = seal(&key, "t1", "e1", personal_fields(FINAL), r#"{"revision":0,"segmentId":"s","text":"x"}"#)
+            .unwrap()
+            .unwrap();
         let learned = vault.learn("t1", &[KeyRow { generation: 3, wrapped: Some(wrapped.clone()) }]).unwrap();
         assert_eq!(
-            open(learned.as_deref(), "t1", "e1", FINAL, &sealed).unwrap(),
+            open("t1", "e1", FINAL, &sealed, |_| Ok(learned)).unwrap(),
             r#"{"revision":0,"segmentId":"s","text":"x"}"#
         );
         assert!(vault.learn("t2", &[KeyRow { generation: 3, wrapped: Some(wrapped.clone()) }]).is_err());

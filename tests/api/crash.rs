@@ -58,6 +58,23 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
     panic!("server did not become ready");
 }
 
+/// Every acknowledged event of tenant `t1` is in the log exactly once, and the log verifies.
+fn assert_each_present_once_and_verified(
+    config: &callstream::config::Config,
+    acknowledged: &HashSet<String>,
+) -> callstream::store::VerifyReport {
+    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
+    let mut count =
+        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
+    for event_id in acknowledged {
+        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
+        assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
+    }
+    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
+    report
+}
+
 async fn create_session(client: &reqwest::Client, server: &Server, token: &str) -> String {
     let response =
         client.post(format!("{}/v1/call/sessions", server.address)).bearer_auth(token).json(&json!({})).send().await;
@@ -149,15 +166,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
 
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() > 1000, "the test ingested too little to mean anything: {}", acked.len());
-    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
-    let mut count =
-        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
-    for event_id in &acked {
-        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
-        assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
-    }
-    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
-    assert!(report.is_ok(), "{report:?}");
+    let report = assert_each_present_once_and_verified(&config, &acked);
     println!("crash test: {} acknowledged events over {CYCLES} kills, {} in the log", acked.len(), report.events);
 }
 
@@ -270,15 +279,7 @@ async fn socket_clients_survive_kill_9() {
 
     let published = published.lock().expect("lock").clone();
     assert!(published.len() > 100, "too little was published to mean anything: {}", published.len());
-    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
-    let mut count =
-        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
-    for event_id in &published {
-        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
-        assert_eq!(n, 1, "published event {event_id} present exactly once");
-    }
-    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
-    assert!(report.is_ok(), "{report:?}");
+    assert_each_present_once_and_verified(&config, &published);
     println!("socket crash test: {} publishes acknowledged over {KILLS} kills", published.len());
 }
 
@@ -582,13 +583,5 @@ async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
 
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() > 100, "too little was ingested to mean anything: {}", acked.len());
-    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
-    let mut count =
-        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
-    for event_id in &acked {
-        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
-        assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
-    }
-    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
-    assert!(report.is_ok(), "{report:?}");
+    assert_each_present_once_and_verified(&config, &acked);
 }

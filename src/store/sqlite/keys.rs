@@ -136,12 +136,10 @@ pub fn open_all(
         if !sealing::is_sealed(&event.payload) {
             continue;
         }
-        let Some(generation) = sealing::generation(&event.payload) else {
-            return Err(StoreError::Backend(format!("event `{}` has a malformed seal", event.event_id)));
-        };
-        let key = key_for(conn, vault, &event.tenant_id, generation, committed)?;
-        event.payload =
-            sealing::open(key.as_deref(), &event.tenant_id, &event.event_id, &event.event_type, &event.payload)?;
+        let tenant_id = &event.tenant_id;
+        event.payload = sealing::open(tenant_id, &event.event_id, &event.event_type, &event.payload, |generation| {
+            key_for(conn, vault, tenant_id, generation, committed)
+        })?;
     }
     Ok(())
 }
@@ -153,11 +151,13 @@ pub fn open_text(
     sealed: &super::queries::SealedText,
     committed: bool,
 ) -> Result<(Option<String>, bool), StoreError> {
-    let generation = sealing::generation(&sealed.payload)
-        .ok_or_else(|| StoreError::Backend(format!("event `{}` has a malformed seal", sealed.event_id)))?;
-    let key = key_for(conn, vault, &sealed.tenant_id, generation, committed)?;
-    let opened =
-        sealing::open(key.as_deref(), &sealed.tenant_id, &sealed.event_id, &sealed.event_type, &sealed.payload)?;
-    let value: serde_json::Value = serde_json::from_str(&opened).unwrap_or_default();
-    Ok((value["text"].as_str().map(str::to_owned), key.is_none()))
+    let (mut fields, erased) =
+        sealing::open_fields(&sealed.tenant_id, &sealed.event_id, &sealed.event_type, &sealed.payload, |generation| {
+            key_for(conn, vault, &sealed.tenant_id, generation, committed)
+        })?;
+    let text = match fields.remove("text") {
+        Some(serde_json::Value::String(text)) => Some(text),
+        _ => None,
+    };
+    Ok((text, erased))
 }

@@ -346,10 +346,11 @@ pub struct SealedText {
 }
 
 fn sealed_text(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<SealedText>> {
-    Ok(row.get::<_, Option<String>>(first + 3)?.map(|payload| SealedText {
-        tenant_id: row.get(first).unwrap_or_default(),
-        event_id: row.get(first + 1).unwrap_or_default(),
-        event_type: row.get(first + 2).unwrap_or_default(),
+    let Some(payload) = row.get::<_, Option<String>>(first + 3)? else { return Ok(None) };
+    Ok(Some(SealedText {
+        tenant_id: row.get(first)?,
+        event_id: row.get(first + 1)?,
+        event_type: row.get(first + 2)?,
         payload,
     }))
 }

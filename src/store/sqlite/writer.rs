@@ -14,7 +14,6 @@ use super::log;
 use super::projections;
 use crate::clock::Clock;
 use crate::domain::error::{ErrorCode, Rejection};
-use crate::domain::event_types::EventType;
 use crate::domain::time::Timestamp;
 use crate::store::log::chain_hash;
 use crate::store::log::{Actor, NewEvent, StoredEvent};
@@ -96,8 +95,8 @@ impl WriteTx<'_> {
         for (index, event) in events.into_iter().enumerate() {
             // Personal fields go to the log sealed; the chain covers what is stored, and the
             // projections and the caller get the event as it came.
-            let personal = EventType::lookup(event.event_type).is_some_and(|t| !t.personal_fields().is_empty());
-            let sealed = if personal {
+            let personal = sealing::personal_fields(event.event_type);
+            let sealed = if !personal.is_empty() {
                 let key = match &key {
                     Some(key) => key,
                     None => {
@@ -109,7 +108,7 @@ impl WriteTx<'_> {
                         key.insert(active)
                     }
                 };
-                sealing::seal(key, tenant_id, &event.event_id, event.event_type, &event.payload)?
+                sealing::seal(key, tenant_id, &event.event_id, personal, &event.payload)?
             } else {
                 None
             };
