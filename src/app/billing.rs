@@ -183,7 +183,7 @@ fn dead_letter_not_found(id: &str) -> AppError {
 // ---- Usage --------------------------------------------------------------------------------------
 
 /// An amount of money in the price table's currency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Amount {
     pub currency: String,
@@ -202,7 +202,7 @@ impl Amount {
 
 /// `GET /v1/billing/usage/{usageId}`: the signed record, the verdict of verifying it now, its
 /// price and where its delivery stands.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageView {
     #[serde(flatten)]
@@ -239,7 +239,7 @@ pub async fn usage(state: &AppState, principal: &Principal, usage_id: String) ->
     Ok(usage_view(state, row, delivery))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SummaryQuery {
     pub from: Option<String>,
@@ -247,7 +247,7 @@ pub struct SummaryQuery {
     pub group_by: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SummaryLine {
     pub meter: Meter,
@@ -264,7 +264,7 @@ pub struct SummaryLine {
     pub amount: Amount,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageSummary {
     pub tenant_id: String,
@@ -335,7 +335,7 @@ pub async fn usage_summary(
 
 // ---- Adjustments --------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdjustmentRequest {
     pub tenant_id: String,
@@ -345,7 +345,7 @@ pub struct AdjustmentRequest {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdjustmentView {
     #[serde(flatten)]
@@ -455,7 +455,7 @@ pub async fn adjust(
 
 // ---- A session's billing ------------------------------------------------------------------------
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BillingEvents {
     pub session_id: String,
@@ -475,7 +475,7 @@ pub async fn session_events(
     Ok(BillingEvents { session_id, events: events.iter().map(StoredEvent::served).collect() })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountEvents {
     pub tenant_id: String,
@@ -498,7 +498,7 @@ pub async fn account_events(
     Ok(AccountEvents { tenant_id, stream_id, events: events.iter().map(StoredEvent::served).collect() })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterView {
     #[serde(flatten)]
@@ -507,7 +507,7 @@ pub struct DeadLetterView {
     pub outbox_state: Option<crate::store::OutboxState>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterList {
     pub session_id: String,
@@ -537,7 +537,7 @@ pub async fn session_dead_letters(
     Ok(DeadLetterList { session_id, dead_letters })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayAnswer {
     #[serde(flatten)]
@@ -589,7 +589,7 @@ pub async fn replay_dead_letter(
 
 // ---- Trace --------------------------------------------------------------------------------------
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TracedRun {
     #[serde(flatten)]
@@ -598,7 +598,7 @@ pub struct TracedRun {
     pub mismatch_details: Vec<MismatchRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trace {
     pub usage: UsageView,
@@ -658,7 +658,7 @@ pub async fn trace(state: &AppState, principal: &Principal, usage_id: String) ->
 
 /// What a sink receives for a billing event or an alert (Standard Webhooks' `type`, `timestamp`,
 /// `data`).
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct SinkMessage<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,

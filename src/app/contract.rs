@@ -10,7 +10,7 @@ pub const SCHEMA_BASE: &str = "/v1/contract/schemas";
 
 /// `GET /v1/contract`: the envelope, every registered type with its writers and schema versions,
 /// and the error catalog.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Contract {
     pub version: u32,
@@ -19,13 +19,13 @@ pub struct Contract {
     pub error_codes: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchemaRef {
     pub schema_url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TypeEntry {
     #[serde(rename = "type")]
     pub event_type: &'static str,
@@ -34,7 +34,7 @@ pub struct TypeEntry {
     pub versions: Vec<TypeVersion>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeVersion {
     pub schema_version: u32,

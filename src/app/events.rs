@@ -96,14 +96,14 @@ pub async fn ingest(
 }
 
 /// What ingest answers: each event's place in the log, in request order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestAnswer {
     pub results: Vec<EventResult>,
     pub head_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventResult {
     pub event_id: String,
@@ -114,13 +114,13 @@ pub struct EventResult {
 }
 
 /// A page of a session's log in seq order, with where to continue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReplayPage {
     pub events: Vec<ServedEvent>,
     pub diagnostics: ReplayDiagnostics,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayDiagnostics {
     pub after: u64,
@@ -141,20 +141,23 @@ pub async fn append_checked(
     events: Vec<IngestEvent>,
 ) -> Result<Vec<AppendOutcome>, AppError> {
     let principal = principal.clone();
-    state.store.writer.execute(move |tx| append_in_tx(tx, &principal, &session_id, events)).await
+    let mut new_events: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
+    for event in &mut new_events {
+        event.preseal(state.store.vault(), principal.tenant_id.as_str());
+    }
+    state.store.writer.execute(move |tx| append_in_tx(tx, &principal, &session_id, new_events)).await
 }
 
 fn append_in_tx(
     tx: &mut dyn WriteUnit,
     principal: &Principal,
     session_id: &str,
-    events: Vec<IngestEvent>,
+    new_events: Vec<NewEvent>,
 ) -> Result<Vec<AppendOutcome>, AppError> {
     let session = tx.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
-    let new_events: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
     let (outcomes, _) = tx.append(&session.tenant_id, session_id, &actor_of(principal), new_events)?;
     Ok(outcomes)
 }

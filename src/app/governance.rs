@@ -13,13 +13,13 @@ use crate::error::{AppError, ErrorCode};
 use crate::store::ErasureReport;
 
 /// `POST /v1/governance/tenants/{id}/erase` body: the tenant id again, typed by a human.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EraseTenant {
     pub confirm: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErasureAnswer {
     pub tenant_id: String,

@@ -16,7 +16,7 @@ pub struct Readiness {
 }
 
 /// Each readiness condition, as `GET /health/ready` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadinessChecks {
     pub writer_alive: bool,
@@ -31,7 +31,7 @@ pub struct ReadinessChecks {
 }
 
 /// The reconciliation scheduler: its switch (off by default is healthy), its loop and last error.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerCheck {
     pub enabled: bool,
@@ -41,7 +41,7 @@ pub struct SchedulerCheck {
 }
 
 /// `GET /health/ready` and `GET /health/live`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HealthAnswer {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

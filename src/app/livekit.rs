@@ -22,7 +22,7 @@ pub const PROVIDER: &str = "livekit";
 /// Receipts are kept far longer than the tolerance window, after which a replay is stale anyway.
 const RECEIPT_RETENTION_HOURS: i64 = 24;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TokenRequest {
     pub ttl_secs: Option<u64>,
@@ -65,7 +65,7 @@ pub async fn issue_token(
 }
 
 /// A LiveKit access token for the session's room.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinToken {
     pub token: String,
@@ -118,7 +118,7 @@ pub enum WebhookOutcome {
 }
 
 /// What the webhook route answers: where the event went, or why nothing was appended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAnswer {
     pub duplicate: bool,

@@ -58,7 +58,7 @@ impl ActionRuntime {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExecuteRequest {
     pub action_id: String,
@@ -69,7 +69,7 @@ pub struct ExecuteRequest {
     pub confirmation_token: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DecisionRequest {
     pub action_id: String,
@@ -77,7 +77,7 @@ pub struct DecisionRequest {
 }
 
 /// What `execute` answers (SPEC §4).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionAnswer {
     pub action_id: String,
@@ -90,7 +90,7 @@ fn answer(action_id: &str, ack: &Ack) -> ActionAnswer {
 
 /// What the owner's decision answers: a confirmation token to run the action with, or the
 /// blocked ack.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "decision", rename_all = "camelCase")]
 pub enum DecisionAnswer {
     #[serde(rename = "approve", rename_all = "camelCase")]
@@ -100,7 +100,7 @@ pub enum DecisionAnswer {
 }
 
 /// `GET /v1/orchestration/actions/{actionId}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionView {
     pub action_id: String,

@@ -29,7 +29,7 @@ const BATCH: u64 = 256;
 const CONCURRENCY: usize = 32;
 
 /// What one pass over the outbox did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pass {
     pub confirmed: u32,
@@ -244,13 +244,13 @@ fn record_delivery(
 
 // ---- Alerts -------------------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverAlerts {
     pub dry_run: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertDelivery {
     pub dry_run: bool,

@@ -194,7 +194,7 @@ fn resume_in_tx(
 }
 
 /// Where and how to resume: the rotated token, the server-side checkpoint, the socket's URL.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Reconnect {
     pub resume_token: String,

@@ -21,7 +21,7 @@ use crate::store::{MismatchRow, RunRow, SchedulerRow, WriteUnit};
 /// The most windows one scheduler pass catches up on after being off or down.
 const MAX_CATCH_UP_WINDOWS: i64 = 48;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerRequest {
     pub window_start: Option<String>,
@@ -29,7 +29,7 @@ pub struct TriggerRequest {
     pub rerun: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     #[serde(flatten)]
@@ -38,7 +38,7 @@ pub struct RunView {
     pub mismatch_details: Vec<MismatchRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerAnswer {
     /// False when the window's run already existed and is answered again.
@@ -161,7 +161,7 @@ pub fn reconcile_window(
     Ok((run, true))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunsQuery {
     pub window_start: Option<String>,
@@ -169,7 +169,7 @@ pub struct RunsQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunPage {
     pub runs: Vec<RunRow>,
@@ -212,7 +212,7 @@ pub async fn run(state: &AppState, principal: &Principal, run_id: String) -> Res
 
 // ---- Scheduler ----------------------------------------------------------------------------------
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerView {
     pub enabled: bool,
@@ -260,7 +260,7 @@ pub async fn scheduler(state: &AppState, principal: &Principal) -> Result<Schedu
     Ok(scheduler_view(state, row))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SchedulerChange {
     pub enabled: bool,

@@ -22,7 +22,7 @@ const CREATE_ROUTE: &str = "POST /v1/call/sessions";
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     pub title: Option<String>,
@@ -187,7 +187,7 @@ fn decode_cursor(cursor: &str) -> Result<u64, AppError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TransitionRequest {
     pub to: String,
@@ -199,7 +199,7 @@ pub struct TransitionRequest {
     pub provider: Option<ProviderCorrelation>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProviderRequest {
     pub provider: String,
@@ -363,7 +363,7 @@ pub async fn visible_session(
 }
 
 /// A session as lists show it (`GET /v1/call/sessions`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
     pub session_id: String,
@@ -383,7 +383,7 @@ pub struct SessionSummary {
     pub last_event_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoomView {
     pub sid: Option<String>,
     pub state: Option<String>,
@@ -391,7 +391,7 @@ pub struct RoomView {
 
 /// A session with its participants and recordings (`GET /v1/call/sessions/{id}`, and the answer
 /// of every session command).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionView {
     #[serde(flatten)]
     pub session: SessionSummary,
@@ -400,7 +400,7 @@ pub struct SessionView {
 }
 
 /// A page of sessions, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,

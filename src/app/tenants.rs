@@ -19,7 +19,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::store::{AuditEntry, TenantRecord};
 
 /// Limits an operator sets for one tenant; an absent field means the server default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
     /// Sessions that have not ended or failed; creating one more is `QUOTA_EXCEEDED`.
@@ -30,7 +30,7 @@ pub struct Quotas {
     pub rate_limits: Option<RateOverrides>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,7 +117,7 @@ fn operator_only(principal: &Principal) -> Result<(), AppError> {
 }
 
 /// A tenant's record as operators see it (and as the audit trail records it before and after).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     pub tenant_id: String,
@@ -141,20 +141,20 @@ fn view(record: &TenantRecord) -> TenantView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TenantList {
     pub tenants: Vec<TenantView>,
 }
 
 /// A page of the audit trail, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     pub entries: Vec<AuditView>,
     pub next_after: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditView {
     pub audit_id: u64,
@@ -166,7 +166,7 @@ pub struct AuditView {
     pub request_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditActor {
     pub user_id: String,
@@ -174,7 +174,7 @@ pub struct AuditActor {
 }
 
 /// Where the test clock now stands.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClockAnswer {
     pub now: Timestamp,
@@ -185,7 +185,7 @@ fn valid_tenant_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTenant {
     pub tenant_id: String,
@@ -194,7 +194,7 @@ pub struct CreateTenant {
     pub quotas: Quotas,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,
@@ -375,7 +375,7 @@ pub async fn audit_log(state: &AppState, principal: &Principal, after: u64, limi
     Ok(AuditPage { entries, next_after })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdvanceClock {
     pub advance_seconds: i64,

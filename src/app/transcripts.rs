@@ -28,7 +28,7 @@ pub async fn transcript(
 }
 
 /// The current transcript: every segment's winning revision, and the text they make.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptView {
     pub segments: Vec<SegmentRecord>,
@@ -38,7 +38,7 @@ pub struct TranscriptView {
 }
 
 /// A page of the transcript's snapshot history, in seq order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotPage {
     pub snapshots: Vec<SnapshotRecord>,
@@ -46,7 +46,7 @@ pub struct SnapshotPage {
     pub stats: SnapshotStats,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SnapshotStats {
     pub snapshots: u64,
     pub superseded: u64,
@@ -54,7 +54,7 @@ pub struct SnapshotStats {
 }
 
 /// What a compaction did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CompactionAnswer {
     pub examined: u64,
     pub deleted: u64,
@@ -93,7 +93,7 @@ pub async fn snapshots(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompactRequest {
     /// Only superseded snapshots recorded at least this long ago are deleted (default 0: all).

@@ -3,6 +3,7 @@
 pub mod billing;
 mod harness;
 pub mod ingest;
+pub mod pg_log;
 pub mod realtime;
 pub mod rebuild;
 pub mod webhooks;
@@ -16,6 +17,8 @@ pub enum BenchCommand {
     /// HTTP batch ingest with durable commit against a child `callstream serve`, and in the same run
     /// a raw SQLite insert loop writing the same rows and indexes (the baseline).
     Ingest(ingest::IngestArgs),
+    /// The PostgreSQL log's core with one and two writer nodes, and a bare insert loop (the baseline).
+    PgLog(pg_log::PgLogArgs),
     /// Signed LiveKit webhooks through the real endpoint: new ones, then the same again as replays.
     Webhooks(webhooks::WebhookArgs),
     /// WebSocket fan-out: subscribers per session, a steady ingest rate, ingest→receive latency.
@@ -34,6 +37,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> ExitCode {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args),
+        BenchCommand::PgLog(args) => pg_log::run(args),
         BenchCommand::Webhooks(args) => webhooks::run(args),
         BenchCommand::Fanout(args) => realtime::fanout(args),
         BenchCommand::Reconnect(args) => realtime::reconnect(args),

@@ -14,7 +14,7 @@ use super::error::{ErrorCode, Rejection};
 use super::policy::Verdict;
 use super::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionState {
     /// Requested, waiting for the session owner's decision.
@@ -61,7 +61,7 @@ impl ActionState {
 }
 
 /// What `execute` answers: SPEC's `{status, outcomeRef?, errorCode?}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Ack {
     pub status: ActionState,
@@ -178,7 +178,7 @@ pub enum ActionEvent {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Approved,
@@ -538,7 +538,7 @@ fn erasable_params<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
     Ok(Option::<Map<String, Value>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct RequestedPayload {
     action_id: String,
@@ -553,7 +553,7 @@ struct RequestedPayload {
     requested_by: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ApprovedPayload {
     action_id: String,
@@ -567,7 +567,7 @@ struct ApprovedPayload {
     expires_at: Option<Timestamp>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct BlockedPayload {
     action_id: String,
@@ -577,14 +577,14 @@ struct BlockedPayload {
     reason: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ConfirmationIssuedPayload {
     action_id: String,
     params_hash: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct DecidedPayload {
     action_id: String,
@@ -597,7 +597,7 @@ struct DecidedPayload {
     confirmation_id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct StartedPayload {
     action_id: String,
@@ -605,7 +605,7 @@ struct StartedPayload {
     lease_expires_at: Timestamp,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct NotePayload {
     action_id: String,
@@ -613,7 +613,7 @@ struct NotePayload {
     text: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ExecutedPayload {
     action_id: String,
@@ -624,7 +624,7 @@ struct ExecutedPayload {
     result: Value,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct FailedPayload {
     action_id: String,

@@ -121,7 +121,7 @@ pub fn adjustment_id(tenant_id: &str, idempotency_key: Option<&str>, fresh: &str
 // ---- Event payloads -------------------------------------------------------------------------
 
 /// `billing.usage.recorded`: a usage record and its signature, everything a verifier needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UsageRecorded {
     #[serde(flatten)]
     pub record: UsageRecord,
@@ -130,7 +130,7 @@ pub struct UsageRecorded {
 }
 
 /// `billing.adjustment.created`: an operator's correction of a window; negative is a credit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdjustmentCreated {
     pub adjustment_id: String,
@@ -145,7 +145,7 @@ pub struct AdjustmentCreated {
 }
 
 /// What the outbox delivers: a usage record or an adjustment, named by its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxKind {
     Usage,
@@ -170,7 +170,7 @@ impl OutboxKind {
 }
 
 /// `billing.charge.confirmed`: the billing sink accepted an outbox item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeConfirmed {
     pub charge_id: String,
@@ -188,7 +188,7 @@ pub struct ChargeConfirmed {
 }
 
 /// `billing.publish.dead_lettered`: an outbox item the sink never accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishDeadLettered {
     pub dead_letter_id: String,
@@ -205,7 +205,7 @@ pub struct PublishDeadLettered {
 }
 
 /// `billing.publish.replayed`: an operator sent a dead letter back to the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishReplayed {
     pub dead_letter_id: String,
@@ -214,7 +214,7 @@ pub struct PublishReplayed {
 }
 
 /// One meter's comparison in a window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Line {
     pub meter: Meter,
@@ -258,7 +258,7 @@ pub fn reconcile(totals: &BTreeMap<Meter, Totals>) -> Vec<Line> {
 }
 
 /// `billing.reconciliation.mismatch_detected`: one meter disagreed in a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MismatchDetected {
     pub run_id: String,
@@ -273,7 +273,7 @@ pub struct MismatchDetected {
 }
 
 /// `billing.reconciliation.completed`: a run over one tenant's window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconciliationCompleted {
     pub run_id: String,
@@ -290,7 +290,7 @@ pub struct ReconciliationCompleted {
 }
 
 /// `billing.alert.delivered`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertDelivered {
     pub alert_id: String,
@@ -299,7 +299,7 @@ pub struct AlertDelivered {
 }
 
 /// `billing.alert.dead_lettered`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertDeadLettered {
     pub alert_id: String,

@@ -15,7 +15,7 @@ use super::time::Timestamp;
 
 pub const SIG_ALG: &str = "hs256.v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Meter {
     /// Seconds a call spent between `active` and its end, rounded up to the whole second.
     #[serde(rename = "call.duration")]
@@ -48,7 +48,7 @@ impl Meter {
 }
 
 /// One billable quantity, before it is signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {
     /// Deterministic: the same source always yields the same id, so deriving twice counts once.
@@ -67,7 +67,7 @@ pub struct UsageRecord {
 }
 
 /// The signature fields a signed record carries next to the record's own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Signature {
     pub sig_alg: String,
@@ -83,7 +83,7 @@ pub struct Key<'a> {
     pub secret: &'a [u8],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "verdict", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Verification {
     Valid {

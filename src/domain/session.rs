@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, Rejection};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Created,
@@ -63,7 +63,7 @@ impl SessionState {
 }
 
 /// Provider correlation: immutable once the session is active.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderCorrelation {
     pub provider: Option<String>,
@@ -230,7 +230,7 @@ pub fn evolve(mut session: Session, event: &SessionEvent) -> Session {
     session
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct StateChangedPayload {
     from: SessionState,
@@ -239,7 +239,7 @@ struct StateChangedPayload {
     reason: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct FailedPayload {
     from: SessionState,
@@ -249,7 +249,7 @@ struct FailedPayload {
 }
 
 /// `call.session.created`: who owns the session and what they called it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedPayload {
     pub owner_id: String,

@@ -2,20 +2,49 @@
 //! built from (`routes::endpoints`) and from the error catalog: a route cannot be served without
 //! being described, and every error answer is described by the one catalog shape.
 
+use schemars::SchemaGenerator;
+use schemars::generate::{Contract, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::routes::{Access, Endpoint, endpoints};
 use crate::domain::error::ErrorCode;
 
+/// Answers are described as the handlers serialize them; their named types go to
+/// `components/schemas`. Requests (bodies, query strings) are described as the handlers
+/// deserialize them, inlined, so one type never has two different named schemas.
+struct Generators {
+    answers: SchemaGenerator,
+    requests: SchemaGenerator,
+}
+
+impl Generators {
+    fn new() -> Generators {
+        let answers = SchemaSettings::draft2020_12().with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.contract = Contract::Serialize;
+            s.meta_schema = None;
+        });
+        let requests = SchemaSettings::draft2020_12().with(|s| {
+            s.inline_subschemas = true;
+            s.contract = Contract::Deserialize;
+            s.meta_schema = None;
+        });
+        Generators { answers: answers.into_generator(), requests: requests.into_generator() }
+    }
+}
+
 /// The document, for a server with or without the test clock route.
 pub fn document(test_clock: bool) -> Value {
+    let mut generators = Generators::new();
     let mut paths = Map::new();
     for endpoint in endpoints(test_clock) {
         let item = paths.entry(endpoint.path).or_insert_with(|| json!({}));
-        item[endpoint.method.as_str().to_ascii_lowercase()] = operation(&endpoint);
+        item[endpoint.method.as_str().to_ascii_lowercase()] = operation(&endpoint, &mut generators);
     }
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    json!({
+    let mut schemas = generators.answers.take_definitions(true);
+    schemas.remove("Error");
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "callstream",
@@ -33,28 +62,28 @@ pub fn document(test_clock: bool) -> Value {
                 "livekit": {"type": "apiKey", "in": "header", "name": "Authorization",
                             "description": "LiveKit's webhook JWT: signed with LIVEKIT_API_SECRET, its sha256 claim is the raw body's hash."}
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "additionalProperties": false,
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "requestId"],
-                            "additionalProperties": false,
-                            "properties": {
-                                "code": {"type": "string", "enum": codes},
-                                "message": {"type": "string", "minLength": 1},
-                                "requestId": {"type": "string"},
-                                "details": {}
-                            }
-                        }
-                    }
+            "schemas": schemas,
+        }
+    });
+    document["components"]["schemas"]["Error"] = json!({
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": false,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "requestId"],
+                "additionalProperties": false,
+                "properties": {
+                    "code": {"type": "string", "enum": codes},
+                    "message": {"type": "string", "minLength": 1},
+                    "requestId": {"type": "string"},
+                    "details": {}
                 }
             }
         }
-    })
+    });
+    document
 }
 
 fn operation_id(endpoint: &Endpoint) -> String {
@@ -70,7 +99,29 @@ fn operation_id(endpoint: &Endpoint) -> String {
     id
 }
 
-fn operation(endpoint: &Endpoint) -> Value {
+/// Query parameters from the schema of the struct the handler deserializes the query into: one
+/// parameter per property, required when the struct requires it. Absent is how a query string
+/// says "none", so `null` is not offered as a value.
+fn query_parameters(schema: &Value) -> Vec<Value> {
+    let required: Vec<&str> =
+        schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else { return Vec::new() };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = property.clone();
+            if let Some(types) = property.get_mut("type").and_then(Value::as_array_mut) {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    property["type"] = types[0].clone();
+                }
+            }
+            json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property})
+        })
+        .collect()
+}
+
+fn operation(endpoint: &Endpoint, generators: &mut Generators) -> Value {
     let doc = &endpoint.doc;
     let mut parameters: Vec<Value> = endpoint
         .path
@@ -78,26 +129,37 @@ fn operation(endpoint: &Endpoint) -> Value {
         .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
-    parameters.extend(
-        doc.query
-            .iter()
-            .map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})),
-    );
+    if let Some(query) = doc.query {
+        parameters.extend(query_parameters(&query(&mut generators.requests).to_value()));
+    }
+    let answer = match doc.response {
+        Some(response) => response(&mut generators.answers).to_value(),
+        None => json!({"type": "object"}),
+    };
     let success = match (endpoint.path, doc.success) {
         ("/metrics", _) => {
             json!({"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
+        ("/v1/contract/schemas/{file}", _) => json!({"description": "A JSON Schema (2020-12)",
+            "content": {"application/schema+json": {"schema": {"type": "object"}}}}),
         (_, 101) => json!({"description": "Switching protocols: the WebSocket (docs/realtime.md, schemas/ws.v1.json)"}),
-        _ => json!({"description": doc.summary, "content": {"application/json": {"schema": {"type": "object"}}}}),
+        _ => json!({"description": doc.summary, "content": {"application/json": {"schema": answer}}}),
     };
     let mut responses = Map::new();
     responses.insert(doc.success.to_string(), success);
-    if doc.success != 101 && endpoint.path != "/metrics" {
-        // Replays of idempotent requests, webhooks without a mapped room (202), readiness: other
-        // successes carry a JSON object too.
+    if doc.success != 101 && !matches!(endpoint.path, "/metrics" | "/v1/contract/schemas/{file}") {
+        // The same answer under another success status: a replayed Idempotency-Key (200 after
+        // 201), an already-reconciled window (200), a webhook for an unmapped room (202).
         responses.insert(
             "2XX".into(),
-            json!({"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}}),
+            json!({"description": "The same answer", "content": {"application/json": {"schema": answer}}}),
+        );
+    }
+    if endpoint.path == "/health/ready" {
+        responses.insert(
+            "503".into(),
+            json!({"description": "Not ready: `failed` names the checks that failed",
+                   "content": {"application/json": {"schema": answer}}}),
         );
     }
     responses.insert(
@@ -121,11 +183,11 @@ fn operation(endpoint: &Endpoint) -> Value {
             operation["description"] = json!("Operators only (role `operator`); other roles get 403 FORBIDDEN_ROLE.");
         }
     }
-    if let Some(example) = doc.body {
+    if let Some((body, example)) = doc.body {
         let example: Value = serde_json::from_str(example).unwrap_or(Value::Null);
         operation["requestBody"] = json!({
             "required": true,
-            "content": {"application/json": {"schema": {"type": "object"}, "example": example}}
+            "content": {"application/json": {"schema": body(&mut generators.requests).to_value(), "example": example}}
         });
     }
     operation

@@ -4,8 +4,28 @@
 use actix_web::http::Method;
 use actix_web::web;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
 use super::body::BodyLimit;
 use super::handlers::{self, billing, contract, events, health, livekit, operator, orchestration, realtime, sessions};
+use crate::app::billing::{
+    AccountEvents, AdjustmentRequest, AdjustmentView, BillingEvents, DeadLetterList, ReplayAnswer, SummaryQuery, Trace,
+    UsageSummary, UsageView,
+};
+use crate::app::contract::Contract;
+use crate::app::events::{IngestAnswer, ReplayPage};
+use crate::app::governance::{EraseTenant, ErasureAnswer};
+use crate::app::health::HealthAnswer;
+use crate::app::livekit::{JoinToken, TokenRequest, WebhookAnswer};
+use crate::app::orchestration::{ActionAnswer, ActionView, DecisionAnswer, DecisionRequest, ExecuteRequest};
+use crate::app::outbox::{AlertDelivery, DeliverAlerts};
+use crate::app::realtime::Reconnect;
+use crate::app::reconciliation::{
+    RunPage, RunView, RunsQuery, SchedulerChange, SchedulerView, TriggerAnswer, TriggerRequest,
+};
+use crate::app::sessions::{CreateSession, ProviderRequest, SessionPage, SessionView, TransitionRequest};
+use crate::app::tenants::{AdvanceClock, AuditPage, ClockAnswer, CreateTenant, TenantList, TenantView, UpdateTenant};
+use crate::app::transcripts::{CompactRequest, CompactionAnswer, SnapshotPage, TranscriptView};
 use crate::error::{AppError, ErrorCode};
 
 /// Batch ingest bodies: SPEC §4.
@@ -26,6 +46,13 @@ pub enum Access {
     Operator,
 }
 
+/// The JSON Schema of a type the handler reads or answers, generated from the type itself.
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
 /// One operation: what the OpenAPI document says about it.
 #[derive(Debug, Clone, Copy)]
 pub struct Doc {
@@ -34,10 +61,12 @@ pub struct Doc {
     pub access: Access,
     /// The status of a successful answer.
     pub success: u16,
-    /// Query parameters, all optional.
-    pub query: &'static [&'static str],
-    /// A JSON request body, with an example of a valid one.
-    pub body: Option<&'static str>,
+    /// The successful answer's body (the type the handler serializes).
+    pub response: Option<SchemaOf>,
+    /// The query string (the type the handler deserializes it into).
+    pub query: Option<SchemaOf>,
+    /// The JSON request body, with an example of a valid one.
+    pub body: Option<(SchemaOf, &'static str)>,
 }
 
 /// A route: method, path template, its description and its handler.
@@ -49,7 +78,7 @@ pub struct Endpoint {
 }
 
 const fn doc(summary: &'static str, tag: &'static str, access: Access) -> Doc {
-    Doc { summary, tag, access, success: 200, query: &[], body: None }
+    Doc { summary, tag, access, success: 200, response: None, query: None, body: None }
 }
 
 impl Doc {
@@ -58,13 +87,18 @@ impl Doc {
         self
     }
 
-    const fn query(mut self, query: &'static [&'static str]) -> Doc {
-        self.query = query;
+    fn returns<T: JsonSchema>(mut self) -> Doc {
+        self.response = Some(schema_of::<T>);
         self
     }
 
-    const fn body(mut self, example: &'static str) -> Doc {
-        self.body = Some(example);
+    fn query<T: JsonSchema>(mut self) -> Doc {
+        self.query = Some(schema_of::<T>);
+        self
+    }
+
+    fn accepts<T: JsonSchema>(mut self, example: &'static str) -> Doc {
+        self.body = Some((schema_of::<T>, example));
         self
     }
 }
@@ -82,11 +116,11 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
     let get = web::get;
     let post = web::post;
     let mut all = vec![
-        e(Method::GET, "/health/live", doc("The process answers", "operations", Public), get().to(health::live)),
+        e(Method::GET, "/health/live", doc("The process answers", "operations", Public).returns::<HealthAnswer>(), get().to(health::live)),
         e(
             Method::GET,
             "/health/ready",
-            doc("Readiness, check by check (503 names what failed)", "operations", Public),
+            doc("Readiness, check by check (503 names what failed)", "operations", Public).returns::<HealthAnswer>(),
             get().to(health::ready),
         ),
         e(Method::GET, "/metrics", doc("Prometheus metrics", "operations", Public), get().to(health::metrics)),
@@ -99,7 +133,7 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
         e(
             Method::GET,
             "/v1/contract",
-            doc("The event contract: types, versions, writers", "contract", Bearer),
+            doc("The event contract: types, versions, writers", "contract", Bearer).returns::<Contract>(),
             get().to(contract::catalog),
         ),
         e(
@@ -111,45 +145,45 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
         e(
             Method::POST,
             "/v1/call/sessions",
-            doc("Create a session (honours Idempotency-Key)", "sessions", Bearer)
+            doc("Create a session (honours Idempotency-Key)", "sessions", Bearer).returns::<SessionView>()
                 .status(201)
-                .body(r#"{"title":"Weekly sync","metadata":{}}"#),
+                .accepts::<CreateSession>(r#"{"title":"Weekly sync","metadata":{}}"#),
             post().to(sessions::create),
         ),
         e(
             Method::GET,
             "/v1/call/sessions",
-            doc("The caller's sessions, newest first", "sessions", Bearer).query(&["limit", "cursor", "state"]),
+            doc("The caller's sessions, newest first", "sessions", Bearer).returns::<SessionPage>().query::<sessions::ListQuery>(),
             get().to(sessions::list),
         ),
         e(
             Method::GET,
             "/v1/call/sessions/{id}",
-            doc("A session with participants and recordings", "sessions", Bearer),
+            doc("A session with participants and recordings", "sessions", Bearer).returns::<SessionView>(),
             get().to(sessions::get),
         ),
         e(
             Method::POST,
             "/v1/call/sessions/{id}/state",
-            doc("Transition a session", "sessions", Bearer).body(r#"{"to":"connecting"}"#),
+            doc("Transition a session", "sessions", Bearer).returns::<SessionView>().accepts::<TransitionRequest>(r#"{"to":"connecting"}"#),
             post().to(sessions::transition),
         ),
         e(
             Method::POST,
             "/v1/call/sessions/{id}/provider",
-            doc("Set the provider correlation", "sessions", Bearer).body(r#"{"provider":"livekit"}"#),
+            doc("Set the provider correlation", "sessions", Bearer).returns::<SessionView>().accepts::<ProviderRequest>(r#"{"provider":"livekit"}"#),
             post().to(sessions::link_provider),
         ),
         e(
             Method::POST,
             "/v1/call/sessions/{id}/livekit-token",
-            doc("Issue a LiveKit access token for the session's room", "livekit", Bearer).body("{}"),
+            doc("Issue a LiveKit access token for the session's room", "livekit", Bearer).returns::<JoinToken>().accepts::<TokenRequest>("{}"),
             post().to(livekit::token),
         ),
         e(
             Method::POST,
             "/v1/call/sessions/{id}/reconnect",
-            doc("Exchange a resume token for a fresh one", "realtime", Bearer).body(r#"{"resumeToken":"rt"}"#),
+            doc("Exchange a resume token for a fresh one", "realtime", Bearer).returns::<Reconnect>().accepts::<realtime::ReconnectBody>(r#"{"resumeToken":"rt"}"#),
             post().to(realtime::reconnect),
         ),
         e(
@@ -157,84 +191,84 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
             "/v1/realtime/sessions/{id}/ws",
             doc("The realtime WebSocket (upgrade; 426 without one)", "realtime", Bearer)
                 .status(101)
-                .query(&["access_token", "resumeToken", "after"]),
+                .query::<realtime::WsQuery>(),
             get().to(realtime::connect),
         ),
         e(
             Method::GET,
             "/v1/realtime/sessions/{id}/transcript",
-            doc("The current transcript", "realtime", Bearer),
+            doc("The current transcript", "realtime", Bearer).returns::<TranscriptView>(),
             get().to(realtime::transcript),
         ),
         e(
             Method::GET,
             "/v1/realtime/sessions/{id}/transcript-snapshots",
-            doc("The transcript's snapshot history", "realtime", Bearer).query(&["after", "limit"]),
+            doc("The transcript's snapshot history", "realtime", Bearer).returns::<SnapshotPage>().query::<realtime::SnapshotQuery>(),
             get().to(realtime::snapshots),
         ),
         e(
             Method::POST,
             "/v1/realtime/sessions/{id}/transcript-snapshots/compact",
-            doc("Compact superseded snapshots (never events)", "realtime", Bearer).body("{}"),
+            doc("Compact superseded snapshots (never events)", "realtime", Bearer).returns::<CompactionAnswer>().accepts::<CompactRequest>("{}"),
             post().to(realtime::compact),
         ),
         e(
             Method::POST,
             "/v1/realtime/sessions/{id}/events",
-            doc("Ingest a batch of events (atomic, ≤ 500, ≤ 1 MiB)", "realtime", Bearer).body(r#"{"events":[]}"#),
+            doc("Ingest a batch of events (atomic, ≤ 500, ≤ 1 MiB)", "realtime", Bearer).returns::<IngestAnswer>().accepts::<events::IngestBody>(r#"{"events":[]}"#),
             post().to(events::ingest),
         ),
         e(
             Method::GET,
             "/v1/realtime/sessions/{id}/events",
-            doc("Replay a session's events after a seq", "realtime", Bearer).query(&["after", "limit"]),
+            doc("Replay a session's events after a seq", "realtime", Bearer).returns::<ReplayPage>().query::<events::ReplayQuery>(),
             get().to(events::replay),
         ),
         e(
             Method::POST,
             "/v1/orchestration/actions/execute",
-            doc("Request and execute an action (retries return the same ack)", "orchestration", Bearer)
-                .body(r#"{"actionId":"a1","sessionId":"cs_x","type":"note.create","params":{"text":"x"}}"#),
+            doc("Request and execute an action (retries return the same ack)", "orchestration", Bearer).returns::<ActionAnswer>()
+                .accepts::<ExecuteRequest>(r#"{"actionId":"a1","sessionId":"cs_x","type":"note.create","params":{"text":"x"}}"#),
             post().to(orchestration::execute),
         ),
         e(
             Method::GET,
             "/v1/orchestration/actions/{actionId}",
-            doc("An action with its history", "orchestration", Bearer),
+            doc("An action with its history", "orchestration", Bearer).returns::<ActionView>(),
             get().to(orchestration::get),
         ),
         e(
             Method::POST,
             "/v1/actions/decision",
-            doc("Approve or reject a pending action", "orchestration", Bearer)
-                .body(r#"{"actionId":"a1","decision":"approve"}"#),
+            doc("Approve or reject a pending action", "orchestration", Bearer).returns::<DecisionAnswer>()
+                .accepts::<DecisionRequest>(r#"{"actionId":"a1","decision":"approve"}"#),
             post().to(orchestration::decision),
         ),
-        e(Method::GET, "/v1/operator/tenants", doc("List tenants", "operator", Operator), get().to(operator::list)),
+        e(Method::GET, "/v1/operator/tenants", doc("List tenants", "operator", Operator).returns::<TenantList>(), get().to(operator::list)),
         e(
             Method::POST,
             "/v1/operator/tenants",
-            doc("Create a tenant", "operator", Operator).status(201).body(r#"{"tenantId":"t-new"}"#),
+            doc("Create a tenant", "operator", Operator).returns::<TenantView>().status(201).accepts::<CreateTenant>(r#"{"tenantId":"t-new"}"#),
             post().to(operator::create),
         ),
-        e(Method::GET, "/v1/operator/tenants/{id}", doc("A tenant", "operator", Operator), get().to(operator::get)),
+        e(Method::GET, "/v1/operator/tenants/{id}", doc("A tenant", "operator", Operator).returns::<TenantView>(), get().to(operator::get)),
         e(
             Method::PATCH,
             "/v1/operator/tenants/{id}",
-            doc("Change a tenant's status or quotas", "operator", Operator).body(r#"{"status":"active"}"#),
+            doc("Change a tenant's status or quotas", "operator", Operator).returns::<TenantView>().accepts::<UpdateTenant>(r#"{"status":"active"}"#),
             web::patch().to(operator::update),
         ),
         e(
             Method::GET,
             "/v1/operator/audit",
-            doc("The audit trail (same as /v1/governance/audit)", "governance", Operator).query(&["after", "limit"]),
+            doc("The audit trail (same as /v1/governance/audit)", "governance", Operator).returns::<AuditPage>().query::<operator::AuditQuery>(),
             get().to(operator::audit),
         ),
         e(
             Method::GET,
             "/v1/governance/audit",
-            doc("The append-only audit trail of operator and governance actions", "governance", Operator)
-                .query(&["after", "limit"]),
+            doc("The append-only audit trail of operator and governance actions", "governance", Operator).returns::<AuditPage>()
+                .query::<operator::AuditQuery>(),
             get().to(operator::audit),
         ),
         e(
@@ -246,32 +280,32 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
         e(
             Method::POST,
             "/v1/governance/tenants/{id}/erase",
-            doc("Erase a tenant by crypto-shredding (operators of that tenant)", "governance", Operator)
-                .body(r#"{"confirm":"<tenantId>"}"#),
+            doc("Erase a tenant by crypto-shredding (operators of that tenant)", "governance", Operator).returns::<ErasureAnswer>()
+                .accepts::<EraseTenant>(r#"{"confirm":"<tenantId>"}"#),
             post().to(operator::erase),
         ),
         e(
             Method::GET,
             "/v1/billing/usage/{usageId}",
-            doc("A usage record, its signature verdict, price and delivery", "billing", Bearer),
+            doc("A usage record, its signature verdict, price and delivery", "billing", Bearer).returns::<UsageView>(),
             get().to(billing::usage),
         ),
         e(
             Method::GET,
             "/v1/billing/accounts/{tenantId}/usage-summary",
-            doc("Usage per meter (or per meter and hour)", "billing", Bearer).query(&["from", "to", "groupBy"]),
+            doc("Usage per meter (or per meter and hour)", "billing", Bearer).returns::<UsageSummary>().query::<SummaryQuery>(),
             get().to(billing::usage_summary),
         ),
         e(
             Method::GET,
             "/v1/billing/accounts/{tenantId}/events",
-            doc("A tenant's account-level billing events", "billing", Bearer),
+            doc("A tenant's account-level billing events", "billing", Bearer).returns::<AccountEvents>(),
             get().to(billing::account_events),
         ),
         e(
             Method::POST,
             "/v1/billing/adjustments",
-            doc("Create a billing adjustment (honours Idempotency-Key)", "billing", Operator).status(201).body(
+            doc("Create a billing adjustment (honours Idempotency-Key)", "billing", Operator).returns::<AdjustmentView>().status(201).accepts::<AdjustmentRequest>(
                 r#"{"tenantId":"t1","meter":"call.seconds","quantity":-30,"reason":"goodwill","occurredAt":"2026-11-24T10:00:00Z"}"#,
             ),
             post().to(billing::adjust),
@@ -279,67 +313,67 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
         e(
             Method::GET,
             "/v1/billing/sessions/{id}/events",
-            doc("A session's billing events", "billing", Bearer),
+            doc("A session's billing events", "billing", Bearer).returns::<BillingEvents>(),
             get().to(billing::session_events),
         ),
         e(
             Method::GET,
             "/v1/billing/sessions/{id}/dead-letters",
-            doc("A session's dead-lettered billing deliveries", "billing", Bearer),
+            doc("A session's dead-lettered billing deliveries", "billing", Bearer).returns::<DeadLetterList>(),
             get().to(billing::session_dead_letters),
         ),
         e(
             Method::POST,
             "/v1/billing/dead-letters/{id}/replay",
-            doc("Replay a dead letter (once)", "billing", Bearer),
+            doc("Replay a dead letter (once)", "billing", Bearer).returns::<ReplayAnswer>(),
             post().to(billing::replay),
         ),
         e(
             Method::GET,
             "/v1/billing/trace/{usageId}",
-            doc("Usage → billing events → deliveries → runs → mismatches", "billing", Bearer),
+            doc("Usage → billing events → deliveries → runs → mismatches", "billing", Bearer).returns::<Trace>(),
             get().to(billing::trace),
         ),
         e(
             Method::POST,
             "/v1/billing/reconciliation/hourly-trigger",
-            doc("Reconcile one closed window (idempotent per window)", "billing", Bearer).body("{}"),
+            doc("Reconcile one closed window (idempotent per window)", "billing", Bearer).returns::<TriggerAnswer>().accepts::<TriggerRequest>("{}"),
             post().to(billing::trigger),
         ),
         e(
             Method::GET,
             "/v1/billing/reconciliation/runs",
-            doc("Reconciliation runs, newest first", "billing", Bearer).query(&["tenantId", "windowStart", "before", "limit"]),
+            doc("Reconciliation runs, newest first", "billing", Bearer).returns::<RunPage>().query::<RunsQuery>(),
             get().to(billing::runs),
         ),
         e(
             Method::GET,
             "/v1/billing/reconciliation/runs/{id}",
-            doc("A run with its mismatches and alerts", "billing", Bearer),
+            doc("A run with its mismatches and alerts", "billing", Bearer).returns::<RunView>(),
             get().to(billing::run),
         ),
         e(
             Method::POST,
             "/v1/billing/reconciliation/alerts/deliver",
-            doc("Deliver pending alerts now", "billing", Bearer).body("{}"),
+            doc("Deliver pending alerts now", "billing", Bearer).returns::<AlertDelivery>().accepts::<DeliverAlerts>("{}"),
             post().to(billing::deliver_alerts),
         ),
         e(
             Method::GET,
             "/v1/billing/reconciliation/scheduler",
-            doc("The reconciliation scheduler", "billing", Bearer),
+            doc("The reconciliation scheduler", "billing", Bearer).returns::<SchedulerView>(),
             get().to(billing::scheduler),
         ),
         e(
             Method::PUT,
             "/v1/billing/reconciliation/scheduler",
-            doc("Switch the scheduler on or off (audited)", "billing", Operator).body(r#"{"enabled":false}"#),
+            doc("Switch the scheduler on or off (audited)", "billing", Operator).returns::<SchedulerView>().accepts::<SchedulerChange>(r#"{"enabled":false}"#),
             web::put().to(billing::set_scheduler),
         ),
         e(
             Method::POST,
             "/v1/webhooks/livekit",
-            doc("LiveKit webhooks (signed, replay-guarded)", "livekit", LiveKitSignature),
+            doc("LiveKit webhooks (signed, replay-guarded)", "livekit", LiveKitSignature).returns::<WebhookAnswer>(),
             post().to(livekit::webhook),
         ),
     ];
@@ -348,7 +382,8 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
             Method::POST,
             "/v1/operator/clock",
             doc("Move the test clock forward (CALLSTREAM_TEST_CLOCK=1 only)", "operator", Operator)
-                .body(r#"{"advanceSeconds":1}"#),
+                .returns::<ClockAnswer>()
+                .accepts::<AdvanceClock>(r#"{"advanceSeconds":1}"#),
             post().to(operator::advance_clock),
         ));
     }

@@ -31,7 +31,7 @@ pub struct StoredEvent {
 
 /// An event as the API serves it (SPEC §2): the ingest keys plus `seq`, `position`,
 /// `recordedAt` and `actor`. Replay, action histories and WebSocket `event` frames all use it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServedEvent {
     pub event_id: String,
@@ -108,6 +108,32 @@ pub struct NewEvent {
     pub ts: String,
     pub payload: String,
     pub content_hash: [u8; 32],
+    /// The payload already sealed on the request's thread with the tenant's active key, so the
+    /// single writer does not spend its time on it; used only if that key is still the active one.
+    pub presealed: Option<Presealed>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Presealed {
+    pub tenant_id: String,
+    pub generation: u32,
+    pub payload: String,
+}
+
+impl NewEvent {
+    /// Seal the personal fields now when the vault holds the tenant's active key (it holds only
+    /// committed, unerased keys); otherwise the writer seals them.
+    pub fn preseal(&mut self, vault: &crate::store::sealing::Vault, tenant_id: &str) {
+        let personal = crate::store::sealing::personal_fields(self.event_type);
+        if personal.is_empty() {
+            return;
+        }
+        let Some(key) = vault.active(tenant_id) else { return };
+        if let Ok(Some(payload)) = crate::store::sealing::seal(&key, tenant_id, &self.event_id, personal, &self.payload)
+        {
+            self.presealed = Some(Presealed { tenant_id: tenant_id.to_owned(), generation: key.generation, payload });
+        }
+    }
 }
 
 impl From<IngestEvent> for NewEvent {
@@ -119,6 +145,7 @@ impl From<IngestEvent> for NewEvent {
             ts: event.ts,
             payload: event.payload,
             content_hash: event.content_hash,
+            presealed: None,
         }
     }
 }

@@ -5,9 +5,11 @@
 //! out typed rows (`records`), never a connection or SQL. Commits are announced on a feed
 //! (`Appended`) for fan-out. Errors are `StoreError`; the application maps them to its catalog.
 //!
-//! `sqlite` is the embedded backend (the default); no other module names its driver.
+//! `sqlite` is the embedded backend (the default); `postgres` is being built for several nodes on
+//! one database (issue 13; so far the log's core). No other module names either driver.
 
 pub mod log;
+pub mod postgres;
 mod records;
 pub mod sealing;
 pub mod sqlite;

@@ -68,7 +68,7 @@ pub struct IdempotencyScope<'a> {
 }
 
 /// A participant of a session; served as is in the session view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantRecord {
     pub participant_id: String,
@@ -82,7 +82,7 @@ pub struct ParticipantRecord {
 }
 
 /// A recording of a session; served as is in the session view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingRecord {
     pub recording_id: String,
@@ -135,7 +135,7 @@ pub struct ConnectionRecord {
 }
 
 /// A transcript segment's winning revision; served as is in the transcript.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentRecord {
     pub segment_id: String,
@@ -155,7 +155,7 @@ pub struct SegmentRecord {
 }
 
 /// One transcript snapshot; served as is in the snapshot history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {
     pub segment_id: String,
@@ -276,7 +276,7 @@ pub struct UsageRow {
 }
 
 /// Where an outbox item stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxState {
     Pending,
@@ -301,7 +301,7 @@ impl OutboxState {
 }
 
 /// One billable item the outbox delivers: a usage record or an adjustment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxRow {
     pub outbox_id: String,
@@ -351,7 +351,7 @@ impl DeliveryKind {
 }
 
 /// Retry bookkeeping of one item: attempts so far and when the next is due.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptRow {
     pub attempts: u32,
@@ -360,7 +360,7 @@ pub struct AttemptRow {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterRow {
     pub dead_letter_id: String,
@@ -378,7 +378,7 @@ pub struct DeadLetterRow {
     pub replayed_by: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRow {
     pub run_id: String,
@@ -397,7 +397,7 @@ pub struct RunRow {
 }
 
 /// Where a mismatch's alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Pending,
@@ -420,7 +420,7 @@ impl AlertState {
 }
 
 /// A meter that disagreed in a run, and the alert it raised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MismatchRow {
     pub alert_id: String,
@@ -460,7 +460,7 @@ pub struct SchedulerRow {
 }
 
 /// What erasing a tenant destroyed and purged (`POST /v1/governance/tenants/{id}/erase`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErasureReport {
     /// Data keys destroyed (0 when the tenant was already erased and wrote nothing since).

@@ -18,16 +18,17 @@ use crate::helpers::{test_config, test_env, transcript};
 const CYCLES: usize = 20;
 const PRODUCERS: usize = 4;
 
-struct Server {
-    child: Child,
-    address: String,
+/// A real `callstream serve` child process (the test environment, full durability).
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 fn start(data_dir: &std::path::Path) -> Server {
     start_with(data_dir, &[])
 }
 
-fn start_with(data_dir: &std::path::Path, overrides: &[(&'static str, &str)]) -> Server {
+pub(crate) fn start_with(data_dir: &std::path::Path, overrides: &[(&'static str, &str)]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut env = test_env(data_dir);
     env.insert("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"));
@@ -46,7 +47,7 @@ fn start_with(data_dir: &std::path::Path, overrides: &[(&'static str, &str)]) ->
     Server { child, address: format!("http://127.0.0.1:{port}") }
 }
 
-async fn wait_ready(client: &reqwest::Client, server: &Server) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, server: &Server) {
     for _ in 0..500 {
         if let Ok(response) = client.get(format!("{}/health/ready", server.address)).send().await
             && response.status().is_success()
@@ -56,6 +57,15 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("server did not become ready");
+}
+
+/// Note every eventId a successful ingest answer acknowledged.
+async fn record_acknowledged(response: reqwest::Response, acked: &Mutex<HashSet<String>>) {
+    let body: Value = response.json().await.expect("json");
+    let mut acked = acked.lock().expect("lock");
+    for result in body["results"].as_array().expect("results") {
+        acked.insert(result["eventId"].as_str().expect("id").to_owned());
+    }
 }
 
 /// Every acknowledged event of tenant `t1` is in the log exactly once, and the log verifies.
@@ -122,13 +132,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
                         .send()
                         .await;
                     match sent {
-                        Ok(response) if response.status().is_success() => {
-                            let body: Value = response.json().await.expect("json");
-                            let mut acked = acked.lock().expect("lock");
-                            for result in body["results"].as_array().expect("results") {
-                                acked.insert(result["eventId"].as_str().expect("id").to_owned());
-                            }
-                        }
+                        Ok(response) if response.status().is_success() => record_acknowledged(response, &acked).await,
                         Ok(response) => panic!("cycle {cycle}: unexpected {}", response.status()),
                         Err(_) => return Some(events),
                     }
@@ -512,13 +516,7 @@ async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
                     .send()
                     .await;
                 match sent {
-                    Ok(response) if response.status().is_success() => {
-                        let body: Value = response.json().await.expect("json");
-                        let mut acked = acked.lock().expect("lock");
-                        for result in body["results"].as_array().expect("results") {
-                            acked.insert(result["eventId"].as_str().expect("id").to_owned());
-                        }
-                    }
+                    Ok(response) if response.status().is_success() => record_acknowledged(response, &acked).await,
                     // Refused while draining (503) or the listener is gone: not acknowledged.
                     Ok(_) | Err(_) => return,
                 }

@@ -1,5 +1,5 @@
 //! Dependencies point one way: `domain` ← `store` ← `app` ← `http` / `realtime` / CLI, the
-//! domain is pure, and only the SQLite backend names its driver. A new arrow back up fails here.
+//! domain is pure, and each storage backend alone names its driver. A new arrow back up fails here.
 
 use std::path::Path;
 
@@ -97,23 +97,26 @@ fn imports_point_one_way() {
 }
 
 #[test]
-fn only_the_sqlite_backend_names_its_driver() {
+fn each_backend_alone_names_its_driver() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let backend = src.join("store").join("sqlite");
-    let offending: Vec<String> = files
-        .iter()
-        .filter(|file| !file.starts_with(&backend))
-        .flat_map(|file| {
+    let mut offending = Vec::new();
+    for (backend, driver) in [("sqlite", "rusqlite"), ("postgres", "postgres")] {
+        let home = src.join("store").join(backend);
+        for file in files.iter().filter(|file| !file.starts_with(&home)) {
             let text = std::fs::read_to_string(file).expect("read");
-            text.lines()
-                .enumerate()
-                .filter(|(_, line)| line.contains("rusqlite::") || line.contains("use rusqlite"))
-                .map(|(number, line)| format!("{}:{}: {}", file.display(), number + 1, line.trim()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+            offending.extend(
+                text.lines()
+                    .enumerate()
+                    .filter(|(_, line)| {
+                        let line = line.replace("store::postgres::", "");
+                        line.contains(&format!("{driver}::")) || line.contains(&format!("use {driver}"))
+                    })
+                    .map(|(number, line)| format!("{}:{}: {}", file.display(), number + 1, line.trim())),
+            );
+        }
+    }
     assert!(offending.is_empty(), "{offending:#?}");
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the peers need, pinned to a major version. Changing this line rebuilds the environment.
-const REQUIREMENTS: &[&str] = &["livekit-api>=1,<2"];
+const REQUIREMENTS: &[&str] = &["livekit-api>=1,<2", "schemathesis>=4,<5"];
 
 fn venv_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-venv")

@@ -181,6 +181,56 @@ async fn the_chain_verifies_and_projections_equal_a_replay(open: Open) {
     assert!(callstream::store::diff_against_rebuild(&database, &master_key()).expect("diff").is_empty());
 }
 
+/// An erasure and a later append of the same tenant, committed in one writer group: the append
+/// is sealed with a new key, not the destroyed one, so its text stays readable.
+async fn data_appended_after_an_erasure_in_the_same_group_stays_readable(open: Open) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let s = "cs_contract_erase";
+    append(&store, s, vec![created(s), line(s, "1")]).await.expect("before the erasure");
+    // Hold the writer in a command of its own while the erasure and the append queue behind it,
+    // so the writer takes both into its next group.
+    let (started, running) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let writer = store.writer.clone();
+    let blocker = tokio::spawn(async move {
+        writer
+            .execute(move |_: &mut dyn WriteUnit| {
+                started.send(()).expect("started");
+                released.recv().expect("released");
+                Ok::<_, StoreError>(())
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || running.recv().expect("the blocker runs")).await.expect("join");
+    let writer = store.writer.clone();
+    let erase =
+        tokio::spawn(async move { writer.execute(|tx: &mut dyn WriteUnit| tx.erase_tenant("t1").map(|_| ())).await });
+    while store.writer.queue_depth() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let late = {
+        let store = store.clone();
+        tokio::spawn(async move { append(&store, s, vec![line(s, "2")]).await })
+    };
+    while store.writer.queue_depth() < 2 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).expect("release");
+    blocker.await.expect("join").expect("blocker");
+    erase.await.expect("join").expect("erase");
+    late.await.expect("join").expect("append after the erasure");
+
+    let events = store.read(move |reads| reads.stream_events(s, 0, 10)).await.expect("events");
+    let texts: Vec<(Value, Value)> = events
+        .iter()
+        .filter(|e| e.event_type == "transcript.segment.final")
+        .map(|e| serde_json::from_str::<Value>(&e.payload).expect("payload"))
+        .map(|payload| (payload["text"].clone(), payload["erased"].clone()))
+        .collect();
+    assert_eq!(texts, vec![(Value::Null, json!(true)), (json!("hello"), Value::Null)], "{events:?}");
+}
+
 async fn run_contract(open: Open) {
     seqs_and_positions_are_gapless_and_dense(open).await;
     a_repeat_is_idempotent_and_a_reused_id_conflicts(open).await;
@@ -189,6 +239,7 @@ async fn run_contract(open: Open) {
     claims_are_exclusive_under_concurrency(open).await;
     the_commit_feed_announces_heads_in_commit_order(open).await;
     the_chain_verifies_and_projections_equal_a_replay(open).await;
+    data_appended_after_an_erasure_in_the_same_group_stays_readable(open).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use crate::domain::principal::Principal;
 use crate::error::{AppError, ErrorCode};
 use crate::http::body::Json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestBody {
     events: Vec<Value>,
@@ -24,7 +24,7 @@ pub async fn ingest(
     Ok(HttpResponse::Ok().json(events::ingest(&state, &principal, id.into_inner(), body.events).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayQuery {
     after: Option<u64>,

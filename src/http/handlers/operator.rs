@@ -56,7 +56,7 @@ pub async fn data_map(principal: Principal) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(tenants::data_map(&principal)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     after: Option<u64>,

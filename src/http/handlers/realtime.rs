@@ -9,7 +9,7 @@ use crate::http::body::{Json, OptionalJson};
 use crate::realtime::connection::{Connection, MAX_FRAME_BYTES};
 use crate::realtime::hub::Hub;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WsQuery {
     #[serde(rename = "access_token")]
@@ -46,7 +46,7 @@ pub async fn connect(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReconnectBody {
     resume_token: String,
@@ -71,7 +71,7 @@ pub async fn transcript(
     Ok(HttpResponse::Ok().json(transcripts::transcript(&state, &principal, id.into_inner()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
     after: Option<u64>,

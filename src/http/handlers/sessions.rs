@@ -25,7 +25,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(sessions::get(&state, &principal, id.into_inner()).await?))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<u64>,

@@ -17,13 +17,15 @@ pub fn rows(conn: &Connection, tenant_id: &str) -> rusqlite::Result<Vec<KeyRow>>
 
 /// The key new events of the tenant are sealed with, made on first use. Inside the writer's
 /// transaction: the rows it read or wrote are answered for the vault to learn once committed.
+/// `cached: false` ignores the vault's cache (stale after an erasure in the same transaction).
 pub fn active_key(
     conn: &Connection,
     vault: &Vault,
     tenant_id: &str,
     now: &str,
+    cached: bool,
 ) -> Result<(Arc<DataKey>, Option<Vec<KeyRow>>), StoreError> {
-    if let Some(key) = vault.active(tenant_id) {
+    if cached && let Some(key) = vault.active(tenant_id) {
         return Ok((key, None));
     }
     let mut rows = rows(conn, tenant_id)?;

@@ -128,6 +128,11 @@ impl Store {
         Ok((Store { writer, readers, epoch: epoch.into(), vault }, handle))
     }
 
+    /// The tenants' data keys, for sealing on the request's thread (`NewEvent::preseal`).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// Run a query now, on the calling thread (start-up only).
     pub fn read_now<T>(&self, query: impl FnOnce(&dyn Reads) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = self.readers.take()?;

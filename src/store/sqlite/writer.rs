@@ -45,6 +45,8 @@ pub struct WriteTx<'a> {
     vault: &'a Vault,
     /// Effects on the vault once (and only if) this command commits.
     keys: KeyChanges,
+    /// Tenants erased by earlier commands of this group.
+    erased_in_group: &'a [String],
 }
 
 /// Key rows a command read or wrote (the vault learns them after the commit) and tenants it erased
@@ -72,6 +74,19 @@ impl WriteTx<'_> {
         Ok(report)
     }
 
+    /// The key new events of the tenant are sealed with. The vault's cached key is stale for a
+    /// tenant erased earlier in this group (the vault forgets it only after the commit), so
+    /// then the key rows are read again and a new generation is made.
+    fn active_key(&mut self, tenant_id: &str) -> Result<Arc<sealing::DataKey>, StoreError> {
+        let erased = self.erased_in_group.iter().chain(self.keys.erased.iter().map(|(t, _)| t)).any(|t| t == tenant_id);
+        let (active, rows) =
+            super::keys::active_key(self.conn, self.vault, tenant_id, &self.recorded_at_text, !erased)?;
+        if let Some(rows) = rows {
+            self.keys.learned.push((tenant_id.to_owned(), rows));
+        }
+        Ok(active)
+    }
+
     /// The group's one "now": every event and row this transaction writes carries it.
     pub fn recorded_at(&self) -> Timestamp {
         self.recorded_at
@@ -92,23 +107,19 @@ impl WriteTx<'_> {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         let mut key = None;
-        for (index, event) in events.into_iter().enumerate() {
+        for (index, mut event) in events.into_iter().enumerate() {
             // Personal fields go to the log sealed; the chain covers what is stored, and the
             // projections and the caller get the event as it came.
             let personal = sealing::personal_fields(event.event_type);
             let sealed = if !personal.is_empty() {
                 let key = match &key {
                     Some(key) => key,
-                    None => {
-                        let (active, rows) =
-                            super::keys::active_key(self.conn, self.vault, tenant_id, &self.recorded_at_text)?;
-                        if let Some(rows) = rows {
-                            self.keys.learned.push((tenant_id.to_owned(), rows));
-                        }
-                        key.insert(active)
-                    }
+                    None => key.insert(self.active_key(tenant_id)?),
                 };
-                sealing::seal(key, tenant_id, &event.event_id, personal, &event.payload)?
+                match event.presealed.take() {
+                    Some(pre) if pre.tenant_id == tenant_id && pre.generation == key.generation => Some(pre.payload),
+                    _ => sealing::seal(key, tenant_id, &event.event_id, personal, &event.payload)?,
+                }
             } else {
                 None
             };
@@ -322,6 +333,7 @@ impl WriterLoop {
         let mut completions = Vec::with_capacity(group.len());
         let mut heads: Vec<(String, u64)> = Vec::new();
         let mut key_changes = KeyChanges::default();
+        let mut erased_in_group: Vec<String> = Vec::new();
         let committed = match self.conn.execute_batch("BEGIN IMMEDIATE") {
             Err(err) => {
                 tracing::error!(error = %err, "writer could not begin a transaction");
@@ -337,8 +349,9 @@ impl WriterLoop {
                 self.last_recorded_at = recorded_at;
                 let mut healthy = true;
                 for job in group {
-                    let (completion, settled, job_heads, job_keys) = self.run_job(job, recorded_at);
+                    let (completion, settled, job_heads, job_keys) = self.run_job(job, recorded_at, &erased_in_group);
                     healthy &= settled;
+                    erased_in_group.extend(job_keys.erased.iter().map(|(tenant, _)| tenant.clone()));
                     key_changes.learned.extend(job_keys.learned);
                     key_changes.erased.extend(job_keys.erased);
                     completions.push(completion);
@@ -396,7 +409,12 @@ impl WriterLoop {
 
     /// Run one command in its own savepoint. Returns its completion and whether the savepoint was
     /// settled; an unsettled one poisons the group, which is then rolled back as a whole.
-    fn run_job(&mut self, job: Job, recorded_at: Timestamp) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
+    fn run_job(
+        &mut self,
+        job: Job,
+        recorded_at: Timestamp,
+        erased_in_group: &[String],
+    ) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
         let opened = self.conn.execute_batch("SAVEPOINT command");
         let mut tx = WriteTx {
             conn: &self.conn,
@@ -406,6 +424,7 @@ impl WriterLoop {
             heads: Vec::new(),
             vault: &self.vault,
             keys: KeyChanges::default(),
+            erased_in_group,
         };
         let (ok, completion) = job(&mut tx);
         let tip_after = tx.tip;

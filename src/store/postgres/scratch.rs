@@ -1,0 +1,45 @@
+//! A database of its own on a PostgreSQL server, migrated on creation and dropped with the value:
+//! each test and benchmark run gets one.
+
+use crate::store::StoreError;
+
+pub struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    /// Where the database is: the admin URL with its database name replaced.
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    /// Create and migrate a fresh database on the server `admin_url` (a `postgres://` URL naming
+    /// an existing database to connect to first, e.g. `postgres`).
+    pub fn create(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
+        let scheme_end = admin_url.find("://").map(|i| i + 3);
+        let slash = admin_url.rfind('/').filter(|&slash| scheme_end.is_some_and(|start| slash >= start));
+        let Some(slash) = slash else {
+            return Err(StoreError::Backend(format!(
+                "{} is not a postgres:// URL with a database name",
+                super::redact(admin_url)
+            )));
+        };
+        let mut admin = super::connect(admin_url)?;
+        let name = format!("callstream_scratch_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let database =
+            ScratchDatabase { admin_url: admin_url.to_owned(), url: format!("{}/{name}", &admin_url[..slash]), name };
+        super::schema::migrate(&mut database.connect()?)?;
+        Ok(database)
+    }
+
+    pub fn connect(&self) -> Result<postgres::Client, StoreError> {
+        super::connect(&self.url)
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = super::connect(&self.admin_url) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
