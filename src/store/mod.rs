@@ -5,20 +5,23 @@
 //! out typed rows (`records`), never a connection or SQL. Commits are announced on a feed
 //! (`Appended`) for fan-out. Errors are `StoreError`; the application maps them to its catalog.
 //!
-//! `sqlite` is the embedded backend (the default); `postgres` is being built for several nodes on
-//! one database (issue 13; so far the log's core). No other module names either driver.
+//! `sql` holds what both backends share, written once on a portable SQL surface: the writer,
+//! the projections, the queries. `sqlite` is the embedded backend (the default); `postgres` serves
+//! several nodes on one database. No other module names either driver.
 
 pub mod log;
 pub mod postgres;
 mod records;
 pub mod sealing;
+pub mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use records::*;
-pub use sqlite::{Store, Writer};
+pub use sql::store::Store;
+pub use sql::writer::Writer;
 
 use crate::config::MasterKey;
 use crate::domain::billing::{Totals, Window};
@@ -29,7 +32,7 @@ use log::{Actor, NewEvent, StoredEvent};
 
 /// Bumped when what the projections hold changes; a database with another version is rebuilt
 /// from the log at start-up.
-pub use sqlite::projections::PROJECTION_VERSION;
+pub use sql::projections::PROJECTION_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,25 +188,84 @@ pub trait WriteUnit: Reads {
     fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError>;
 }
 
-// The maintenance commands open sealed payloads to rebuild projections: they need the master key.
-
-/// Check the hash chain and the projections of the database at `path`.
-pub fn verify(database: &Path, master_key: &MasterKey) -> Result<VerifyReport, StoreError> {
-    sqlite::verify::verify(database, &sealing::Vault::new(master_key))
+/// Where the store lives: a SQLite file (the embedded default) or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
-/// Drop and rebuild the projections of the database at `path` from its log.
-pub fn rebuild(database: &Path, master_key: &MasterKey) -> Result<u64, StoreError> {
-    sqlite::rebuild(database, &sealing::Vault::new(master_key))
+impl From<&Path> for Database {
+    fn from(path: &Path) -> Self {
+        Database::Sqlite(path.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Database {
+    fn from(path: &PathBuf) -> Self {
+        Database::Sqlite(path.clone())
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Self {
+        Database::Sqlite(path)
+    }
+}
+
+impl From<&Database> for Database {
+    fn from(database: &Database) -> Self {
+        database.clone()
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => write!(f, "{}", crate::store::postgres::redact(url)),
+        }
+    }
+}
+
+// The maintenance commands open sealed payloads to rebuild projections: they need the master key.
+
+/// Check the hash chain and the projections.
+pub fn verify(database: impl Into<Database>, master_key: &MasterKey) -> Result<VerifyReport, StoreError> {
+    let vault = sealing::Vault::new(master_key);
+    match database.into() {
+        Database::Sqlite(path) => sqlite::verify(&path, &vault),
+        Database::Postgres(url) => crate::store::postgres::verify(&url, &vault),
+    }
+}
+
+/// Drop and rebuild the projections from the log.
+pub fn rebuild(database: impl Into<Database>, master_key: &MasterKey) -> Result<u64, StoreError> {
+    let vault = sealing::Vault::new(master_key);
+    match database.into() {
+        Database::Sqlite(path) => sqlite::rebuild(&path, &vault),
+        Database::Postgres(url) => crate::store::postgres::rebuild(&url, &vault),
+    }
 }
 
 /// Apply pending migrations and report the resulting version.
-pub fn migrate(database: &Path, master_key: &MasterKey) -> Result<i64, StoreError> {
-    sqlite::migrate(database, &sealing::Vault::new(master_key))
+pub fn migrate(database: impl Into<Database>, master_key: &MasterKey) -> Result<i64, StoreError> {
+    let vault = sealing::Vault::new(master_key);
+    match database.into() {
+        Database::Sqlite(path) => sqlite::migrate(&path, &vault),
+        Database::Postgres(url) => crate::store::postgres::migrate(&url, &vault),
+    }
 }
 
 /// Projection tables whose live rows differ from a rebuild of the log, with the number of
 /// differing rows (the database is only read).
-pub fn diff_against_rebuild(database: &Path, master_key: &MasterKey) -> Result<Vec<(String, u64)>, StoreError> {
-    sqlite::projections::diff_against_rebuild(database, &sealing::Vault::new(master_key))
+pub fn diff_against_rebuild(
+    database: impl Into<Database>,
+    master_key: &MasterKey,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let vault = sealing::Vault::new(master_key);
+    match database.into() {
+        Database::Sqlite(path) => sqlite::diff_against_rebuild(&path, &vault),
+        Database::Postgres(url) => crate::store::postgres::diff_against_rebuild(&url, &vault),
+    }
 }

@@ -1,8 +1,6 @@
 //! The store contract: what every backend must do, written once against the store interface
-//! (`WriteUnit`, `Reads`, the commit feed) and run for each backend. SQLite runs it today; the
-//! PostgreSQL backend will run the same cases.
-
-use std::path::Path;
+//! (`WriteUnit`, `Reads`, the commit feed) and run for each backend, SQLite and PostgreSQL (each
+//! case on a database of its own).
 
 use callstream::clock::Clock;
 use callstream::config::Durability;
@@ -11,19 +9,40 @@ use callstream::domain::error::ErrorCode;
 use callstream::domain::event_types::EventType;
 use callstream::domain::ids::SessionId;
 use callstream::store::log::{Actor, NewEvent};
-use callstream::store::{Store, StoreError, WriteUnit};
+use callstream::store::postgres::scratch::ScratchDatabase;
+use callstream::store::{Database, Store, StoreError, WriteUnit};
 
 use crate::helpers::master_key;
 use serde_json::{Value, json};
 
-/// Opens a fresh store of one backend in `dir`.
-type Open = fn(&Path) -> Store;
+/// A fresh store of one backend, and what keeps its database alive.
+struct Opened {
+    store: Store,
+    database: Database,
+    _place: Place,
+}
 
-fn sqlite(dir: &Path) -> Store {
+enum Place {
+    Directory(#[allow(dead_code)] tempfile::TempDir),
+    Scratch(#[allow(dead_code)] ScratchDatabase),
+}
+
+type Open = fn() -> Opened;
+
+fn open_at(database: Database, place: Place) -> Opened {
     let (store, _writer) =
-        Store::open(&dir.join("contract.db"), Durability::Normal, 1024, Clock::system(), &master_key())
-            .expect("open sqlite");
-    store
+        Store::open(&database, Durability::Normal, 1024, Clock::system(), &master_key()).expect("open the store");
+    Opened { store, database, _place: place }
+}
+
+fn sqlite() -> Opened {
+    let dir = tempfile::tempdir().expect("dir");
+    open_at(Database::Sqlite(dir.path().join("contract.db")), Place::Directory(dir))
+}
+
+fn postgres() -> Opened {
+    let scratch = crate::pg_log::database("store_contract").expect("checked by the test");
+    open_at(Database::Postgres(scratch.url.clone()), Place::Scratch(scratch))
 }
 
 fn event(session: &str, event_type: &str, payload: Value) -> NewEvent {
@@ -57,8 +76,8 @@ async fn head(store: &Store, session: &str) -> u64 {
 }
 
 async fn seqs_and_positions_are_gapless_and_dense(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let (a, b) = ("cs_contract_a", "cs_contract_b");
     append(&store, a, vec![created(a), line(a, "1")]).await.expect("a");
     append(&store, b, vec![created(b)]).await.expect("b");
@@ -74,8 +93,8 @@ async fn seqs_and_positions_are_gapless_and_dense(open: Open) {
 }
 
 async fn a_repeat_is_idempotent_and_a_reused_id_conflicts(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let s = "cs_contract_idem";
     let first = line(s, "1");
     let original = append(&store, s, vec![created(s), first.clone()]).await.expect("first");
@@ -91,8 +110,8 @@ async fn a_repeat_is_idempotent_and_a_reused_id_conflicts(open: Open) {
 }
 
 async fn a_failing_command_rolls_back_alone(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let (doomed, fine) = ("cs_contract_doomed", "cs_contract_fine");
     let failing = store.writer.execute(move |tx: &mut dyn WriteUnit| -> Result<(), StoreError> {
         tx.append("t1", doomed, &Actor::system(), vec![created(doomed)])?;
@@ -108,8 +127,8 @@ async fn a_failing_command_rolls_back_alone(open: Open) {
 }
 
 async fn a_write_unit_reads_its_own_writes_and_projects_inline(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let s = "cs_contract_inline";
     let (seen, head_inside) = store
         .writer
@@ -128,8 +147,8 @@ async fn a_write_unit_reads_its_own_writes_and_projects_inline(open: Open) {
 async fn claims_are_exclusive_under_concurrency(open: Open) {
     // A claim is "read the projection, append only if nobody holds it" inside one write unit;
     // the store must serialize such units so exactly one of many racers wins.
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let s = "cs_contract_claim";
     append(&store, s, vec![created(s)]).await.expect("session");
     let racers = (0..16).map(|n| {
@@ -148,8 +167,8 @@ async fn claims_are_exclusive_under_concurrency(open: Open) {
 }
 
 async fn the_commit_feed_announces_heads_in_commit_order(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let mut feed = store.writer.subscribe();
     let s = "cs_contract_feed";
     append(&store, s, vec![created(s)]).await.expect("one");
@@ -167,14 +186,14 @@ async fn the_commit_feed_announces_heads_in_commit_order(open: Open) {
 }
 
 async fn the_chain_verifies_and_projections_equal_a_replay(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     for n in 0..5 {
         let s = format!("cs_contract_chain{n}");
         append(&store, &s, vec![created(&s), line(&s, "1"), line(&s, "2")]).await.expect("append");
     }
-    drop(store);
-    let database = dir.path().join("contract.db");
+    let Opened { store: also, database, _place } = opened;
+    drop((store, also));
     let report = callstream::store::verify(&database, &master_key()).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events, 15);
@@ -184,8 +203,8 @@ async fn the_chain_verifies_and_projections_equal_a_replay(open: Open) {
 /// An erasure and a later append of the same tenant, committed in one writer group: the append
 /// is sealed with a new key, not the destroyed one, so its text stays readable.
 async fn data_appended_after_an_erasure_in_the_same_group_stays_readable(open: Open) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
+    let opened = open();
+    let store = opened.store.clone();
     let s = "cs_contract_erase";
     append(&store, s, vec![created(s), line(s, "1")]).await.expect("before the erasure");
     // Hold the writer in a command of its own while the erasure and the append queue behind it,
@@ -245,4 +264,12 @@ async fn run_contract(open: Open) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_backend_meets_the_store_contract() {
     run_contract(sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_backend_meets_the_store_contract() {
+    if crate::pg_log::database("store_contract::the_postgres_backend_meets_the_store_contract").is_none() {
+        return;
+    }
+    run_contract(postgres).await;
 }

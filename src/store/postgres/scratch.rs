@@ -14,6 +14,10 @@ impl ScratchDatabase {
     /// Create and migrate a fresh database on the server `admin_url` (a `postgres://` URL naming
     /// an existing database to connect to first, e.g. `postgres`).
     pub fn create(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
+        super::off_async(|| Self::create_here(admin_url))
+    }
+
+    fn create_here(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
         let scheme_end = admin_url.find("://").map(|i| i + 3);
         let slash = admin_url.rfind('/').filter(|&slash| scheme_end.is_some_and(|start| slash >= start));
         let Some(slash) = slash else {
@@ -38,8 +42,10 @@ impl ScratchDatabase {
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = super::connect(&self.admin_url) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
+        super::off_async(|| {
+            if let Ok(mut admin) = super::connect(&self.admin_url) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            }
+        });
     }
 }

@@ -1,38 +1,23 @@
 //! The embedded SQLite backend: the only module that knows rusqlite. One writer thread owns the
-//! write connection (group commit); reads go to a pool of read-only connections (WAL).
+//! write connection (group commit, `sql::writer`); reads go to a pool of read-only connections (WAL).
 
 pub mod bench;
-mod billing;
 mod checkpoint;
-mod keys;
-pub mod log;
-pub mod projections;
-pub mod queries;
-mod reads;
+pub mod driver;
 mod schema;
-pub mod snapshots;
-pub mod tenants;
-pub mod verify;
-pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::clock::Clock;
-use crate::config::{Durability, MasterKey};
+use crate::config::Durability;
 use crate::domain::time::Timestamp;
 use crate::store::sealing::Vault;
-pub use writer::{WriteTx, Writer};
-
-use crate::store::{Reads, StoreError};
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        StoreError::Backend(format!("sqlite: {err}"))
-    }
-}
+use crate::store::sql::db::Db;
+use crate::store::sql::{projections, verify};
+use crate::store::{StoreError, VerifyReport};
 
 impl From<rusqlite_migration::Error> for StoreError {
     fn from(err: rusqlite_migration::Error) -> Self {
@@ -73,8 +58,8 @@ pub fn open_for_writing(
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", [epoch])?;
     // Sockets do not survive a restart: their reconnect windows start now.
     conn.execute("UPDATE ws_connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", [now.to_rfc3339()])?;
-    if projections::stored_version(&conn)? != Some(projections::PROJECTION_VERSION) {
-        let replayed = projections::rebuild(&mut conn, vault)?;
+    if projections::stored_version(Db::Sqlite(&conn))? != Some(projections::PROJECTION_VERSION) {
+        let replayed = rebuild_in(&conn, vault)?;
         tracing::info!(replayed, version = projections::PROJECTION_VERSION, "projections rebuilt");
     }
     Ok(conn)
@@ -83,13 +68,28 @@ pub fn open_for_writing(
 /// `(migrations current, projections current)` for this build.
 pub fn schema_state(conn: &Connection) -> Result<(bool, bool), StoreError> {
     let pending = schema::migrations().pending_migrations(conn)?;
-    Ok((pending == 0, projections::stored_version(conn)? == Some(projections::PROJECTION_VERSION)))
+    Ok((pending == 0, projections::stored_version(Db::Sqlite(conn))? == Some(projections::PROJECTION_VERSION)))
+}
+
+/// Rebuild the projections in one immediate transaction.
+fn rebuild_in(conn: &Connection, vault: &Vault) -> Result<u64, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match projections::rebuild(Db::Sqlite(conn), vault) {
+        Ok(replayed) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(replayed)
+        }
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
 }
 
 /// Drop and rebuild the projections of the database at `path`.
 pub fn rebuild(path: &Path, vault: &Vault) -> Result<u64, StoreError> {
-    let mut conn = open_for_writing(path, Durability::Full, Clock::system().now(), vault)?;
-    projections::rebuild(&mut conn, vault)
+    let conn = open_for_writing(path, Durability::Full, Clock::system().now(), vault)?;
+    rebuild_in(&conn, vault)
 }
 
 /// Apply pending migrations and report the resulting version.
@@ -98,83 +98,65 @@ pub fn migrate(path: &Path, vault: &Vault) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
 }
 
-/// The running store: one writer, a pool of read-only connections.
-#[derive(Clone)]
-pub struct Store {
-    pub writer: Writer,
-    readers: Arc<ReadPool>,
-    epoch: Arc<str>,
-    vault: Arc<Vault>,
+/// Open the database for the writer thread; answers it with the history's epoch.
+pub fn open_writer(
+    path: &Path,
+    durability: Durability,
+    now: Timestamp,
+    vault: &Vault,
+) -> Result<(WriteConn, String), StoreError> {
+    let conn = open_for_writing(path, durability, now, vault)?;
+    let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
+    let checkpoints = checkpoint::start(path, durability)?;
+    Ok((WriteConn { conn, checkpoints }, epoch))
 }
 
-impl Store {
-    /// Embedded SQLite serves one process: a claim by any other node is from a process that is gone.
-    pub const EXCLUSIVE: bool = true;
+/// The writer's connection. Checkpoints run on their own thread, nudged after every commit
+/// (automatic checkpoints are only a backstop on this connection).
+pub struct WriteConn {
+    conn: Connection,
+    checkpoints: checkpoint::Nudge,
+}
 
-    pub fn open(
-        path: &Path,
-        durability: Durability,
-        queue_capacity: usize,
-        clock: Clock,
-        master_key: &MasterKey,
-    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let vault = Arc::new(Vault::new(master_key));
-        let conn = open_for_writing(path, durability, clock.now(), &vault)?;
-        let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES)?;
-        let checkpoints = checkpoint::start(path, durability)?;
-        let (writer, handle) = Writer::start(conn, checkpoints, queue_capacity, clock, vault.clone())?;
-        let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
-        Ok((Store { writer, readers, epoch: epoch.into(), vault }, handle))
+impl WriteConn {
+    pub fn db(&self) -> Db<'_> {
+        Db::Sqlite(&self.conn)
     }
 
-    /// The tenants' data keys, for sealing on the request's thread (`NewEvent::preseal`).
-    pub fn vault(&self) -> &Vault {
-        &self.vault
+    pub fn begin(&self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
     }
 
-    /// Run a query now, on the calling thread (start-up only).
-    pub fn read_now<T>(&self, query: impl FnOnce(&dyn Reads) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let conn = self.readers.take()?;
-        let result = query(&reads::ReadView { conn: &conn, vault: &self.vault });
-        self.readers.give_back(conn);
-        result
+    pub fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
     }
 
-    /// Identifies this database's history; a client holding another epoch must reload.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
-    /// Run a read-only query off the async threads, keeping the caller's tracing span.
-    pub async fn read<T, E, F>(&self, query: F) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&dyn Reads) -> Result<T, E> + Send + 'static,
-    {
-        let readers = self.readers.clone();
-        let vault = self.vault.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let conn = readers.take()?;
-            let result = query(&reads::ReadView { conn: &conn, vault: &vault });
-            readers.give_back(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("a read task failed: {e}")))?
+    pub fn committed(&self) {
+        self.checkpoints.send();
     }
 }
 
-struct ReadPool {
+/// Idle read-only connections, opened on demand.
+pub struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl ReadPool {
     const MAX_IDLE: usize = 16;
+
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Run `query` on a pooled connection.
+    pub fn with<T>(&self, query: impl FnOnce(Db<'_>) -> T) -> Result<T, StoreError> {
+        let conn = self.take()?;
+        let result = query(Db::Sqlite(&conn));
+        self.give_back(conn);
+        Ok(result)
+    }
 
     fn take(&self) -> Result<Connection, StoreError> {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
@@ -194,4 +176,40 @@ impl ReadPool {
             idle.push(conn);
         }
     }
+}
+
+/// Check the hash chain, then compare the projections with a rebuild (in memory).
+pub fn verify(database: &Path, vault: &Vault) -> Result<VerifyReport, StoreError> {
+    let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
+    let mut report = verify::chain(Db::Sqlite(&conn))?;
+    report.projection_differences = diff_against_rebuild(database, vault)?;
+    Ok(report)
+}
+
+/// Tables whose live rows differ from a rebuild of the log, with the number of differing rows.
+/// The rebuild happens in memory; the database file is only read.
+pub fn diff_against_rebuild(database: &Path, vault: &Vault) -> Result<Vec<(String, u64)>, StoreError> {
+    let memory = Connection::open_in_memory()?;
+    let uri = format!("file:{}?mode=ro", database.display());
+    memory.execute("ATTACH DATABASE ?1 AS disk", [uri])?;
+    let db = Db::Sqlite(&memory);
+    projections::create(db)?;
+    memory.execute_batch("BEGIN")?;
+    projections::replay(db, db, "disk.events", vault)?;
+    memory.execute_batch("COMMIT")?;
+    let mut differences = Vec::new();
+    for table in projections::TABLES {
+        let differing: u64 = memory.query_row(
+            &format!(
+                "SELECT (SELECT COUNT(*) FROM (SELECT * FROM main.{table} EXCEPT SELECT * FROM disk.{table})) + \
+                        (SELECT COUNT(*) FROM (SELECT * FROM disk.{table} EXCEPT SELECT * FROM main.{table}))"
+            ),
+            [],
+            |row| row.get(0),
+        )?;
+        if differing > 0 {
+            differences.push(((*table).to_owned(), differing));
+        }
+    }
+    Ok(differences)
 }

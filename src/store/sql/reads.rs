@@ -1,10 +1,9 @@
-//! The store interface (`Reads`, `WriteUnit`) over SQLite connections: each method is one typed
+//! The store interface (`Reads`, `WriteUnit`) over a connection of either backend: each method is one typed
 //! query or statement of `queries`, `tenants` or `snapshots`.
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
-
+use super::db::Db;
 use super::{billing, keys, queries, snapshots, tenants};
 use crate::domain::billing::{Totals, Window};
 use crate::domain::metering::Meter;
@@ -19,8 +18,8 @@ use crate::store::{
 };
 
 /// Something holding a connection: a read view, or the writer's open transaction.
-pub(super) trait HasConnection {
-    fn connection(&self) -> &Connection;
+pub trait HasConnection {
+    fn db(&self) -> Db<'_>;
     /// Where sealed payloads find their keys.
     fn vault(&self) -> &Vault;
     /// Whether the connection sees only committed rows (key rows read there may be cached).
@@ -28,20 +27,20 @@ pub(super) trait HasConnection {
 
     /// Events as the API serves them: sealed payloads opened (or marked erased).
     fn opened(&self, mut events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, StoreError> {
-        keys::open_all(self.connection(), self.vault(), &mut events, self.committed())?;
+        keys::open_all(self.db(), self.vault(), &mut events, self.committed())?;
         Ok(events)
     }
 }
 
-/// A pooled read-only connection, seen through the interface.
-pub(super) struct ReadView<'c> {
-    pub(super) conn: &'c Connection,
-    pub(super) vault: &'c Vault,
+/// A pooled read connection, seen through the interface.
+pub struct ReadView<'c> {
+    pub db: Db<'c>,
+    pub vault: &'c Vault,
 }
 
 impl HasConnection for ReadView<'_> {
-    fn connection(&self) -> &Connection {
-        self.conn
+    fn db(&self) -> Db<'_> {
+        self.db
     }
 
     fn vault(&self) -> &Vault {
@@ -55,44 +54,44 @@ impl HasConnection for ReadView<'_> {
 
 impl<T: HasConnection> Reads for T {
     fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(queries::session(self.connection(), session_id)?)
+        Ok(queries::session(self.db(), session_id)?)
     }
 
     fn session_by_room(&self, provider: &str, room: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(queries::session_by_room(self.connection(), provider, room)?)
+        Ok(queries::session_by_room(self.db(), provider, room)?)
     }
 
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
-        Ok(queries::list_sessions(self.connection(), filter)?)
+        Ok(queries::list_sessions(self.db(), filter)?)
     }
 
     fn participants(&self, session_id: &str) -> Result<Vec<ParticipantRecord>, StoreError> {
-        Ok(queries::participants(self.connection(), session_id)?)
+        Ok(queries::participants(self.db(), session_id)?)
     }
 
     fn recordings(&self, session_id: &str) -> Result<Vec<RecordingRecord>, StoreError> {
-        Ok(queries::recordings(self.connection(), session_id)?)
+        Ok(queries::recordings(self.db(), session_id)?)
     }
 
     fn open_sessions(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        Ok(tenants::open_sessions(self.connection(), tenant_id)?)
+        Ok(tenants::open_sessions(self.db(), tenant_id)?)
     }
 
     fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError> {
-        Ok(queries::stream_head(self.connection(), stream_id)?)
+        Ok(queries::stream_head(self.db(), stream_id)?)
     }
 
     fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        self.opened(queries::stream_events(self.connection(), stream_id, after, limit)?)
+        self.opened(queries::stream_events(self.db(), stream_id, after, limit)?)
     }
 
     fn transcript(&self, session_id: &str) -> Result<Vec<SegmentRecord>, StoreError> {
-        let rows = queries::transcript(self.connection(), session_id)?;
+        let rows = queries::transcript(self.db(), session_id)?;
         rows.into_iter()
             .map(|(mut segment, sealed)| {
                 if let Some(sealed) = sealed {
                     (segment.text, segment.erased) =
-                        keys::open_text(self.connection(), self.vault(), &sealed, self.committed())?;
+                        keys::open_text(self.db(), self.vault(), &sealed, self.committed())?;
                 }
                 Ok(segment)
             })
@@ -105,12 +104,12 @@ impl<T: HasConnection> Reads for T {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StoreError> {
-        let rows = queries::transcript_snapshots(self.connection(), session_id, after_seq, limit)?;
+        let rows = queries::transcript_snapshots(self.db(), session_id, after_seq, limit)?;
         rows.into_iter()
             .map(|(mut snapshot, sealed)| {
                 if let Some(sealed) = sealed {
                     (snapshot.text, snapshot.erased) =
-                        keys::open_text(self.connection(), self.vault(), &sealed, self.committed())?;
+                        keys::open_text(self.db(), self.vault(), &sealed, self.committed())?;
                 }
                 Ok(snapshot)
             })
@@ -118,47 +117,50 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn snapshot_stats(&self, session_id: &str) -> Result<(u64, u64), StoreError> {
-        Ok(queries::snapshot_stats(self.connection(), session_id)?)
+        Ok(queries::snapshot_stats(self.db(), session_id)?)
     }
 
     fn action(&self, tenant_id: &str, action_id: &str) -> Result<Option<ActionRow>, StoreError> {
-        Ok(queries::action(self.connection(), tenant_id, action_id)?)
+        Ok(queries::action(self.db(), tenant_id, action_id)?)
     }
 
     fn action_history(&self, session_id: &str, action_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        self.opened(queries::action_history(self.connection(), session_id, action_id)?)
+        self.opened(queries::action_history(self.db(), session_id, action_id)?)
     }
 
     fn action_usage(&self, session_id: &str, since: Timestamp) -> Result<(u64, u64), StoreError> {
-        Ok(queries::action_usage(self.connection(), session_id, &since.to_rfc3339())?)
+        Ok(queries::action_usage(self.db(), session_id, &since.to_rfc3339())?)
     }
 
     fn connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
-        Ok(queries::connection(HasConnection::connection(self), connection_id)?)
+        Ok(queries::connection(self.db(), connection_id)?)
     }
 
     fn webhook_receipt_exists(&self, webhook_id: &str) -> Result<bool, StoreError> {
-        Ok(queries::webhook_receipt_exists(self.connection(), webhook_id)?)
+        Ok(queries::webhook_receipt_exists(self.db(), webhook_id)?)
     }
 
     fn tenant(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
-        Ok(tenants::get(self.connection(), tenant_id)?)
+        Ok(tenants::get(self.db(), tenant_id)?)
     }
 
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        Ok(tenants::list(self.connection())?)
+        Ok(tenants::list(self.db())?)
     }
 
     fn audit_after(&self, after: u64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(tenants::audit_after(self.connection(), after, limit)?)
+        Ok(tenants::audit_after(self.db(), after, limit)?)
     }
 
     fn schema_state(&self) -> Result<(bool, bool), StoreError> {
-        super::schema_state(self.connection())
+        match self.db() {
+            Db::Sqlite(conn) => crate::store::sqlite::schema_state(conn),
+            Db::Postgres(conn) => crate::store::postgres::schema_state(conn),
+        }
     }
 
     fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError> {
-        Ok(billing::usage(self.connection(), usage_id)?)
+        Ok(billing::usage(self.db(), usage_id)?)
     }
 
     fn usage_summary(
@@ -168,51 +170,51 @@ impl<T: HasConnection> Reads for T {
         to: Timestamp,
         by_hour: bool,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        Ok(billing::usage_summary(self.connection(), tenant_id, from, to, by_hour)?)
+        Ok(billing::usage_summary(self.db(), tenant_id, from, to, by_hour)?)
     }
 
     fn events_of_type(&self, stream_id: &str, type_prefix: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        self.opened(queries::events_of_type(self.connection(), stream_id, type_prefix)?)
+        self.opened(queries::events_of_type(self.db(), stream_id, type_prefix)?)
     }
 
     fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError> {
-        Ok(billing::outbox_item(self.connection(), outbox_id)?)
+        Ok(billing::outbox_item(self.db(), outbox_id)?)
     }
 
     fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
-        Ok(billing::outbox_due(self.connection(), now, limit)?)
+        Ok(billing::outbox_due(self.db(), now, limit)?)
     }
 
     fn billing_backlog(&self) -> Result<BillingBacklog, StoreError> {
-        Ok(billing::backlog(self.connection())?)
+        Ok(billing::backlog(self.db())?)
     }
 
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError> {
-        Ok(billing::attempts(self.connection(), kind, item_id)?)
+        Ok(billing::attempts(self.db(), kind, item_id)?)
     }
 
     fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
-        Ok(billing::dead_letter(self.connection(), dead_letter_id)?)
+        Ok(billing::dead_letter(self.db(), dead_letter_id)?)
     }
 
     fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
-        Ok(billing::dead_letters(self.connection(), stream_id)?)
+        Ok(billing::dead_letters(self.db(), stream_id)?)
     }
 
     fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError> {
-        Ok(billing::window_totals(self.connection(), tenant_id, window)?)
+        Ok(billing::window_totals(self.db(), tenant_id, window)?)
     }
 
     fn billed_tenants(&self, window: Window) -> Result<Vec<String>, StoreError> {
-        Ok(billing::billed_tenants(self.connection(), window)?)
+        Ok(billing::billed_tenants(self.db(), window)?)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
-        Ok(billing::run(self.connection(), run_id)?)
+        Ok(billing::run(self.db(), run_id)?)
     }
 
     fn latest_run(&self, tenant_id: &str, window: Window) -> Result<Option<RunRow>, StoreError> {
-        Ok(billing::latest_run(self.connection(), tenant_id, window)?)
+        Ok(billing::latest_run(self.db(), tenant_id, window)?)
     }
 
     fn runs(
@@ -222,33 +224,33 @@ impl<T: HasConnection> Reads for T {
         before: u64,
         limit: u64,
     ) -> Result<Vec<RunRow>, StoreError> {
-        Ok(billing::runs(self.connection(), tenant_id, window, before, limit)?)
+        Ok(billing::runs(self.db(), tenant_id, window, before, limit)?)
     }
 
     fn mismatches(&self, run_id: &str) -> Result<Vec<MismatchRow>, StoreError> {
-        Ok(billing::mismatches(self.connection(), run_id)?)
+        Ok(billing::mismatches(self.db(), run_id)?)
     }
 
     fn alerts_due(&self, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>, StoreError> {
-        Ok(billing::alerts_due(self.connection(), now, limit)?)
+        Ok(billing::alerts_due(self.db(), now, limit)?)
     }
 
     fn scheduler(&self) -> Result<SchedulerRow, StoreError> {
-        Ok(billing::scheduler(self.connection())?)
+        Ok(billing::scheduler(self.db())?)
     }
 
     fn clock_offset(&self) -> Result<i64, StoreError> {
-        Ok(billing::clock_offset(self.connection())?)
+        Ok(billing::clock_offset(self.db())?)
     }
 }
 
-impl HasConnection for super::WriteTx<'_> {
-    fn connection(&self) -> &Connection {
-        self.conn()
+impl HasConnection for super::writer::WriteTx<'_> {
+    fn db(&self) -> Db<'_> {
+        super::writer::WriteTx::db(self)
     }
 
     fn vault(&self) -> &Vault {
-        super::WriteTx::vault(self)
+        super::writer::WriteTx::vault(self)
     }
 
     fn committed(&self) -> bool {
@@ -256,9 +258,9 @@ impl HasConnection for super::WriteTx<'_> {
     }
 }
 
-impl WriteUnit for super::WriteTx<'_> {
+impl WriteUnit for super::writer::WriteTx<'_> {
     fn recorded_at(&self) -> Timestamp {
-        super::WriteTx::recorded_at(self)
+        super::writer::WriteTx::recorded_at(self)
     }
 
     fn append(
@@ -268,7 +270,7 @@ impl WriteUnit for super::WriteTx<'_> {
         actor: &Actor,
         events: Vec<NewEvent>,
     ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
-        super::WriteTx::append(self, tenant_id, stream_id, actor, events)
+        super::writer::WriteTx::append(self, tenant_id, stream_id, actor, events)
     }
 
     fn idempotent_response(
@@ -276,7 +278,7 @@ impl WriteUnit for super::WriteTx<'_> {
         scope: IdempotencyScope<'_>,
         not_before: Timestamp,
     ) -> Result<Option<(Vec<u8>, u16, String)>, StoreError> {
-        Ok(queries::idempotent_response(self.conn(), scope, &not_before.to_rfc3339())?)
+        Ok(queries::idempotent_response(self.db(), scope, &not_before.to_rfc3339())?)
     }
 
     fn store_idempotent_response(
@@ -287,66 +289,66 @@ impl WriteUnit for super::WriteTx<'_> {
         response: &str,
     ) -> Result<(), StoreError> {
         let now = self.recorded_at().to_rfc3339();
-        Ok(queries::store_idempotent_response(self.conn(), scope, request_hash, status, response, &now)?)
+        Ok(queries::store_idempotent_response(self.db(), scope, request_hash, status, response, &now)?)
     }
 
     fn store_webhook_receipt(&self, receipt: &Receipt<'_>) -> Result<(), StoreError> {
-        Ok(queries::store_webhook_receipt(self.conn(), receipt)?)
+        Ok(queries::store_webhook_receipt(self.db(), receipt)?)
     }
 
     fn prune_expired(&self, table: Retained, cutoff: Timestamp) -> Result<usize, StoreError> {
-        Ok(queries::prune_expired(self.conn(), table, &cutoff.to_rfc3339())?)
+        Ok(queries::prune_expired(self.db(), table, &cutoff.to_rfc3339())?)
     }
 
     fn insert_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
-        Ok(queries::insert_connection(self.conn(), record, &self.recorded_at().to_rfc3339())?)
+        Ok(queries::insert_connection(self.db(), record, &self.recorded_at().to_rfc3339())?)
     }
 
     fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError> {
-        Ok(queries::rotate_connection(self.conn(), connection_id, expected, &self.recorded_at().to_rfc3339())?)
+        Ok(queries::rotate_connection(self.db(), connection_id, expected, &self.recorded_at().to_rfc3339())?)
     }
 
     fn record_ack(&self, connection_id: &str, seq: u64) -> Result<(), StoreError> {
-        Ok(queries::record_ack(self.conn(), connection_id, seq)?)
+        Ok(queries::record_ack(self.db(), connection_id, seq)?)
     }
 
     fn mark_disconnected(&self, connection_id: &str, generation: u64) -> Result<(), StoreError> {
-        Ok(queries::mark_disconnected(self.conn(), connection_id, generation, &self.recorded_at().to_rfc3339())?)
+        Ok(queries::mark_disconnected(self.db(), connection_id, generation, &self.recorded_at().to_rfc3339())?)
     }
 
     fn compact_snapshots(&self, session_id: &str, before: Timestamp) -> Result<CompactionStats, StoreError> {
-        Ok(snapshots::compact(self.conn(), session_id, &before.to_rfc3339())?)
+        Ok(snapshots::compact(self.db(), session_id, &before.to_rfc3339())?)
     }
 
     fn insert_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        Ok(tenants::insert(self.conn(), record)?)
+        Ok(tenants::insert(self.db(), record)?)
     }
 
     fn update_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        Ok(tenants::update(self.conn(), record)?)
+        Ok(tenants::update(self.db(), record)?)
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        Ok(tenants::audit(self.conn(), entry)?)
+        Ok(tenants::audit(self.db(), entry)?)
     }
 
     fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError> {
-        Ok(billing::save_attempts(self.conn(), kind, item_id, row)?)
+        Ok(billing::save_attempts(self.db(), kind, item_id, row)?)
     }
 
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError> {
-        Ok(billing::clear_attempts(self.conn(), kind, item_id)?)
+        Ok(billing::clear_attempts(self.db(), kind, item_id)?)
     }
 
     fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError> {
-        Ok(billing::save_scheduler(self.conn(), row, self.recorded_at())?)
+        Ok(billing::save_scheduler(self.db(), row, self.recorded_at())?)
     }
 
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError> {
-        Ok(billing::save_clock_offset(self.conn(), offset_millis)?)
+        Ok(billing::save_clock_offset(self.db(), offset_millis)?)
     }
 
     fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError> {
-        super::WriteTx::erase_tenant(self, tenant_id)
+        super::writer::WriteTx::erase_tenant(self, tenant_id)
     }
 }

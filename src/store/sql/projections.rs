@@ -4,15 +4,14 @@
 //! Every column is a function of the events alone (never of wall-clock time or request data), so
 //! a rebuild yields exactly the live tables; `verify` and the rebuild test hold us to that.
 
+use super::db::{Db, Result, params};
 use std::borrow::Cow;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
 use super::log;
 use crate::domain::action::{self, ActionEvent};
 use crate::domain::session::{self, CreatedPayload, Session, SessionEvent};
-use crate::store::StoreError;
 use crate::store::log::StoredEvent;
 use crate::store::sealing::Vault;
 
@@ -135,29 +134,28 @@ CREATE TABLE actions (
 CREATE INDEX actions_by_session ON actions (session_id, created_at);
 "#;
 
-pub fn create(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(DDL)?;
-    conn.execute_batch(super::billing::DDL)
+pub fn create(db: Db<'_>) -> Result<()> {
+    db.batch(&db.ddl(DDL))?;
+    db.batch(&db.ddl(super::billing::DDL))
 }
 
-pub fn drop_all(conn: &Connection) -> rusqlite::Result<()> {
+pub fn drop_all(db: Db<'_>) -> Result<()> {
     for table in TABLES {
-        conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+        db.batch(&format!("DROP TABLE IF EXISTS {table}"))?;
     }
     Ok(())
 }
 
-pub fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'projection_version'", [], |row| row.get::<_, String>(0))
-        .optional()
+pub fn stored_version(db: Db<'_>) -> Result<Option<i64>> {
+    db.query_opt("SELECT value FROM meta WHERE key = 'projection_version'", params![], |row| row.get::<String>(0))
         .map(|v| v.and_then(|v| v.parse().ok()))
 }
 
-pub fn set_version(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn set_version(db: Db<'_>) -> Result<()> {
+    db.execute(
         "INSERT INTO meta (key, value) VALUES ('projection_version', ?1) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [PROJECTION_VERSION.to_string()],
+        params![PROJECTION_VERSION.to_string()],
     )?;
     Ok(())
 }
@@ -170,21 +168,16 @@ pub enum Mode {
 }
 
 /// Apply events (in position order) to every projection.
-pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite::Result<()> {
-    let mut transcripts: Option<TranscriptWriter> = None;
+pub fn apply(db: Db<'_>, events: &[StoredEvent], mode: Mode) -> Result<()> {
     for event in events {
         if is_transcript_type(&event.event_type) {
-            let writer = match &mut transcripts {
-                Some(writer) => writer,
-                None => transcripts.insert(TranscriptWriter::prepare(conn, mode)?),
-            };
-            writer.apply(event)?;
+            apply_transcript(db, event, mode)?;
         } else if event.event_type.starts_with("billing.") {
-            super::billing::apply(conn, event)?;
+            super::billing::apply(db, event)?;
         } else if let Some(action_event) = ActionEvent::from_envelope_parts(&event.event_type, &event.payload) {
-            apply_action(conn, event, &action_event)?;
+            apply_action(db, event, &action_event)?;
         } else {
-            apply_lifecycle(conn, event)?;
+            apply_lifecycle(db, event)?;
         }
     }
     // Stream counters once per stream, not once per event: the hot path of batch ingest.
@@ -199,11 +192,11 @@ pub fn apply(conn: &Connection, events: &[StoredEvent], mode: Mode) -> rusqlite:
             None => heads.push((&event.stream_id, event.seq, 1, &event.recorded_at)),
         }
     }
-    let mut statement = conn.prepare_cached(
-        "UPDATE sessions SET head_seq = ?2, event_count = event_count + ?3, last_event_at = ?4 WHERE session_id = ?1",
-    )?;
     for (stream, head, count, at) in heads {
-        statement.execute(params![stream, head, count, at])?;
+        db.execute(
+            "UPDATE sessions SET head_seq = ?2, event_count = event_count + ?3, last_event_at = ?4 WHERE session_id = ?1",
+            params![stream, head, count, at],
+        )?;
     }
     Ok(())
 }
@@ -235,33 +228,33 @@ struct CallPayload<'a> {
     error: Option<Cow<'a, str>>,
 }
 
-fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+fn apply_lifecycle(db: Db<'_>, event: &StoredEvent) -> Result<()> {
     if event.event_type == "call.session.created" {
         let Ok(created) = serde_json::from_str::<CreatedPayload>(&event.payload) else { return Ok(()) };
         let session = Session::new();
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO sessions (session_id, tenant_id, owner_id, title, metadata, state, version, \
              created_position, created_at, updated_at, last_event_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
-        )?
-        .execute(params![
-            event.stream_id,
-            event.tenant_id,
-            created.owner_id,
-            created.title,
-            created.metadata.as_ref().map(crate::domain::canonical::to_canonical_string),
-            session.state.as_str(),
-            session.version,
-            event.position,
-            event.recorded_at,
-        ])?;
+            params![
+                event.stream_id,
+                event.tenant_id,
+                created.owner_id,
+                created.title,
+                created.metadata.as_ref().map(crate::domain::canonical::to_canonical_string),
+                session.state.as_str(),
+                session.version,
+                event.position,
+                event.recorded_at,
+            ],
+        )?;
         return Ok(());
     }
     if let Some(change) = SessionEvent::from_envelope_parts(&event.event_type, &event.payload) {
         // The row stores exactly what the aggregate's fold returns.
-        if let Some(record) = super::queries::session(conn, &event.stream_id)? {
+        if let Some(record) = super::queries::session(db, &event.stream_id)? {
             let session = session::evolve(record.aggregate(), &change);
-            super::queries::save_lifecycle(conn, &event.stream_id, &session, &event.recorded_at)?;
+            super::queries::save_lifecycle(db, &event.stream_id, &session, &event.recorded_at)?;
         }
         return Ok(());
     }
@@ -274,14 +267,11 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             if payload.participant_id.is_none() {
                 return Ok(());
             }
-            conn.prepare_cached(
-                "INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
+            db.execute("INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
                  ON CONFLICT (session_id, participant_id) DO UPDATE SET participant_sid = excluded.participant_sid, \
                  name = COALESCE(excluded.name, name), kind = COALESCE(excluded.kind, kind), state = 'joined', \
-                 joined_at = excluded.joined_at, left_at = NULL, left_reason = NULL",
-            )?
-            .execute(params![
+                 joined_at = excluded.joined_at, left_at = NULL, left_reason = NULL", params![
                 event.stream_id,
                 payload.participant_id,
                 payload.participant_sid,
@@ -294,68 +284,59 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
             let payload = payload();
             // A leave carrying the sid of an earlier connection is stale (the participant has
             // reconnected since): it stays in the log and changes nothing here.
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE session_participants SET state = 'left', left_at = ?4, left_reason = ?5 \
                  WHERE session_id = ?1 AND participant_id = ?2 \
                  AND (?3 IS NULL OR participant_sid IS NULL OR participant_sid = ?3)",
-            )?
-            .execute(params![
-                event.stream_id,
-                payload.participant_id,
-                payload.participant_sid,
-                event.recorded_at,
-                payload.reason,
-            ])?;
+                params![
+                    event.stream_id,
+                    payload.participant_id,
+                    payload.participant_sid,
+                    event.recorded_at,
+                    payload.reason,
+                ],
+            )?;
         }
         "call.room.started" => {
             let payload = payload();
             // A late `started` for the room instance that already finished changes nothing; a new
             // instance (another sid) restarts the room.
-            conn.prepare_cached(
-                "UPDATE sessions SET room_state = 'started', room_sid = COALESCE(?2, room_sid) \
-                 WHERE session_id = ?1 AND NOT (IFNULL(room_state, '') = 'finished' AND (?2 IS NULL OR IFNULL(room_sid = ?2, 0)))",
-            )?
-            .execute(params![event.stream_id, payload.room_sid])?;
+            db.execute("UPDATE sessions SET room_state = 'started', room_sid = COALESCE(?2, room_sid) \
+                 WHERE session_id = ?1 AND NOT (COALESCE(room_state, '') = 'finished' AND (?2 IS NULL OR COALESCE(room_sid = ?2, FALSE)))", params![event.stream_id, payload.room_sid])?;
         }
         "call.room.finished" => {
             let payload = payload();
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE sessions SET room_state = 'finished', room_sid = COALESCE(?2, room_sid) WHERE session_id = ?1",
-            )?
-            .execute(params![event.stream_id, payload.room_sid])?;
+                params![event.stream_id, payload.room_sid],
+            )?;
         }
         "call.recording.started" => {
             let payload = payload();
-            conn.prepare_cached(
-                "INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
-                 ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)",
-            )?
-            .execute(params![event.stream_id, payload.recording_id, event.recorded_at])?;
+            db.execute("INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)", params![event.stream_id, payload.recording_id, event.recorded_at])?;
         }
         "call.recording.updated" => {
             let payload = payload();
-            conn.prepare_cached(
-                "INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
-                 ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'",
-            )?
-            .execute(params![event.stream_id, payload.recording_id, payload.status])?;
+            db.execute("INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'", params![event.stream_id, payload.recording_id, payload.status])?;
         }
         "call.recording.ended" => {
             let payload = payload();
-            conn.prepare_cached(
+            db.execute(
                 "INSERT INTO session_recordings (session_id, recording_id, state, status, location, error, ended_at) \
                  VALUES (?1, ?2, 'ended', ?3, ?4, ?5, ?6) \
                  ON CONFLICT (session_id, recording_id) DO UPDATE SET state = 'ended', status = excluded.status, \
                  location = excluded.location, error = excluded.error, ended_at = excluded.ended_at",
-            )?
-            .execute(params![
-                event.stream_id,
-                payload.recording_id,
-                payload.status,
-                payload.location,
-                payload.error,
-                event.recorded_at,
-            ])?;
+                params![
+                    event.stream_id,
+                    payload.recording_id,
+                    payload.status,
+                    payload.location,
+                    payload.error,
+                    event.recorded_at,
+                ],
+            )?;
         }
         _ => {}
     }
@@ -363,15 +344,15 @@ fn apply_lifecycle(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<(
 }
 
 /// Fold one event into its action's row: the row is exactly what `evolve` returns.
-fn apply_action(conn: &Connection, event: &StoredEvent, action_event: &ActionEvent) -> rusqlite::Result<()> {
-    let current = super::queries::action(conn, &event.tenant_id, action_event.action_id())?;
+fn apply_action(db: Db<'_>, event: &StoredEvent, action_event: &ActionEvent) -> Result<()> {
+    let current = super::queries::action(db, &event.tenant_id, action_event.action_id())?;
     let before = current.as_ref().map(|row| row.action.clone());
     let Some(after) = action::evolve(before.clone(), &event.stream_id, action_event) else { return Ok(()) };
     if before.as_ref() == Some(&after) {
         return Ok(());
     }
     let created_at = current.map_or_else(|| event.recorded_at.clone(), |row| row.created_at);
-    super::queries::save_action(conn, &event.tenant_id, &after, &created_at, &event.recorded_at)
+    super::queries::save_action(db, &event.tenant_id, &after, &created_at, &event.recorded_at)
 }
 
 /// The fields of a `transcript.segment.*` payload the projection reads, borrowed from the stored
@@ -418,38 +399,27 @@ fn is_transcript_type(event_type: &str) -> bool {
     matches!(event_type, "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited")
 }
 
-/// The transcript statements, prepared once per batch of events.
-struct TranscriptWriter<'c> {
-    upsert: rusqlite::CachedStatement<'c>,
-    /// Live appends also keep the snapshot history; a replay does not.
-    snapshot: Option<rusqlite::CachedStatement<'c>>,
-}
+/// The segment's winning event: an upsert that only a higher (kind rank, revision) replaces.
+const UPSERT_SEGMENT: &str = "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, \
+     speaker, start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?3, ?13) \
+     ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
+     kind_rank = excluded.kind_rank, revision = excluded.revision, \
+     speaker = COALESCE(excluded.speaker, transcript_segments.speaker), \
+     start_ms = COALESCE(excluded.start_ms, transcript_segments.start_ms), \
+     end_ms = COALESCE(excluded.end_ms, transcript_segments.end_ms), \
+     confidence = COALESCE(excluded.confidence, transcript_segments.confidence), \
+     language = COALESCE(excluded.language, transcript_segments.language), \
+     edited_by = COALESCE(excluded.edited_by, transcript_segments.edited_by), \
+     updated_at = excluded.updated_at \
+     WHERE (excluded.kind_rank, excluded.revision) > (transcript_segments.kind_rank, transcript_segments.revision)";
 
-impl<'c> TranscriptWriter<'c> {
-    fn prepare(conn: &'c Connection, mode: Mode) -> rusqlite::Result<TranscriptWriter<'c>> {
-        let upsert = conn.prepare_cached(
-            "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, speaker, \
-             start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?3, ?13) \
-             ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
-             kind_rank = excluded.kind_rank, revision = excluded.revision, \
-             speaker = COALESCE(excluded.speaker, speaker), start_ms = COALESCE(excluded.start_ms, start_ms), \
-             end_ms = COALESCE(excluded.end_ms, end_ms), confidence = COALESCE(excluded.confidence, confidence), \
-             language = COALESCE(excluded.language, language), edited_by = COALESCE(excluded.edited_by, edited_by), \
-             updated_at = excluded.updated_at \
-             WHERE (excluded.kind_rank, excluded.revision) > (kind_rank, revision)",
-        )?;
-        let snapshot = match mode {
-            Mode::Live => Some(conn.prepare_cached(super::snapshots::INSERT)?),
-            Mode::Replay => None,
-        };
-        Ok(TranscriptWriter { upsert, snapshot })
-    }
-
-    fn apply(&mut self, event: &StoredEvent) -> rusqlite::Result<()> {
-        let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
-        let (kind, rank) = transcript_kind(&event.event_type);
-        let changed = self.upsert.execute(params![
+fn apply_transcript(db: Db<'_>, event: &StoredEvent, mode: Mode) -> Result<()> {
+    let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
+    let (kind, rank) = transcript_kind(&event.event_type);
+    let changed = db.execute(
+        UPSERT_SEGMENT,
+        params![
             event.stream_id,
             payload.segment_id,
             event.seq,
@@ -463,17 +433,15 @@ impl<'c> TranscriptWriter<'c> {
             payload.language,
             payload.edited_by,
             event.recorded_at,
-        ])?;
-        // Only an event that became its segment's current text leaves a snapshot; stale revisions
-        // (kept in the log) leave none.
-        if changed == 1
-            && let Some(snapshot) = &mut self.snapshot
-        {
-            let segment_id = payload.segment_id.as_deref().unwrap_or_default();
-            super::snapshots::record(snapshot, event, segment_id, kind, payload.revision)?;
-        }
-        Ok(())
+        ],
+    )?;
+    // Only an event that became its segment's current text leaves a snapshot, and only live
+    // appends keep that history; stale revisions (kept in the log) leave none.
+    if changed == 1 && mode == Mode::Live {
+        let segment_id = payload.segment_id.as_deref().unwrap_or_default();
+        super::snapshots::record(db, event, segment_id, kind, payload.revision)?;
     }
+    Ok(())
 }
 
 /// `(kind, rank)` of a transcript event type: an edit beats a final beats a partial.
@@ -485,18 +453,18 @@ pub fn transcript_kind(event_type: &str) -> (&'static str, i64) {
     }
 }
 
-/// Replay the whole log (read through `source`) into the projection tables of `target`.
-pub fn replay(source: &Connection, target: &Connection, events_table: &str, vault: &Vault) -> Result<u64, StoreError> {
+/// Replay the whole log (read through `source` from `events_table`) into the projection tables
+/// of `target`.
+pub fn replay(source: Db<'_>, target: Db<'_>, events_table: &str, vault: &Vault) -> Result<u64> {
     const CHUNK: usize = 4096;
-    let mut statement = source.prepare(&format!(
+    let sql = format!(
         "SELECT {} FROM {events_table} WHERE position > ?1 ORDER BY position LIMIT {CHUNK}",
         log::SELECT_COLUMNS
-    ))?;
+    );
     let mut after = 0u64;
     let mut replayed = 0u64;
     loop {
-        let mut chunk: Vec<StoredEvent> =
-            statement.query_map([after], log::from_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut chunk: Vec<StoredEvent> = source.query_map(&sql, params![after], log::from_row)?;
         let Some(last) = chunk.last() else { break };
         after = last.position;
         super::keys::open_all(source, vault, &mut chunk, true)?;
@@ -506,40 +474,11 @@ pub fn replay(source: &Connection, target: &Connection, events_table: &str, vaul
     Ok(replayed)
 }
 
-/// Drop and rebuild every projection from the log, in one transaction.
-pub fn rebuild(conn: &mut Connection, vault: &Vault) -> Result<u64, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    drop_all(&tx)?;
-    create(&tx)?;
-    let replayed = replay(&tx, &tx, "events", vault)?;
-    set_version(&tx)?;
-    tx.commit()?;
+/// Drop and rebuild every projection from the log, inside the caller's transaction.
+pub fn rebuild(db: Db<'_>, vault: &Vault) -> Result<u64> {
+    drop_all(db)?;
+    create(db)?;
+    let replayed = replay(db, db, "events", vault)?;
+    set_version(db)?;
     Ok(replayed)
-}
-
-/// Tables whose live rows differ from a rebuild of the log, with the number of differing rows.
-/// The rebuild happens in memory; the database file is only read.
-pub fn diff_against_rebuild(database: &std::path::Path, vault: &Vault) -> Result<Vec<(String, u64)>, StoreError> {
-    let memory = Connection::open_in_memory()?;
-    let uri = format!("file:{}?mode=ro", database.display());
-    memory.execute("ATTACH DATABASE ?1 AS disk", [uri])?;
-    create(&memory)?;
-    memory.execute_batch("BEGIN")?;
-    replay(&memory, &memory, "disk.events", vault)?;
-    memory.execute_batch("COMMIT")?;
-    let mut differences = Vec::new();
-    for table in TABLES {
-        let differing: u64 = memory.query_row(
-            &format!(
-                "SELECT (SELECT COUNT(*) FROM (SELECT * FROM main.{table} EXCEPT SELECT * FROM disk.{table})) + \
-                        (SELECT COUNT(*) FROM (SELECT * FROM disk.{table} EXCEPT SELECT * FROM main.{table}))"
-            ),
-            [],
-            |row| row.get(0),
-        )?;
-        if differing > 0 {
-            differences.push(((*table).to_owned(), differing));
-        }
-    }
-    Ok(differences)
 }

@@ -1,15 +1,14 @@
-//! The single writer: one thread owns the write connection and commits many commands per SQLite
-//! transaction (group commit). Each command runs inside its own savepoint, so a rejected command
+//! The single writer: one thread owns the write connection and commits many commands per
+//! transaction (group commit), on either backend. Each command runs inside its own savepoint, so a rejected command
 //! changes nothing while its neighbours in the group still commit. Callers hear back only after
 //! COMMIT returned.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::checkpoint::Nudge;
+use super::db::Db;
 use super::log;
 use super::projections;
 use crate::clock::Clock;
@@ -35,7 +34,7 @@ struct Tip {
 
 /// The view a command gets of the open transaction.
 pub struct WriteTx<'a> {
-    conn: &'a Connection,
+    db: Db<'a>,
     tip: Tip,
     recorded_at: Timestamp,
     /// `recorded_at` as the log stores it.
@@ -59,8 +58,8 @@ struct KeyChanges {
 
 impl WriteTx<'_> {
     /// Read access to the transaction's state (including this group's earlier, uncommitted commands).
-    pub fn conn(&self) -> &Connection {
-        self.conn
+    pub fn db(&self) -> Db<'_> {
+        self.db
     }
 
     pub fn vault(&self) -> &Vault {
@@ -69,7 +68,7 @@ impl WriteTx<'_> {
 
     /// Destroy the tenant's data keys and purge its projections (`WriteUnit::erase_tenant`).
     pub fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError> {
-        let (report, through) = super::keys::erase(self.conn, tenant_id, &self.recorded_at_text)?;
+        let (report, through) = super::keys::erase(self.db, tenant_id, &self.recorded_at_text)?;
         self.keys.erased.push((tenant_id.to_owned(), through));
         Ok(report)
     }
@@ -79,8 +78,7 @@ impl WriteTx<'_> {
     /// then the key rows are read again and a new generation is made.
     fn active_key(&mut self, tenant_id: &str) -> Result<Arc<sealing::DataKey>, StoreError> {
         let erased = self.erased_in_group.iter().chain(self.keys.erased.iter().map(|(t, _)| t)).any(|t| t == tenant_id);
-        let (active, rows) =
-            super::keys::active_key(self.conn, self.vault, tenant_id, &self.recorded_at_text, !erased)?;
+        let (active, rows) = super::keys::active_key(self.db, self.vault, tenant_id, &self.recorded_at_text, !erased)?;
         if let Some(rows) = rows {
             self.keys.learned.push((tenant_id.to_owned(), rows));
         }
@@ -102,8 +100,7 @@ impl WriteTx<'_> {
         actor: &Actor,
         events: Vec<NewEvent>,
     ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
-        let mut head = log::stream_head(self.conn, stream_id)?;
-        let mut insert = self.conn.prepare_cached(log::INSERT)?;
+        let mut head = log::stream_head(self.db, stream_id)?;
         let mut outcomes = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         let mut key = None;
@@ -144,8 +141,8 @@ impl WriteTx<'_> {
                 hash: [0; 32],
             };
             candidate.hash = chain_hash(&candidate);
-            match log::insert(&mut insert, &candidate) {
-                Ok(()) => {
+            if log::insert(self.db, &candidate)? {
+                {
                     if let Some(opened) = opened {
                         candidate.payload = opened;
                     }
@@ -159,14 +156,11 @@ impl WriteTx<'_> {
                     });
                     stored.push(candidate);
                 }
-                Err(err) if is_unique_violation(&err) => {
-                    outcomes.push(self.resolve_repeat(tenant_id, stream_id, index, &candidate)?);
-                }
-                Err(err) => return Err(err.into()),
+            } else {
+                outcomes.push(self.resolve_repeat(tenant_id, stream_id, index, &candidate)?);
             }
         }
-        drop(insert);
-        projections::apply(self.conn, &stored, projections::Mode::Live)?;
+        projections::apply(self.db, &stored, projections::Mode::Live)?;
         if let Some(last) = stored.last() {
             match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {
                 Some(entry) => entry.1 = last.seq,
@@ -183,14 +177,15 @@ impl WriteTx<'_> {
         index: usize,
         candidate: &StoredEvent,
     ) -> Result<AppendOutcome, StoreError> {
-        let Some((stream, seq, content_hash)) = log::find_by_event_id(self.conn, tenant_id, &candidate.event_id)?
-        else {
-            return Err(StoreError::Backend("unique violation on events without an eventId match".into()));
+        let Some((stream, seq, content_hash)) = log::find_by_event_id(self.db, tenant_id, &candidate.event_id)? else {
+            return Err(StoreError::Backend(
+                "an event's position or seq was taken, not its eventId: a writer without the append lock?".into(),
+            ));
         };
         if stream == stream_id && content_hash == candidate.content_hash {
-            let position = self.conn.query_row(
+            let position = self.db.query_row(
                 "SELECT position FROM events WHERE stream_id = ?1 AND seq = ?2",
-                rusqlite::params![stream, seq],
+                super::db::params![stream, seq],
                 |row| row.get(0),
             )?;
             return Ok(AppendOutcome { event_id: candidate.event_id.clone(), seq, position, duplicate: true });
@@ -205,12 +200,6 @@ impl WriteTx<'_> {
     }
 }
 
-fn is_unique_violation(err: &rusqlite::Error) -> bool {
-    matches!(err, rusqlite::Error::SqliteFailure(e, _)
-        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-        || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
-
 /// A cheap, cloneable handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -222,33 +211,45 @@ pub struct Writer {
 
 impl Writer {
     /// Start the writer thread on `conn`, continuing the chain from the log's current tip.
-    /// `checkpoints` is nudged after every commit (automatic checkpoints are off on `conn`).
     pub fn start(
-        conn: Connection,
-        checkpoints: Nudge,
+        conn: WriteConn,
         capacity: usize,
         clock: Clock,
         vault: Arc<Vault>,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), StoreError> {
-        let (position, hash) = log::tip(&conn)?;
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
         let (appended, _) = broadcast::channel(4096);
         let stats = Arc::new(WriterStats::default());
         stats.alive.store(true, Ordering::SeqCst);
-        let worker = WriterLoop {
-            conn,
-            tip: Tip { position, hash },
-            appended: appended.clone(),
-            stats: stats.clone(),
-            checkpoints,
-            clock,
-            last_recorded_at: Timestamp::MIN,
-            vault,
-        };
+        // The connection lives and dies on the writer thread (PostgreSQL's synchronous client
+        // must not be used on an async thread), so the tip is read there too.
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
+        let (feed, worker_stats) = (appended.clone(), stats.clone());
         let handle = std::thread::Builder::new()
             .name("callstream-writer".into())
-            .spawn(move || worker.run(receiver))
+            .spawn(move || {
+                let (position, hash) = match log::tip(conn.db()) {
+                    Ok(tip) => tip,
+                    Err(err) => {
+                        worker_stats.alive.store(false, Ordering::SeqCst);
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let worker = WriterLoop {
+                    conn,
+                    tip: Tip { position, hash },
+                    appended: feed,
+                    stats: worker_stats,
+                    clock,
+                    last_recorded_at: Timestamp::MIN,
+                    vault,
+                };
+                worker.run(receiver)
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        started.recv().map_err(|_| StoreError::Backend("the writer thread stopped while starting".into()))??;
         Ok((Writer { jobs, capacity: capacity.max(1), appended, stats }, handle))
     }
 
@@ -300,12 +301,46 @@ impl Writer {
     }
 }
 
+/// The write connection of either backend, with what each does around a group's transaction.
+pub enum WriteConn {
+    Sqlite(crate::store::sqlite::WriteConn),
+    Postgres(crate::store::postgres::WriteConn),
+}
+
+impl WriteConn {
+    fn db(&self) -> Db<'_> {
+        match self {
+            WriteConn::Sqlite(conn) => conn.db(),
+            WriteConn::Postgres(conn) => conn.db(),
+        }
+    }
+
+    /// Open the group's transaction. Answers the log's tip when other nodes may have moved it.
+    fn begin(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        match self {
+            WriteConn::Sqlite(conn) => conn.begin().map(|()| None),
+            WriteConn::Postgres(conn) => conn.begin().map(Some),
+        }
+    }
+
+    /// Commit the group that advanced `heads`.
+    fn commit(&self, heads: &[(String, u64)], tip: u64) -> Result<(), StoreError> {
+        match self {
+            WriteConn::Sqlite(conn) => conn.commit(),
+            WriteConn::Postgres(conn) => conn.commit(heads, tip),
+        }
+    }
+
+    fn rollback(&self) {
+        let _ = self.db().batch("ROLLBACK");
+    }
+}
+
 struct WriterLoop {
-    conn: Connection,
+    conn: WriteConn,
     tip: Tip,
     appended: broadcast::Sender<Appended>,
     stats: Arc<WriterStats>,
-    checkpoints: Nudge,
     clock: Clock,
     last_recorded_at: Timestamp,
     vault: Arc<Vault>,
@@ -330,11 +365,13 @@ impl WriterLoop {
     fn commit_group(&mut self, group: Vec<Job>) {
         let size = group.len() as u64;
         let start_tip = self.tip;
+        // Where this group's appends start (another node may have moved the tip since).
+        let mut appended_from = start_tip.position;
         let mut completions = Vec::with_capacity(group.len());
         let mut heads: Vec<(String, u64)> = Vec::new();
         let mut key_changes = KeyChanges::default();
         let mut erased_in_group: Vec<String> = Vec::new();
-        let committed = match self.conn.execute_batch("BEGIN IMMEDIATE") {
+        let committed = match self.conn.begin() {
             Err(err) => {
                 tracing::error!(error = %err, "writer could not begin a transaction");
                 for job in group {
@@ -343,7 +380,11 @@ impl WriterLoop {
                 }
                 false
             }
-            Ok(()) => {
+            Ok(moved) => {
+                if let Some((position, hash)) = moved {
+                    self.tip = Tip { position, hash };
+                }
+                let group_start = self.tip.position;
                 // Never earlier than the previous group, even if the system clock steps back.
                 let recorded_at = self.clock.now().max(self.last_recorded_at);
                 self.last_recorded_at = recorded_at;
@@ -362,20 +403,26 @@ impl WriterLoop {
                         }
                     }
                 }
-                let commit =
-                    if healthy { self.conn.execute_batch("COMMIT") } else { Err(rusqlite::Error::InvalidQuery) };
+                let commit = if healthy {
+                    self.conn.commit(&heads, self.tip.position)
+                } else {
+                    Err(StoreError::Backend("a command's savepoint could not be settled".into()))
+                };
                 match commit {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        appended_from = group_start;
+                        true
+                    }
                     Err(err) => {
                         tracing::error!(error = %err, "group commit failed; rolling back the whole group");
-                        let _ = self.conn.execute_batch("ROLLBACK");
+                        self.conn.rollback();
                         false
                     }
                 }
             }
         };
         if !committed {
-            self.tip = match log::tip(&self.conn) {
+            self.tip = match log::tip(self.conn.db()) {
                 Ok((position, hash)) => Tip { position, hash },
                 Err(_) => start_tip,
             };
@@ -395,11 +442,13 @@ impl WriterLoop {
             completion(committed);
         }
         if committed {
-            self.checkpoints.send();
+            if let WriteConn::Sqlite(conn) = &self.conn {
+                conn.committed();
+            }
             self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
             self.stats.commands_committed.fetch_add(size, Ordering::Relaxed);
             // Positions are gapless, so the tip's advance is the number of events appended.
-            self.stats.events_appended.fetch_add(self.tip.position - start_tip.position, Ordering::Relaxed);
+            self.stats.events_appended.fetch_add(self.tip.position - appended_from, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
             if !heads.is_empty() {
                 let _ = self.appended.send(Appended { heads: Arc::new(heads) });
@@ -415,9 +464,10 @@ impl WriterLoop {
         recorded_at: Timestamp,
         erased_in_group: &[String],
     ) -> (Completion, bool, Vec<(String, u64)>, KeyChanges) {
-        let opened = self.conn.execute_batch("SAVEPOINT command");
+        let db = self.conn.db();
+        let opened = db.batch("SAVEPOINT command");
         let mut tx = WriteTx {
-            conn: &self.conn,
+            db,
             tip: self.tip,
             recorded_at,
             recorded_at_text: recorded_at.to_rfc3339(),
@@ -430,11 +480,7 @@ impl WriterLoop {
         let tip_after = tx.tip;
         let (heads, keys) = if ok { (tx.heads, tx.keys) } else { (Vec::new(), KeyChanges::default()) };
         let settled = opened.and_then(|()| {
-            if ok {
-                self.conn.execute_batch("RELEASE command")
-            } else {
-                self.conn.execute_batch("ROLLBACK TO command; RELEASE command")
-            }
+            if ok { db.batch("RELEASE command") } else { db.batch("ROLLBACK TO command; RELEASE command") }
         });
         match settled {
             Ok(()) => {

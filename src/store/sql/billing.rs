@@ -3,9 +3,9 @@
 //! delivery workers (`delivery_attempts`) and the scheduler's state are the only billing rows that
 //! are not a function of the log.
 
+use super::db::{Db, Result, Row, corrupt, params};
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 
 use crate::domain::billing::{
@@ -149,168 +149,166 @@ fn window_of(at: Timestamp) -> String {
 }
 
 /// Fold one `billing.*` event into the billing tables.
-pub fn apply(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+pub fn apply(db: Db<'_>, event: &StoredEvent) -> Result<()> {
     match event.event_type.as_str() {
         "billing.usage.recorded" => {
             let Some(UsageRecorded { record: r, signature: s }) = payload(event) else { return Ok(()) };
             let window = window_of(r.occurred_at);
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO usage_records (usage_id, tenant_id, session_id, meter, quantity, unit, \
+            db.execute(
+                "INSERT INTO usage_records (usage_id, tenant_id, session_id, meter, quantity, unit, \
                  occurred_at, recorded_at, source, sig_alg, key_id, signature, window_start, event_id, position) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                r.usage_id,
-                r.tenant_id,
-                r.session_id,
-                r.meter.as_str(),
-                r.quantity,
-                r.unit,
-                r.occurred_at.to_rfc3339(),
-                r.recorded_at.to_rfc3339(),
-                r.source,
-                s.sig_alg,
-                s.key_id,
-                s.signature,
-                window,
-                event.event_id,
-                event.position,
-            ])?;
-            insert_outbox(conn, event, &r.usage_id, OutboxKind::Usage, r.meter, r.quantity, r.occurred_at)?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT DO NOTHING",
+                params![
+                    r.usage_id,
+                    r.tenant_id,
+                    r.session_id,
+                    r.meter.as_str(),
+                    r.quantity,
+                    r.unit,
+                    r.occurred_at.to_rfc3339(),
+                    r.recorded_at.to_rfc3339(),
+                    r.source,
+                    s.sig_alg,
+                    s.key_id,
+                    s.signature,
+                    window,
+                    event.event_id,
+                    event.position,
+                ],
+            )?;
+            insert_outbox(db, event, &r.usage_id, OutboxKind::Usage, r.meter, r.quantity, r.occurred_at)?;
         }
         "billing.adjustment.created" => {
             let Some(a) = payload::<AdjustmentCreated>(event) else { return Ok(()) };
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO billing_adjustments (adjustment_id, tenant_id, meter, quantity, unit, \
+            db.execute(
+                "INSERT INTO billing_adjustments (adjustment_id, tenant_id, meter, quantity, unit, \
                  occurred_at, window_start, reason, created_by, recorded_at, event_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                a.adjustment_id,
-                a.tenant_id,
-                a.meter.as_str(),
-                a.quantity,
-                a.unit,
-                a.occurred_at.to_rfc3339(),
-                window_of(a.occurred_at),
-                a.reason,
-                a.created_by,
-                event.recorded_at,
-                event.event_id,
-            ])?;
-            insert_outbox(conn, event, &a.adjustment_id, OutboxKind::Adjustment, a.meter, a.quantity, a.occurred_at)?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                params![
+                    a.adjustment_id,
+                    a.tenant_id,
+                    a.meter.as_str(),
+                    a.quantity,
+                    a.unit,
+                    a.occurred_at.to_rfc3339(),
+                    window_of(a.occurred_at),
+                    a.reason,
+                    a.created_by,
+                    event.recorded_at,
+                    event.event_id,
+                ],
+            )?;
+            insert_outbox(db, event, &a.adjustment_id, OutboxKind::Adjustment, a.meter, a.quantity, a.occurred_at)?;
         }
         "billing.charge.confirmed" => {
             let Some(c) = payload::<ChargeConfirmed>(event) else { return Ok(()) };
             // Only a pending item is confirmed: a late duplicate confirmation changes nothing.
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE billing_outbox SET state = 'confirmed', charge_id = ?2, sink = ?3, attempts = ?4, \
                  confirmed_at = ?5 WHERE outbox_id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![c.outbox_id, c.charge_id, c.sink, c.attempts, event.recorded_at])?;
+                params![c.outbox_id, c.charge_id, c.sink, c.attempts, event.recorded_at],
+            )?;
         }
         "billing.publish.dead_lettered" => {
             let Some(d) = payload::<PublishDeadLettered>(event) else { return Ok(()) };
-            let moved = conn
-                .prepare_cached(
-                    "UPDATE billing_outbox SET state = 'dead_lettered', dead_letters = dead_letters + 1 \
+            let moved = db.execute(
+                "UPDATE billing_outbox SET state = 'dead_lettered', dead_letters = dead_letters + 1 \
                      WHERE outbox_id = ?1 AND state = 'pending'",
-                )?
-                .execute([&d.outbox_id])?;
+                params![&d.outbox_id],
+            )?;
             if moved == 1 {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO billing_dead_letters (dead_letter_id, outbox_id, kind, tenant_id, stream_id, \
+                db.execute(
+                    "INSERT INTO billing_dead_letters (dead_letter_id, outbox_id, kind, tenant_id, stream_id, \
                      event_ref, error_code, stage, attempts, last_error, dead_lettered_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?
-                .execute(params![
-                    d.dead_letter_id,
-                    d.outbox_id,
-                    d.kind.as_str(),
-                    event.tenant_id,
-                    event.stream_id,
-                    d.event_ref,
-                    d.error_code,
-                    d.stage,
-                    d.attempts,
-                    d.last_error,
-                    event.recorded_at,
-                ])?;
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                    params![
+                        d.dead_letter_id,
+                        d.outbox_id,
+                        d.kind.as_str(),
+                        event.tenant_id,
+                        event.stream_id,
+                        d.event_ref,
+                        d.error_code,
+                        d.stage,
+                        d.attempts,
+                        d.last_error,
+                        event.recorded_at,
+                    ],
+                )?;
             }
         }
         "billing.publish.replayed" => {
             let Some(r) = payload::<PublishReplayed>(event) else { return Ok(()) };
-            let reopened = conn
-                .prepare_cached(
-                    "UPDATE billing_dead_letters SET replayed_at = ?2, replayed_by = ?3 \
+            let reopened = db.execute(
+                "UPDATE billing_dead_letters SET replayed_at = ?2, replayed_by = ?3 \
                      WHERE dead_letter_id = ?1 AND replayed_at IS NULL",
-                )?
-                .execute(params![r.dead_letter_id, event.recorded_at, r.replayed_by])?;
+                params![r.dead_letter_id, event.recorded_at, r.replayed_by],
+            )?;
             if reopened == 1 {
-                conn.prepare_cached(
+                db.execute(
                     "UPDATE billing_outbox SET state = 'pending' WHERE outbox_id = ?1 AND state = 'dead_lettered'",
-                )?
-                .execute([&r.outbox_id])?;
+                    params![&r.outbox_id],
+                )?;
             }
         }
         "billing.reconciliation.completed" => {
             let Some(run) = payload::<ReconciliationCompleted>(event) else { return Ok(()) };
             let lines = serde_json::to_string(&run.lines).unwrap_or_else(|_| "[]".into());
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO reconciliation_runs (run_id, tenant_id, window_start, window_end, revision, \
+            db.execute(
+                "INSERT INTO reconciliation_runs (run_id, tenant_id, window_start, window_end, revision, \
                  trigger, comparisons, mismatches, lines, completed_at, position) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                run.run_id,
-                run.tenant_id,
-                run.window_start.to_rfc3339(),
-                run.window_end.to_rfc3339(),
-                run.revision,
-                run.trigger,
-                run.comparisons,
-                run.mismatches,
-                lines,
-                event.recorded_at,
-                event.position,
-            ])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                params![
+                    run.run_id,
+                    run.tenant_id,
+                    run.window_start.to_rfc3339(),
+                    run.window_end.to_rfc3339(),
+                    run.revision,
+                    run.trigger,
+                    run.comparisons,
+                    run.mismatches,
+                    lines,
+                    event.recorded_at,
+                    event.position,
+                ],
+            )?;
         }
         "billing.reconciliation.mismatch_detected" => {
             let Some(m) = payload::<MismatchDetected>(event) else { return Ok(()) };
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO reconciliation_mismatches (alert_id, run_id, tenant_id, window_start, meter, \
+            db.execute(
+                "INSERT INTO reconciliation_mismatches (alert_id, run_id, tenant_id, window_start, meter, \
                  metered, charged, adjusted, delta, alert_state, raised_at, updated_at, position) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11)",
-            )?
-            .execute(params![
-                m.alert_id,
-                m.run_id,
-                m.tenant_id,
-                m.window_start.to_rfc3339(),
-                m.meter.as_str(),
-                m.metered,
-                m.charged,
-                m.adjusted,
-                m.delta,
-                event.recorded_at,
-                event.position,
-            ])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11) ON CONFLICT DO NOTHING",
+                params![
+                    m.alert_id,
+                    m.run_id,
+                    m.tenant_id,
+                    m.window_start.to_rfc3339(),
+                    m.meter.as_str(),
+                    m.metered,
+                    m.charged,
+                    m.adjusted,
+                    m.delta,
+                    event.recorded_at,
+                    event.position,
+                ],
+            )?;
         }
         "billing.alert.delivered" => {
             let Some(a) = payload::<AlertDelivered>(event) else { return Ok(()) };
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE reconciliation_mismatches SET alert_state = 'delivered', alert_attempts = ?2, updated_at = ?3 \
                  WHERE alert_id = ?1 AND alert_state = 'pending'",
-            )?
-            .execute(params![a.alert_id, a.attempts, event.recorded_at])?;
+                params![a.alert_id, a.attempts, event.recorded_at],
+            )?;
         }
         "billing.alert.dead_lettered" => {
             let Some(a) = payload::<AlertDeadLettered>(event) else { return Ok(()) };
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE reconciliation_mismatches SET alert_state = 'dead_lettered', alert_attempts = ?2, \
                  alert_error_code = ?3, updated_at = ?4 WHERE alert_id = ?1 AND alert_state = 'pending'",
-            )?
-            .execute(params![a.alert_id, a.attempts, a.error_code, event.recorded_at])?;
+                params![a.alert_id, a.attempts, a.error_code, event.recorded_at],
+            )?;
         }
         _ => {}
     }
@@ -318,19 +316,16 @@ pub fn apply(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
 }
 
 fn insert_outbox(
-    conn: &Connection,
+    db: Db<'_>,
     event: &StoredEvent,
     outbox_id: &str,
     kind: OutboxKind,
     meter: Meter,
     quantity: i64,
     occurred_at: Timestamp,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO billing_outbox (outbox_id, kind, tenant_id, stream_id, event_ref, meter, quantity, \
-         occurred_at, window_start, state, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
-    )?
-    .execute(params![
+) -> Result<()> {
+    db.execute("INSERT INTO billing_outbox (outbox_id, kind, tenant_id, stream_id, event_ref, meter, quantity, \
+         occurred_at, window_start, state, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10) ON CONFLICT DO NOTHING", params![
         outbox_id,
         kind.as_str(),
         event.tenant_id,
@@ -347,87 +342,85 @@ fn insert_outbox(
 
 // ---- Reads ------------------------------------------------------------------------------------
 
-fn corrupt(index: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.to_owned().into())
+fn timestamp(row: &Row<'_>, index: usize) -> Result<Timestamp> {
+    Timestamp::parse(&row.get::<String>(index)?).ok_or_else(|| corrupt(index, "not an RFC 3339 time"))
 }
 
-fn timestamp(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
-    Timestamp::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not an RFC 3339 time"))
+fn meter(row: &Row<'_>, index: usize) -> Result<Meter> {
+    Meter::parse(&row.get::<String>(index)?).ok_or_else(|| corrupt(index, "not a meter"))
 }
 
-fn meter(row: &Row<'_>, index: usize) -> rusqlite::Result<Meter> {
-    Meter::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not a meter"))
+fn kind(row: &Row<'_>, index: usize) -> Result<OutboxKind> {
+    OutboxKind::parse(&row.get::<String>(index)?).ok_or_else(|| corrupt(index, "not an outbox kind"))
 }
 
-fn kind(row: &Row<'_>, index: usize) -> rusqlite::Result<OutboxKind> {
-    OutboxKind::parse(&row.get::<_, String>(index)?).ok_or_else(|| corrupt(index, "not an outbox kind"))
-}
-
-pub fn usage(conn: &Connection, usage_id: &str) -> rusqlite::Result<Option<UsageRow>> {
-    conn.prepare_cached(
+pub fn usage(db: Db<'_>, usage_id: &str) -> Result<Option<UsageRow>> {
+    db.query_opt(
         "SELECT usage_id, tenant_id, session_id, meter, quantity, unit, occurred_at, recorded_at, source, sig_alg, \
          key_id, signature, event_id, position FROM usage_records WHERE usage_id = ?1",
-    )?
-    .query_row([usage_id], |row| {
-        Ok(UsageRow {
-            recorded: UsageRecorded {
-                record: UsageRecord {
-                    usage_id: row.get(0)?,
-                    tenant_id: row.get(1)?,
-                    session_id: row.get(2)?,
-                    meter: meter(row, 3)?,
-                    quantity: row.get(4)?,
-                    unit: row.get(5)?,
-                    occurred_at: timestamp(row, 6)?,
-                    recorded_at: timestamp(row, 7)?,
-                    source: row.get(8)?,
+        params![usage_id],
+        |row| {
+            Ok(UsageRow {
+                recorded: UsageRecorded {
+                    record: UsageRecord {
+                        usage_id: row.get(0)?,
+                        tenant_id: row.get(1)?,
+                        session_id: row.get(2)?,
+                        meter: meter(row, 3)?,
+                        quantity: row.get(4)?,
+                        unit: row.get(5)?,
+                        occurred_at: timestamp(row, 6)?,
+                        recorded_at: timestamp(row, 7)?,
+                        source: row.get(8)?,
+                    },
+                    signature: Signature { sig_alg: row.get(9)?, key_id: row.get(10)?, signature: row.get(11)? },
                 },
-                signature: Signature { sig_alg: row.get(9)?, key_id: row.get(10)?, signature: row.get(11)? },
-            },
-            event_id: row.get(12)?,
-            position: row.get(13)?,
-        })
-    })
-    .optional()
+                event_id: row.get(12)?,
+                position: row.get(13)?,
+            })
+        },
+    )
 }
 
 pub fn usage_summary(
-    conn: &Connection,
+    db: Db<'_>,
     tenant_id: &str,
     from: Timestamp,
     to: Timestamp,
     by_hour: bool,
-) -> rusqlite::Result<Vec<SummaryRow>> {
+) -> Result<Vec<SummaryRow>> {
     let group = if by_hour { "meter, window_start" } else { "meter" };
     let window = if by_hour { "window_start" } else { "NULL" };
     let mut rows: BTreeMap<(Option<String>, String), SummaryRow> = BTreeMap::new();
     let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
-    let mut usage = conn.prepare_cached(&format!(
-        "SELECT meter, {window}, SUM(quantity), COUNT(*) FROM usage_records \
-         WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
-    ))?;
-    let mut found = usage.query(params![tenant_id, from, to])?;
-    while let Some(row) = found.next()? {
-        let window_start: Option<String> = row.get(1)?;
+    let usage = db.query_map(
+        &format!(
+            "SELECT meter, {window}, CAST(SUM(quantity) AS BIGINT), COUNT(*) FROM usage_records \
+             WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
+        ),
+        params![tenant_id, from, to],
+        |row| Ok((row.get::<Option<String>>(1)?, row.get::<String>(0)?, meter(row, 0)?, row.get(2)?, row.get(3)?)),
+    )?;
+    for (window_start, meter_name, meter, quantity, records) in usage {
         let entry = SummaryRow {
-            meter: meter(row, 0)?,
+            meter,
             window_start: window_start.as_deref().and_then(Timestamp::parse),
-            quantity: row.get(2)?,
-            records: row.get(3)?,
+            quantity,
+            records,
             adjusted: 0,
         };
-        rows.insert((window_start, row.get(0)?), entry);
+        rows.insert((window_start, meter_name), entry);
     }
-    let mut adjustments = conn.prepare_cached(&format!(
-        "SELECT meter, {window}, SUM(quantity) FROM billing_adjustments \
-         WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
-    ))?;
-    let mut found = adjustments.query(params![tenant_id, from, to])?;
-    while let Some(row) = found.next()? {
-        let window_start: Option<String> = row.get(1)?;
-        let meter = meter(row, 0)?;
-        let adjusted: i64 = row.get(2)?;
-        rows.entry((window_start.clone(), row.get(0)?))
+    let adjustments = db.query_map(
+        &format!(
+            "SELECT meter, {window}, CAST(SUM(quantity) AS BIGINT) FROM billing_adjustments \
+             WHERE tenant_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3 GROUP BY {group}"
+        ),
+        params![tenant_id, from, to],
+        |row| Ok((row.get::<Option<String>>(1)?, row.get::<String>(0)?, meter(row, 0)?, row.get::<i64>(2)?)),
+    )?;
+    for (window_start, meter_name, meter, adjusted) in adjustments {
+        rows.entry((window_start.clone(), meter_name))
             .or_insert_with(|| SummaryRow {
                 meter,
                 window_start: window_start.as_deref().and_then(Timestamp::parse),
@@ -443,7 +436,7 @@ pub fn usage_summary(
 const OUTBOX_COLUMNS: &str = "o.outbox_id, o.kind, o.tenant_id, o.stream_id, o.event_ref, o.meter, o.quantity, \
      o.occurred_at, o.state, o.charge_id, o.sink, o.attempts, o.confirmed_at, o.dead_letters";
 
-fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRow> {
     Ok(OutboxRow {
         outbox_id: row.get(0)?,
         kind: kind(row, 1)?,
@@ -453,7 +446,7 @@ fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         meter: meter(row, 5)?,
         quantity: row.get(6)?,
         occurred_at: timestamp(row, 7)?,
-        state: OutboxState::parse(&row.get::<_, String>(8)?).ok_or_else(|| corrupt(8, "not an outbox state"))?,
+        state: OutboxState::parse(&row.get::<String>(8)?).ok_or_else(|| corrupt(8, "not an outbox state"))?,
         charge_id: row.get(9)?,
         sink: row.get(10)?,
         attempts: row.get(11)?,
@@ -462,40 +455,44 @@ fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-pub fn outbox_item(conn: &Connection, outbox_id: &str) -> rusqlite::Result<Option<OutboxRow>> {
-    conn.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM billing_outbox o WHERE o.outbox_id = ?1"))?
-        .query_row([outbox_id], outbox_from_row)
-        .optional()
+pub fn outbox_item(db: Db<'_>, outbox_id: &str) -> Result<Option<OutboxRow>> {
+    db.query_opt(
+        &format!("SELECT {OUTBOX_COLUMNS} FROM billing_outbox o WHERE o.outbox_id = ?1"),
+        params![outbox_id],
+        outbox_from_row,
+    )
 }
 
-pub fn outbox_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Result<Vec<DueDelivery>> {
-    conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS}, e.type, e.payload, IFNULL(a.attempts, 0) FROM billing_outbox o \
+pub fn outbox_due(db: Db<'_>, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>> {
+    db.query_map(
+        &format!(
+            "SELECT {OUTBOX_COLUMNS}, e.type, e.payload, COALESCE(a.attempts, 0) FROM billing_outbox o \
          JOIN events e ON e.tenant_id = o.tenant_id AND e.event_id = o.event_ref \
          LEFT JOIN delivery_attempts a ON a.kind = 'outbox' AND a.item_id = o.outbox_id \
          WHERE o.state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1) \
          ORDER BY o.position LIMIT ?2"
-    ))?
-    .query_map(params![now.to_rfc3339(), limit], |row| {
-        Ok(DueDelivery {
-            item: outbox_from_row(row)?,
-            event_type: row.get(14)?,
-            payload: row.get(15)?,
-            attempts: row.get(16)?,
-        })
-    })?
-    .collect()
+        ),
+        params![now.to_rfc3339(), limit],
+        |row| {
+            Ok(DueDelivery {
+                item: outbox_from_row(row)?,
+                event_type: row.get(14)?,
+                payload: row.get(15)?,
+                attempts: row.get(16)?,
+            })
+        },
+    )
 }
 
-pub fn backlog(conn: &Connection) -> rusqlite::Result<BillingBacklog> {
-    conn.query_row(
+pub fn backlog(db: Db<'_>) -> Result<BillingBacklog> {
+    db.query_row(
         "SELECT (SELECT COUNT(*) FROM billing_outbox WHERE state = 'pending'), \
                 (SELECT COUNT(*) FROM billing_dead_letters WHERE replayed_at IS NULL), \
                 (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'pending'), \
                 (SELECT COUNT(*) FROM reconciliation_mismatches WHERE alert_state = 'dead_lettered'), \
                 (SELECT COUNT(*) FROM reconciliation_runs), \
                 (SELECT COUNT(*) FROM reconciliation_mismatches)",
-        [],
+        params![],
         |row| {
             Ok(BillingBacklog {
                 outbox_pending: row.get(0)?,
@@ -509,50 +506,49 @@ pub fn backlog(conn: &Connection) -> rusqlite::Result<BillingBacklog> {
     )
 }
 
-pub fn attempts(conn: &Connection, kind: DeliveryKind, item_id: &str) -> rusqlite::Result<Option<AttemptRow>> {
-    conn.prepare_cached(
+pub fn attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>> {
+    db.query_opt(
         "SELECT attempts, next_attempt_at, last_error_code, last_error FROM delivery_attempts \
          WHERE kind = ?1 AND item_id = ?2",
-    )?
-    .query_row([kind.as_str(), item_id], |row| {
-        Ok(AttemptRow {
-            attempts: row.get(0)?,
-            next_attempt_at: timestamp(row, 1)?,
-            last_error_code: row.get(2)?,
-            last_error: row.get(3)?,
-        })
-    })
-    .optional()
+        params![kind.as_str(), item_id],
+        |row| {
+            Ok(AttemptRow {
+                attempts: row.get(0)?,
+                next_attempt_at: timestamp(row, 1)?,
+                last_error_code: row.get(2)?,
+                last_error: row.get(3)?,
+            })
+        },
+    )
 }
 
-pub fn save_attempts(conn: &Connection, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub fn save_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<()> {
+    db.execute(
         "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at, last_error_code, last_error) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (kind, item_id) DO UPDATE SET attempts = excluded.attempts, \
          next_attempt_at = excluded.next_attempt_at, last_error_code = excluded.last_error_code, \
          last_error = excluded.last_error",
-    )?
-    .execute(params![
-        kind.as_str(),
-        item_id,
-        row.attempts,
-        row.next_attempt_at.to_rfc3339(),
-        row.last_error_code,
-        row.last_error
-    ])?;
+        params![
+            kind.as_str(),
+            item_id,
+            row.attempts,
+            row.next_attempt_at.to_rfc3339(),
+            row.last_error_code,
+            row.last_error
+        ],
+    )?;
     Ok(())
 }
 
-pub fn clear_attempts(conn: &Connection, kind: DeliveryKind, item_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM delivery_attempts WHERE kind = ?1 AND item_id = ?2")?
-        .execute([kind.as_str(), item_id])?;
+pub fn clear_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str) -> Result<()> {
+    db.execute("DELETE FROM delivery_attempts WHERE kind = ?1 AND item_id = ?2", params![kind.as_str(), item_id])?;
     Ok(())
 }
 
 const DEAD_LETTER_COLUMNS: &str = "dead_letter_id, outbox_id, kind, tenant_id, stream_id, event_ref, error_code, \
      stage, attempts, last_error, dead_lettered_at, replayed_at, replayed_by";
 
-fn dead_letter_from_row(row: &Row<'_>) -> rusqlite::Result<DeadLetterRow> {
+fn dead_letter_from_row(row: &Row<'_>) -> Result<DeadLetterRow> {
     Ok(DeadLetterRow {
         dead_letter_id: row.get(0)?,
         outbox_id: row.get(1)?,
@@ -570,35 +566,33 @@ fn dead_letter_from_row(row: &Row<'_>) -> rusqlite::Result<DeadLetterRow> {
     })
 }
 
-pub fn dead_letter(conn: &Connection, dead_letter_id: &str) -> rusqlite::Result<Option<DeadLetterRow>> {
-    conn.prepare_cached(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE dead_letter_id = ?1"))?
-        .query_row([dead_letter_id], dead_letter_from_row)
-        .optional()
+pub fn dead_letter(db: Db<'_>, dead_letter_id: &str) -> Result<Option<DeadLetterRow>> {
+    db.query_opt(
+        &format!("SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE dead_letter_id = ?1"),
+        params![dead_letter_id],
+        dead_letter_from_row,
+    )
 }
 
-pub fn dead_letters(conn: &Connection, stream_id: &str) -> rusqlite::Result<Vec<DeadLetterRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE stream_id = ?1 ORDER BY dead_lettered_at, rowid"
-    ))?
-    .query_map([stream_id], dead_letter_from_row)?
-    .collect()
+pub fn dead_letters(db: Db<'_>, stream_id: &str) -> Result<Vec<DeadLetterRow>> {
+    db.query_map(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE stream_id = ?1 ORDER BY dead_lettered_at, dead_letter_id"
+    ), params![stream_id], dead_letter_from_row)
 }
 
-pub fn window_totals(conn: &Connection, tenant_id: &str, window: Window) -> rusqlite::Result<BTreeMap<Meter, Totals>> {
+pub fn window_totals(db: Db<'_>, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>> {
     let start = window.start.to_rfc3339();
     let mut totals: BTreeMap<Meter, Totals> = BTreeMap::new();
     let sums = [
-        "SELECT meter, SUM(quantity) FROM usage_records WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
-        "SELECT meter, SUM(quantity) FROM billing_adjustments WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
-        "SELECT meter, SUM(quantity) FROM billing_outbox WHERE tenant_id = ?1 AND window_start = ?2 \
+        "SELECT meter, CAST(SUM(quantity) AS BIGINT) FROM usage_records WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
+        "SELECT meter, CAST(SUM(quantity) AS BIGINT) FROM billing_adjustments WHERE tenant_id = ?1 AND window_start = ?2 GROUP BY meter",
+        "SELECT meter, CAST(SUM(quantity) AS BIGINT) FROM billing_outbox WHERE tenant_id = ?1 AND window_start = ?2 \
          AND state = 'confirmed' GROUP BY meter",
     ];
     for (which, sql) in sums.iter().enumerate() {
-        let mut statement = conn.prepare_cached(sql)?;
-        let mut rows = statement.query(params![tenant_id, start])?;
-        while let Some(row) = rows.next()? {
-            let entry = totals.entry(meter(row, 0)?).or_default();
-            let sum: i64 = row.get(1)?;
+        let sums = db.query_map(sql, params![tenant_id, start], |row| Ok((meter(row, 0)?, row.get::<i64>(1)?)))?;
+        for (meter, sum) in sums {
+            let entry = totals.entry(meter).or_default();
             match which {
                 0 => entry.metered = sum,
                 1 => entry.adjusted = sum,
@@ -609,22 +603,22 @@ pub fn window_totals(conn: &Connection, tenant_id: &str, window: Window) -> rusq
     Ok(totals)
 }
 
-pub fn billed_tenants(conn: &Connection, window: Window) -> rusqlite::Result<Vec<String>> {
-    conn.prepare_cached(
+pub fn billed_tenants(db: Db<'_>, window: Window) -> Result<Vec<String>> {
+    db.query_map(
         "SELECT tenant_id FROM usage_records WHERE window_start = ?1 \
          UNION SELECT tenant_id FROM billing_adjustments WHERE window_start = ?1 \
          UNION SELECT tenant_id FROM billing_outbox WHERE window_start = ?1 ORDER BY 1",
-    )?
-    .query_map([window.start.to_rfc3339()], |row| row.get(0))?
-    .collect()
+        params![window.start.to_rfc3339()],
+        |row| row.get(0),
+    )
 }
 
 const RUN_COLUMNS: &str = "run_id, tenant_id, window_start, window_end, revision, trigger, comparisons, mismatches, \
      lines, completed_at, position";
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+fn run_from_row(row: &Row<'_>) -> Result<RunRow> {
     let lines: Vec<Line> =
-        serde_json::from_str(&row.get::<_, String>(8)?).map_err(|_| corrupt(8, "not a list of lines"))?;
+        serde_json::from_str(&row.get::<String>(8)?).map_err(|_| corrupt(8, "not a list of lines"))?;
     Ok(RunRow {
         run_id: row.get(0)?,
         tenant_id: row.get(1)?,
@@ -640,42 +634,42 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> {
-    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE run_id = ?1"))?
-        .query_row([run_id], run_from_row)
-        .optional()
+pub fn run(db: Db<'_>, run_id: &str) -> Result<Option<RunRow>> {
+    db.query_opt(
+        &format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE run_id = ?1"),
+        params![run_id],
+        run_from_row,
+    )
 }
 
-pub fn latest_run(conn: &Connection, tenant_id: &str, window: Window) -> rusqlite::Result<Option<RunRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND window_start = ?2 \
+pub fn latest_run(db: Db<'_>, tenant_id: &str, window: Window) -> Result<Option<RunRow>> {
+    db.query_opt(
+        &format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND window_start = ?2 \
          ORDER BY revision DESC LIMIT 1"
-    ))?
-    .query_row(params![tenant_id, window.start.to_rfc3339()], run_from_row)
-    .optional()
+        ),
+        params![tenant_id, window.start.to_rfc3339()],
+        run_from_row,
+    )
 }
 
-pub fn runs(
-    conn: &Connection,
-    tenant_id: &str,
-    window: Option<Window>,
-    before: u64,
-    limit: u64,
-) -> rusqlite::Result<Vec<RunRow>> {
+pub fn runs(db: Db<'_>, tenant_id: &str, window: Option<Window>, before: u64, limit: u64) -> Result<Vec<RunRow>> {
     // SQLite integers are signed: "before anything" is i64::MAX.
     let before = before.min(i64::MAX as u64);
-    conn.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND position < ?2 \
+    db.query_map(
+        &format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND position < ?2 \
          AND (?3 IS NULL OR window_start = ?3) ORDER BY position DESC LIMIT ?4"
-    ))?
-    .query_map(params![tenant_id, before, window.map(|w| w.start.to_rfc3339()), limit], run_from_row)?
-    .collect()
+        ),
+        params![tenant_id, before, window.map(|w| w.start.to_rfc3339()), limit],
+        run_from_row,
+    )
 }
 
 const MISMATCH_COLUMNS: &str = "alert_id, run_id, tenant_id, window_start, meter, metered, charged, adjusted, delta, \
      alert_state, alert_attempts, alert_error_code, raised_at, updated_at";
 
-fn mismatch_from_row(row: &Row<'_>) -> rusqlite::Result<MismatchRow> {
+fn mismatch_from_row(row: &Row<'_>) -> Result<MismatchRow> {
     Ok(MismatchRow {
         alert_id: row.get(0)?,
         run_id: row.get(1)?,
@@ -686,7 +680,7 @@ fn mismatch_from_row(row: &Row<'_>) -> rusqlite::Result<MismatchRow> {
         charged: row.get(6)?,
         adjusted: row.get(7)?,
         delta: row.get(8)?,
-        alert_state: AlertState::parse(&row.get::<_, String>(9)?).ok_or_else(|| corrupt(9, "not an alert state"))?,
+        alert_state: AlertState::parse(&row.get::<String>(9)?).ok_or_else(|| corrupt(9, "not an alert state"))?,
         alert_attempts: row.get(10)?,
         alert_error_code: row.get(11)?,
         raised_at: row.get(12)?,
@@ -694,69 +688,70 @@ fn mismatch_from_row(row: &Row<'_>) -> rusqlite::Result<MismatchRow> {
     })
 }
 
-pub fn mismatches(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<MismatchRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {MISMATCH_COLUMNS} FROM reconciliation_mismatches WHERE run_id = ?1 ORDER BY position"
-    ))?
-    .query_map([run_id], mismatch_from_row)?
-    .collect()
+pub fn mismatches(db: Db<'_>, run_id: &str) -> Result<Vec<MismatchRow>> {
+    db.query_map(
+        &format!("SELECT {MISMATCH_COLUMNS} FROM reconciliation_mismatches WHERE run_id = ?1 ORDER BY position"),
+        params![run_id],
+        mismatch_from_row,
+    )
 }
 
-pub fn alerts_due(conn: &Connection, now: Timestamp, limit: u64) -> rusqlite::Result<Vec<(MismatchRow, u32)>> {
+pub fn alerts_due(db: Db<'_>, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>> {
     let columns = MISMATCH_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
-    conn.prepare_cached(&format!(
-        "SELECT {columns}, IFNULL(a.attempts, 0) FROM reconciliation_mismatches m \
+    db.query_map(
+        &format!(
+            "SELECT {columns}, COALESCE(a.attempts, 0) FROM reconciliation_mismatches m \
          LEFT JOIN delivery_attempts a ON a.kind = 'alert' AND a.item_id = m.alert_id \
          WHERE m.alert_state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1) \
          ORDER BY m.position LIMIT ?2"
-    ))?
-    .query_map(params![now.to_rfc3339(), limit], |row| Ok((mismatch_from_row(row)?, row.get(14)?)))?
-    .collect()
+        ),
+        params![now.to_rfc3339(), limit],
+        |row| Ok((mismatch_from_row(row)?, row.get(14)?)),
+    )
 }
 
-pub fn scheduler(conn: &Connection) -> rusqlite::Result<SchedulerRow> {
-    let row = conn
-        .prepare_cached(
-            "SELECT enabled, last_run_at, last_window, last_error FROM scheduler_state WHERE name = 'reconciliation'",
-        )?
-        .query_row([], |row| {
-            let at = |index: usize| -> rusqlite::Result<Option<Timestamp>> {
-                Ok(row.get::<_, Option<String>>(index)?.as_deref().and_then(Timestamp::parse))
+pub fn scheduler(db: Db<'_>) -> Result<SchedulerRow> {
+    let row = db.query_opt(
+        "SELECT enabled, last_run_at, last_window, last_error FROM scheduler_state WHERE name = 'reconciliation'",
+        params![],
+        |row| {
+            let at = |index: usize| -> Result<Option<Timestamp>> {
+                Ok(row.get::<Option<String>>(index)?.as_deref().and_then(Timestamp::parse))
             };
             Ok(SchedulerRow { enabled: row.get(0)?, last_run_at: at(1)?, last_window: at(2)?, last_error: row.get(3)? })
-        })
-        .optional()?;
+        },
+    )?;
     Ok(row.unwrap_or_default())
 }
 
-pub fn save_scheduler(conn: &Connection, row: &SchedulerRow, now: Timestamp) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub fn save_scheduler(db: Db<'_>, row: &SchedulerRow, now: Timestamp) -> Result<()> {
+    db.execute(
         "INSERT INTO scheduler_state (name, enabled, last_run_at, last_window, last_error, updated_at) \
          VALUES ('reconciliation', ?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, \
          last_run_at = excluded.last_run_at, last_window = excluded.last_window, last_error = excluded.last_error, \
          updated_at = excluded.updated_at",
-    )?
-    .execute(params![
-        row.enabled,
-        row.last_run_at.map(Timestamp::to_rfc3339),
-        row.last_window.map(Timestamp::to_rfc3339),
-        row.last_error,
-        now.to_rfc3339(),
-    ])?;
+        params![
+            row.enabled,
+            row.last_run_at.map(Timestamp::to_rfc3339),
+            row.last_window.map(Timestamp::to_rfc3339),
+            row.last_error,
+            now.to_rfc3339(),
+        ],
+    )?;
     Ok(())
 }
 
-pub fn clock_offset(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn clock_offset(db: Db<'_>) -> Result<i64> {
     let raw: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'test_clock_offset_ms'", [], |row| row.get(0)).optional()?;
+        db.query_opt("SELECT value FROM meta WHERE key = 'test_clock_offset_ms'", params![], |row| row.get(0))?;
     Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-pub fn save_clock_offset(conn: &Connection, offset_millis: i64) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn save_clock_offset(db: Db<'_>, offset_millis: i64) -> Result<()> {
+    db.execute(
         "INSERT INTO meta (key, value) VALUES ('test_clock_offset_ms', ?1) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [offset_millis.to_string()],
+        params![offset_millis.to_string()],
     )?;
     Ok(())
 }

@@ -1,47 +1,31 @@
 //! Transcript snapshots: an append-only history of transcript changes, written only by live
 //! appends (never by rebuild), and compacted by retention without touching events.
 
-use rusqlite::{Connection, params};
-
+use super::db::{Db, Result, params};
 use crate::store::CompactionStats;
 use crate::store::log::StoredEvent;
 
-/// The statement `record` runs.
-pub const INSERT: &str = "INSERT INTO transcript_snapshots \
-     (position, session_id, seq, segment_id, kind, revision, recorded_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
 /// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
-/// projection path only, so rebuilds never write history). `statement` is prepared from `INSERT`.
-pub fn record(
-    statement: &mut rusqlite::Statement<'_>,
-    event: &StoredEvent,
-    segment_id: &str,
-    kind: &str,
-    revision: i64,
-) -> rusqlite::Result<()> {
-    statement.execute(params![
-        event.position,
-        event.stream_id,
-        event.seq,
-        segment_id,
-        kind,
-        revision,
-        event.recorded_at
-    ])?;
+/// projection path only, so rebuilds never write history).
+pub fn record(db: Db<'_>, event: &StoredEvent, segment_id: &str, kind: &str, revision: i64) -> Result<()> {
+    db.execute(
+        "INSERT INTO transcript_snapshots (position, session_id, seq, segment_id, kind, revision, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![event.position, event.stream_id, event.seq, segment_id, kind, revision, event.recorded_at],
+    )?;
     Ok(())
 }
 
 /// Delete a session's superseded snapshots recorded before `before` (RFC 3339), keeping every
 /// segment's current one.
-pub fn compact(conn: &Connection, session_id: &str, before: &str) -> rusqlite::Result<CompactionStats> {
-    let examined: u64 = conn.query_row(
+pub fn compact(db: Db<'_>, session_id: &str, before: &str) -> Result<CompactionStats> {
+    let examined: u64 = db.query_row(
         "SELECT COUNT(*) FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
          WHERE e.stream_id = ?1",
-        [session_id],
+        params![session_id],
         |r| r.get(0),
     )?;
-    let deleted = conn.execute(
+    let deleted = db.execute(
         "DELETE FROM transcript_snapshots WHERE position IN \
          (SELECT t.position FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
           WHERE e.stream_id = ?1 AND t.recorded_at < ?2 AND NOT EXISTS \

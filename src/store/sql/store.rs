@@ -1,0 +1,108 @@
+//! The running store of either backend: one writer (group commit) and a pool of read connections.
+
+use std::sync::Arc;
+
+use super::db::Db;
+use super::reads::ReadView;
+use super::writer::{WriteConn, Writer};
+use crate::clock::Clock;
+use crate::config::{Durability, MasterKey};
+use crate::store::sealing::Vault;
+use crate::store::{Database, Reads, StoreError, sqlite};
+
+/// Read connections of either backend.
+enum ReadPool {
+    Sqlite(sqlite::ReadPool),
+    Postgres(crate::store::postgres::ReadPool),
+}
+
+impl ReadPool {
+    fn with<T>(&self, query: impl FnOnce(Db<'_>) -> T) -> Result<T, StoreError> {
+        match self {
+            ReadPool::Sqlite(pool) => pool.with(query),
+            ReadPool::Postgres(pool) => pool.with(query),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub writer: Writer,
+    readers: Arc<ReadPool>,
+    epoch: Arc<str>,
+    vault: Arc<Vault>,
+    shared: bool,
+}
+
+impl Store {
+    /// Open (creating and migrating if needed) the database and start the writer thread.
+    pub fn open(
+        database: impl Into<Database>,
+        durability: Durability,
+        queue_capacity: usize,
+        clock: Clock,
+        master_key: &MasterKey,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let vault = Arc::new(Vault::new(master_key));
+        let database = database.into();
+        let (conn, readers, epoch) = match &database {
+            Database::Sqlite(path) => {
+                let (conn, epoch) = sqlite::open_writer(path, durability, clock.now(), &vault)?;
+                (WriteConn::Sqlite(conn), ReadPool::Sqlite(sqlite::ReadPool::new(path)), epoch)
+            }
+            Database::Postgres(url) => {
+                let (conn, epoch) = crate::store::postgres::open_writer(url, &vault)?;
+                (WriteConn::Postgres(conn), ReadPool::Postgres(crate::store::postgres::ReadPool::new(url)), epoch)
+            }
+        };
+        let shared = matches!(database, Database::Postgres(_));
+        let (writer, handle) = Writer::start(conn, queue_capacity, clock, vault.clone())?;
+        Ok((Store { writer, readers: Arc::new(readers), epoch: epoch.into(), vault, shared }, handle))
+    }
+
+    /// Whether other processes (nodes) write to the same database. Embedded SQLite serves one
+    /// process, so a claim held by any other node is from a process that is gone.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The tenants' data keys, for sealing on the request's thread (`NewEvent::preseal`).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Run a query now, on the calling thread (start-up only).
+    pub fn read_now<T: Send>(
+        &self,
+        query: impl FnOnce(&dyn Reads) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let run = || self.readers.with(|db| query(&ReadView { db, vault: &self.vault }))?;
+        match &*self.readers {
+            ReadPool::Sqlite(_) => run(),
+            ReadPool::Postgres(_) => crate::store::postgres::off_async(run),
+        }
+    }
+
+    /// Identifies this database's history; a client holding another epoch must reload.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Run a read-only query off the async threads, keeping the caller's tracing span.
+    pub async fn read<T, E, F>(&self, query: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&dyn Reads) -> Result<T, E> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let vault = self.vault.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            readers.with(|db| query(&ReadView { db, vault: &vault }))?
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("a read task failed: {e}")))?
+    }
+}
