@@ -1,11 +1,11 @@
 //! The command line: `serve`, `serve --dev`, `migrate`, `verify`, `rebuild`, `token`, `bench`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DevSecrets, MasterKey, database_path};
+use crate::config::{Config, Database, DevSecrets, MasterKey};
 use crate::domain::principal::Role;
 
 #[derive(Debug, Parser)]
@@ -151,7 +151,7 @@ fn print_dev_banner(config: &Config) {
     };
     println!("callstream dev mode");
     println!("  listening on   http://{}", config.listen);
-    println!("  database       {}", config.database_path().display());
+    println!("  database       {}", config.database);
     println!("  user token     {}", mint("dev-user", &[Role::User]));
     println!("  operator token {}", mint("dev-operator", &[Role::Operator]));
     println!("  service token  {}", mint("dev-agent", &[Role::Service]));
@@ -162,8 +162,17 @@ fn print_dev_banner(config: &Config) {
     println!("         -H 'Content-Type: application/json' -d '{{\"title\":\"hello\"}}'");
 }
 
-fn database() -> PathBuf {
-    database_path(&Config::data_dir_from_env())
+/// The database the maintenance commands work on; a SQLite file must already exist for `verify`
+/// and `rebuild` (they never create one).
+fn database(must_exist: bool) -> Result<Database, String> {
+    let database = Config::database_from_env().map_err(|e| e.to_string())?;
+    if let Database::Sqlite(path) = &database
+        && must_exist
+        && !path.exists()
+    {
+        return Err(format!("no database at {}", path.display()));
+    }
+    Ok(database)
 }
 
 /// The maintenance commands open sealed payloads: `CALLSTREAM_MASTER_KEY`, or the key `serve
@@ -186,9 +195,13 @@ fn migrate() -> ExitCode {
         Ok(key) => key,
         Err(err) => return fail(err),
     };
-    match crate::store::migrate(&database(), &master_key) {
+    let database = match database(false) {
+        Ok(database) => database,
+        Err(err) => return fail(err),
+    };
+    match crate::store::migrate(&database, &master_key) {
         Ok(version) => {
-            println!("database {} at schema version {version}", database().display());
+            println!("database {database} at schema version {version}");
             ExitCode::SUCCESS
         }
         Err(err) => fail(err),
@@ -196,10 +209,10 @@ fn migrate() -> ExitCode {
 }
 
 fn verify() -> ExitCode {
-    let path = database();
-    if !path.exists() {
-        return fail(format!("no database at {}", path.display()));
-    }
+    let path = match database(true) {
+        Ok(database) => database,
+        Err(err) => return fail(err),
+    };
     let master_key = match master_key() {
         Ok(key) => key,
         Err(err) => return fail(err),
@@ -225,10 +238,10 @@ fn verify() -> ExitCode {
 }
 
 fn rebuild() -> ExitCode {
-    let path = database();
-    if !path.exists() {
-        return fail(format!("no database at {}", path.display()));
-    }
+    let path = match database(true) {
+        Ok(database) => database,
+        Err(err) => return fail(err),
+    };
     let master_key = match master_key() {
         Ok(key) => key,
         Err(err) => return fail(err),

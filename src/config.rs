@@ -103,6 +103,8 @@ pub struct LiveKitConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `CALLSTREAM_DATABASE_URL`, or SQLite in the data directory.
+    pub database: Database,
     pub jwt: JwtConfig,
     pub resume_secret: Secret,
     /// The first key signs; all verify.
@@ -346,6 +348,7 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|_| problem("CALLSTREAM_LISTEN", "must be host:port with a numeric IP, e.g. 127.0.0.1:8080"))?;
         let data_dir = PathBuf::from(get("CALLSTREAM_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()));
+        let database = Database::select(get(DATABASE_URL), &data_dir)?;
 
         let jwt = JwtConfig {
             secret: strong_secret("CALLSTREAM_JWT_SECRET", required("CALLSTREAM_JWT_SECRET")?)?,
@@ -431,6 +434,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
+            database,
             jwt,
             resume_secret,
             meter_signing_keys,
@@ -449,8 +453,20 @@ impl Config {
         })
     }
 
+    /// The SQLite file in the data directory (the store when `database` is SQLite).
     pub fn database_path(&self) -> PathBuf {
         database_path(&self.data_dir)
+    }
+
+    /// The store's database as the environment (or the config file) names it, for the maintenance
+    /// commands, which need nothing else.
+    pub fn database_from_env() -> Result<Database, ConfigError> {
+        let from_file = || {
+            let path = std::env::var(CONFIG_FILE).ok()?;
+            read_config_file(Path::new(&path)).ok()?.remove(DATABASE_URL)
+        };
+        let url = std::env::var(DATABASE_URL).ok().filter(|v| !v.trim().is_empty()).or_else(from_file);
+        Database::select(url, &Self::data_dir_from_env())
     }
 }
 
@@ -515,6 +531,80 @@ fn cors_origins(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
 
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("callstream.db")
+}
+
+/// Names the PostgreSQL database that several nodes share; unset, the store is SQLite.
+pub const DATABASE_URL: &str = "CALLSTREAM_DATABASE_URL";
+
+/// Where the store lives: a SQLite file (the embedded default) or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Database {
+    /// PostgreSQL when `url` is set (it must be a `postgres://` URL), else SQLite in `data_dir`.
+    pub fn select(url: Option<String>, data_dir: &Path) -> Result<Database, ConfigError> {
+        match url {
+            None => Ok(Database::Sqlite(database_path(data_dir))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url))
+            }
+            Some(_) => Err(problem(
+                DATABASE_URL,
+                "must be a postgres:// URL, e.g. postgres://callstream@db:5432/callstream (unset it for SQLite \
+                 under the data directory)",
+            )),
+        }
+    }
+}
+
+impl From<&Path> for Database {
+    fn from(path: &Path) -> Self {
+        Database::Sqlite(path.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Database {
+    fn from(path: &PathBuf) -> Self {
+        Database::Sqlite(path.clone())
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Self {
+        Database::Sqlite(path)
+    }
+}
+
+impl From<&Database> for Database {
+    fn from(database: &Database) -> Self {
+        database.clone()
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => write!(f, "{}", redact_url(url)),
+        }
+    }
+}
+
+/// A URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 pub const MAX_LIVEKIT_TOKEN_TTL_SECS: u64 = 3600;
@@ -658,6 +748,20 @@ mod tests {
 
     fn load(env: &HashMap<&'static str, String>, dev: Option<&DevSecrets>) -> Result<Config, ConfigError> {
         Config::load(|name| env.get(name).cloned(), dev)
+    }
+
+    #[test]
+    fn the_database_url_selects_postgres_and_anything_else_is_refused_by_name() {
+        let mut env = full_env();
+        let config = load(&env, None).expect("valid");
+        assert_eq!(config.database, Database::Sqlite(PathBuf::from(DEFAULT_DATA_DIR).join("callstream.db")));
+        env.insert(DATABASE_URL, "postgres://app:s3cret@db:5432/calls".to_owned());
+        let config = load(&env, None).expect("valid");
+        assert_eq!(config.database, Database::Postgres("postgres://app:s3cret@db:5432/calls".to_owned()));
+        assert_eq!(config.database.to_string(), "postgres://app:***@db:5432/calls", "never the password");
+        env.insert(DATABASE_URL, "mysql://app:s3cret@db/calls".to_owned());
+        let err = load(&env, None).expect_err("not postgres").to_string();
+        assert!(err.contains(DATABASE_URL) && !err.contains("s3cret"), "{err}");
     }
 
     #[test]

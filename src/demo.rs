@@ -154,7 +154,7 @@ async fn drive() -> Result<(), String> {
     let demo = Demo { base: base.clone(), client: reqwest::Client::new(), started: Instant::now(), delivered };
     let result = script(&demo, &config).await;
     server.stop(true).await;
-    let verified = crate::store::verify(&config.database_path(), &config.master_key).map_err(|e| e.to_string())?;
+    let verified = crate::store::verify(&config.database, &config.master_key).map_err(|e| e.to_string())?;
     println!(
         "[{:>6.3}s] callstream verify: {} events in {} streams, hash chain {}, projections {}",
         demo.started.elapsed().as_secs_f64(),

@@ -88,7 +88,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let clock = if config.test_clock { clock::Clock::adjustable() } else { clock::Clock::system() };
         let (store, writer_thread) = Store::open(
-            &config.database_path(),
+            &config.database,
             config.durability,
             config.writer_queue_capacity,
             clock.clone(),

@@ -17,8 +17,8 @@ pub mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
+pub use crate::config::Database;
 pub use records::*;
 pub use sql::store::Store;
 pub use sql::writer::Writer;
@@ -186,46 +186,6 @@ pub trait WriteUnit: Reads {
     /// Destroy the tenant's data keys (its sealed payload fields become unreadable for good) and
     /// purge its projections of personal fields. The log is not touched.
     fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError>;
-}
-
-/// Where the store lives: a SQLite file (the embedded default) or a PostgreSQL database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl From<&Path> for Database {
-    fn from(path: &Path) -> Self {
-        Database::Sqlite(path.to_path_buf())
-    }
-}
-
-impl From<&PathBuf> for Database {
-    fn from(path: &PathBuf) -> Self {
-        Database::Sqlite(path.clone())
-    }
-}
-
-impl From<PathBuf> for Database {
-    fn from(path: PathBuf) -> Self {
-        Database::Sqlite(path)
-    }
-}
-
-impl From<&Database> for Database {
-    fn from(database: &Database) -> Self {
-        database.clone()
-    }
-}
-
-impl std::fmt::Display for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Database::Sqlite(path) => write!(f, "{}", path.display()),
-            Database::Postgres(url) => write!(f, "{}", crate::store::postgres::redact(url)),
-        }
-    }
 }
 
 // The maintenance commands open sealed payloads to rebuild projections: they need the master key.

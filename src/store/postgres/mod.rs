@@ -39,19 +39,7 @@ pub fn connect(url: &str) -> Result<postgres::Client, StoreError> {
         .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL at {}: {e}", redact(url))))
 }
 
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact_url as redact;
 
 /// The synchronous client drives its own runtime, which must not start or stop on an async
 /// thread. Run `work` on a thread of its own when the caller may be one (start-up, tools); reads
