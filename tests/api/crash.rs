@@ -13,7 +13,7 @@ use callstream::domain::principal::Role;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::helpers::{test_config, test_env, transcript};
+use crate::helpers::{RawDb, test_config, test_env, transcript};
 
 const CYCLES: usize = 20;
 const PRODUCERS: usize = 4;
@@ -73,14 +73,18 @@ fn assert_each_present_once_and_verified(
     config: &callstream::config::Config,
     acknowledged: &HashSet<String>,
 ) -> callstream::store::VerifyReport {
-    let conn = rusqlite::Connection::open(config.database_path()).expect("open");
-    let mut count =
-        conn.prepare("SELECT COUNT(*) FROM events WHERE tenant_id = 't1' AND event_id = ?1").expect("prepare");
+    let stored = RawDb::open(&config.database)
+        .rows("SELECT event_id, COUNT(*) FROM events WHERE tenant_id = 't1' GROUP BY event_id");
+    let counts: std::collections::HashMap<String, String> =
+        stored.into_iter().map(|row| (row[0].clone().expect("id"), row[1].clone().expect("count"))).collect();
     for event_id in acknowledged {
-        let n: i64 = count.query_row([event_id], |row| row.get(0)).expect("count");
-        assert_eq!(n, 1, "acknowledged event {event_id} present exactly once");
+        assert_eq!(
+            counts.get(event_id).map(String::as_str),
+            Some("1"),
+            "acknowledged event {event_id} present exactly once"
+        );
     }
-    let report = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
+    let report = callstream::store::verify(&config.database, &config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
     report
 }

@@ -6,41 +6,27 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_in};
+use crate::helpers::{RawDb, TestApp, error_code, spawn_app, spawn_app_in};
 
 const SECRET_WORDS: [&str; 5] = ["Ada Lovelace", "555-0199", "analytical engine", "ada@example.org", "Babbage"];
 
 /// The log's first `through` rows, hashed: proves none of them was updated or deleted. (The
 /// outbox appends billing confirmations on its own schedule, after them.)
 fn log_digest(app: &TestApp, through: u64) -> (u64, String) {
-    let conn = rusqlite::Connection::open(app.database()).expect("open");
-    let mut statement = conn
-        .prepare(
-            "SELECT position, tenant_id, stream_id, seq, event_id, type, payload, hash FROM events \
-             WHERE position <= ?1 ORDER BY position",
-        )
-        .expect("prepare");
+    let rows = RawDb::open(&app.database()).rows(&format!(
+        "SELECT position, tenant_id, stream_id, seq, event_id, type, payload, hash FROM events \
+         WHERE position <= {through} ORDER BY position"
+    ));
     let mut hasher = Sha256::new();
-    let mut count = 0;
-    let mut rows = statement.query([through]).expect("query");
-    while let Some(row) = rows.next().expect("row") {
-        for index in 0..7 {
-            let value: rusqlite::types::Value = row.get(index).expect("column");
-            hasher.update(format!("{value:?}|"));
-        }
-        hasher.update(row.get::<_, Vec<u8>>(7).expect("hash"));
-        count += 1;
+    for row in &rows {
+        hasher.update(format!("{row:?}"));
     }
-    (count, hex::encode(hasher.finalize()))
+    (rows.len() as u64, hex::encode(hasher.finalize()))
 }
 
 fn raw_log_text(app: &TestApp) -> String {
-    let conn = rusqlite::Connection::open(app.database()).expect("open");
-    let payloads: Vec<String> = conn
-        .prepare("SELECT payload FROM events")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("payloads");
-    payloads.join("\n")
+    let rows = RawDb::open(&app.database()).rows("SELECT payload FROM events");
+    rows.into_iter().flatten().flatten().collect::<Vec<_>>().join("\n")
 }
 
 /// A call of tenant `tenant` with personal data in every place the data map names.

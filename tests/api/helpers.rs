@@ -29,8 +29,49 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
+/// Set by `postgres_suite` for the run of this suite it starts: every server then runs on a
+/// PostgreSQL database of its own, named with this prefix (the parent drops them afterwards).
+pub const SCRATCH_PREFIX: &str = "CALLSTREAM_TEST_SCRATCH_PREFIX";
+
+/// Whether this run of the suite puts its servers on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(SCRATCH_PREFIX).is_ok()
+}
+
+/// The server every scratch database is created on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("CALLSTREAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// On PostgreSQL runs, the database that belongs to a data dir (created on first use, so a
+/// restarted server finds its data again).
+fn postgres_url_for(data_dir: &std::path::Path) -> Option<String> {
+    static DATABASES: LazyLock<std::sync::Mutex<HashMap<PathBuf, String>>> = LazyLock::new(Default::default);
+    let prefix = std::env::var(SCRATCH_PREFIX).ok()?;
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let url = databases.entry(data_dir.to_path_buf()).or_insert_with(|| {
+        let scratch =
+            callstream::store::postgres::scratch::ScratchDatabase::create_with_prefix(&postgres_admin_url(), &prefix)
+                .expect("create a scratch database");
+        let url = scratch.url.clone();
+        // The parent run drops every database of the prefix.
+        std::mem::forget(scratch);
+        url
+    });
+    Some(url.clone())
+}
+
 /// The environment a test server (or the real binary in crash tests) runs with.
 pub fn test_env(data_dir: &std::path::Path) -> HashMap<&'static str, String> {
+    let mut env = base_env(data_dir);
+    if let Some(url) = postgres_url_for(data_dir) {
+        env.insert(callstream::config::DATABASE_URL, url);
+    }
+    env
+}
+
+fn base_env(data_dir: &std::path::Path) -> HashMap<&'static str, String> {
     HashMap::from([
         ("CALLSTREAM_LISTEN", "127.0.0.1:0".to_owned()),
         ("CALLSTREAM_DATA_DIR", data_dir.display().to_string()),
@@ -115,8 +156,9 @@ impl TestApp {
         self.data_dir
     }
 
-    pub fn database(&self) -> PathBuf {
-        self.config.database_path()
+    /// The store's database (SQLite in the data dir, or this run's PostgreSQL database).
+    pub fn database(&self) -> callstream::store::Database {
+        self.config.database.clone()
     }
 
     pub fn token(&self, sub: &str, tenant: &str, roles: &[Role]) -> String {
@@ -208,4 +250,107 @@ pub async fn error_code(response: Response) -> String {
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
     assert_eq!(error["requestId"].as_str().map(str::to_owned), request_id, "requestId echoes the header");
     error["code"].as_str().expect("code").to_owned()
+}
+
+/// A direct connection to a server's database, beside the server: what an operator (or an
+/// attacker) with database access has. Statements are plain SQL text; rows come back as text
+/// (`None` for NULL, blobs as lowercase hex).
+pub enum RawDb {
+    Sqlite(rusqlite::Connection),
+    /// The synchronous client must not run on the test's async threads: each call runs on a
+    /// thread of its own, and so does the drop.
+    Postgres(Option<postgres::Client>),
+}
+
+impl RawDb {
+    pub fn open(database: &callstream::store::Database) -> RawDb {
+        match database {
+            callstream::store::Database::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+                conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+                RawDb::Sqlite(conn)
+            }
+            callstream::store::Database::Postgres(url) => RawDb::Postgres(Some(
+                callstream::store::postgres::off_async(|| callstream::store::postgres::connect(url))
+                    .expect("connect to PostgreSQL"),
+            )),
+        }
+    }
+
+    /// The statement of this backend's dialect.
+    pub fn pick<'s>(&self, sqlite: &'s str, postgres: &'s str) -> &'s str {
+        match self {
+            RawDb::Sqlite(_) => sqlite,
+            RawDb::Postgres(_) => postgres,
+        }
+    }
+
+    /// Run statements (no parameters); the error's text on failure.
+    pub fn execute(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            RawDb::Sqlite(conn) => conn.execute_batch(sql).map_err(|e| e.to_string()),
+            RawDb::Postgres(client) => {
+                let client = client.as_mut().expect("open");
+                callstream::store::postgres::off_async(|| client.batch_execute(sql))
+                    .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned()))
+            }
+        }
+    }
+
+    /// Every row of a query, each column as text.
+    pub fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            RawDb::Sqlite(conn) => {
+                let mut statement = conn.prepare(sql).expect("prepare");
+                let columns = statement.column_count();
+                statement
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|i| {
+                                Ok(match row.get::<_, rusqlite::types::Value>(i)? {
+                                    rusqlite::types::Value::Null => None,
+                                    rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                                    rusqlite::types::Value::Real(f) => Some(f.to_string()),
+                                    rusqlite::types::Value::Text(t) => Some(t),
+                                    rusqlite::types::Value::Blob(b) => Some(hex::encode(b)),
+                                })
+                            })
+                            .collect()
+                    })
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows")
+            }
+            RawDb::Postgres(client) => {
+                let client = client.as_mut().expect("open");
+                let messages = callstream::store::postgres::off_async(|| client.simple_query(sql)).expect("query");
+                messages
+                    .iter()
+                    .filter_map(|message| match message {
+                        postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(|v| v.strip_prefix("\\x").unwrap_or(v).to_owned()))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The first column of the first row.
+    pub fn value(&mut self, sql: &str) -> Option<String> {
+        self.rows(sql).into_iter().next().and_then(|row| row.into_iter().next().flatten())
+    }
+}
+
+impl Drop for RawDb {
+    fn drop(&mut self) {
+        if let RawDb::Postgres(client) = self
+            && let Some(client) = client.take()
+        {
+            callstream::store::postgres::off_async(move || drop(client));
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod openapi;
 mod operator;
 mod orchestration;
 mod pg_log;
+mod postgres_suite;
 mod python;
 mod realtime;
 mod rebuild;

@@ -117,6 +117,6 @@ async fn schemathesis_finds_no_server_error_and_every_answer_matches_the_documen
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(exited.expect("the server exits after SIGTERM").success(), "exit 0 after SIGTERM");
-    let verified = callstream::store::verify(&config.database_path(), &config.master_key).expect("verify");
+    let verified = callstream::store::verify(&config.database, &config.master_key).expect("verify");
     assert!(verified.is_ok(), "the log written during fuzzing verifies: {verified:?}");
 }

@@ -5,7 +5,7 @@ use callstream::domain::principal::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_in, transcript};
+use crate::helpers::{RawDb, TestApp, error_code, spawn_app, spawn_app_in, transcript};
 use crate::ws::try_connect;
 
 async fn patch(app: &TestApp, token: &str, tenant: &str, body: Value) -> reqwest::Response {
@@ -156,11 +156,10 @@ async fn the_audit_trail_cannot_be_rewritten() {
         app.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await.status(),
         StatusCode::CREATED
     );
-    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
-    assert!(conn.execute("UPDATE audit_log SET actor_id = 'someone-else'", []).is_err());
-    assert!(conn.execute("DELETE FROM audit_log", []).is_err());
-    let actor: String = conn.query_row("SELECT actor_id FROM audit_log", [], |r| r.get(0)).expect("row");
-    assert_eq!(actor, "ops");
+    let mut db = RawDb::open(&app.database());
+    assert!(db.execute("UPDATE audit_log SET actor_id = 'someone-else'").is_err());
+    assert!(db.execute("DELETE FROM audit_log").is_err());
+    assert_eq!(db.value("SELECT actor_id FROM audit_log").as_deref(), Some("ops"));
 }
 
 #[tokio::test]
@@ -210,11 +209,13 @@ async fn the_data_map_describes_exactly_the_tables_that_exist() {
         })
         .collect();
     described.sort();
-    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
-    let mut existing: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("tables");
+    let mut db = RawDb::open(&app.database());
+    let tables = db.pick(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        // The migration ledger is PostgreSQL's own bookkeeping, like SQLite's user_version.
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'",
+    );
+    let mut existing: Vec<String> = db.rows(tables).into_iter().flatten().flatten().collect();
     existing.sort();
     assert_eq!(described, existing, "every table has exactly one data-map entry");
     let refused = app.get("/v1/governance/data-map", &app.user("alice")).await;

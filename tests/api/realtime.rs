@@ -7,7 +7,7 @@ use callstream::domain::principal::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_in, spawn_app_with, transcript};
+use crate::helpers::{RawDb, TestApp, error_code, spawn_app, spawn_app_in, spawn_app_with, transcript};
 use crate::ws::{Ended, connect, seqs, try_connect};
 
 async fn ingest_n(app: &TestApp, token: &str, session: &str, prefix: &str, n: usize) {
@@ -436,14 +436,14 @@ async fn connections_closed_long_ago_are_pruned_and_recent_ones_kept() {
     let app = spawn_app().await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    let row = |id: &str, disconnected: Option<&str>| {
-        conn.execute(
+    let mut db = RawDb::open(&app.database());
+    let mut row = |id: &str, disconnected: Option<&str>| {
+        let disconnected = disconnected.map_or("NULL".to_owned(), |at| format!("'{at}'"));
+        db.execute(&format!(
             "INSERT INTO ws_connections (connection_id, tenant_id, session_id, user_id, acked_seq, generation, \
-             created_at, connected_at, disconnected_at) VALUES (?1, 't1', ?2, 'alice', 0, 1, ?3, ?3, ?4)",
-            rusqlite::params![id, session, "2026-01-01T00:00:00.000Z", disconnected],
-        )
+             created_at, connected_at, disconnected_at) VALUES ('{id}', 't1', '{session}', 'alice', 0, 1, \
+             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', {disconnected})"
+        ))
         .expect("insert");
     };
     row("wc_ancient", Some("2026-01-02T00:00:00.000Z"));
@@ -454,12 +454,14 @@ async fn connections_closed_long_ago_are_pruned_and_recent_ones_kept() {
 
     let mut socket = connect(&app, &alice, &session, "").await;
     socket.next().await;
-    let mut remaining: Vec<String> = conn
-        .prepare(
+    let mut remaining: Vec<String> = RawDb::open(&app.database())
+        .rows(
             "SELECT connection_id FROM ws_connections WHERE connection_id IN ('wc_ancient', 'wc_yesterday', 'wc_open')",
         )
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("rows");
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
     remaining.sort();
     assert_eq!(remaining, ["wc_open", "wc_yesterday"], "only the row closed > 7 days ago is gone");
 }

@@ -6,21 +6,14 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app_with, transcript};
+use callstream::store::Database;
+
+use crate::helpers::{RawDb, spawn_app_with, transcript};
 
 const STATES: [&str; 5] = ["created", "connecting", "active", "ended", "failed"];
 
-fn dump(path: &std::path::Path, table: &str) -> Vec<Vec<String>> {
-    let conn = rusqlite::Connection::open(path).expect("open");
-    let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).expect("prepare");
-    let columns = statement.column_count();
-    statement
-        .query_map([], |row| {
-            (0..columns).map(|i| row.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect()
-        })
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+fn dump(database: &Database, table: &str) -> Vec<Vec<Option<String>>> {
+    RawDb::open(database).rows(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
 }
 
 #[tokio::test]
@@ -182,22 +175,20 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
     assert!(report.is_ok(), "seed {seed}: {report:?}");
 
-    // The rebuild command on a consistent copy yields exactly the live rows.
-    let copy = app.data_dir.path().join("copy.db");
-    rusqlite::Connection::open(app.database())
-        .expect("open")
-        .execute("VACUUM INTO ?1", [copy.display().to_string()])
-        .expect("copy");
-    let live = dump(&copy, "sessions");
-    let live_actions = dump(&copy, "actions");
+    // With the server stopped (nothing appends any more), the rebuild command yields exactly the
+    // live rows.
+    let (database, master_key) = (app.database(), app.config.master_key.clone());
+    let _data_dir = app.stop().await;
+    let live = dump(&database, "sessions");
+    let live_actions = dump(&database, "actions");
     let billing_tables =
         ["usage_records", "billing_adjustments", "billing_outbox", "reconciliation_runs", "reconciliation_mismatches"];
-    let live_billing: Vec<_> = billing_tables.iter().map(|table| dump(&copy, table)).collect();
-    callstream::store::rebuild(&copy, &app.config.master_key).expect("rebuild");
-    assert_eq!(dump(&copy, "sessions"), live, "seed {seed}");
-    assert_eq!(dump(&copy, "actions"), live_actions, "seed {seed}");
+    let live_billing: Vec<_> = billing_tables.iter().map(|table| dump(&database, table)).collect();
+    callstream::store::rebuild(&database, &master_key).expect("rebuild");
+    assert_eq!(dump(&database, "sessions"), live, "seed {seed}");
+    assert_eq!(dump(&database, "actions"), live_actions, "seed {seed}");
     for (table, rows) in billing_tables.iter().zip(&live_billing) {
-        assert_eq!(&dump(&copy, table), rows, "seed {seed}: {table}");
+        assert_eq!(&dump(&database, table), rows, "seed {seed}: {table}");
     }
     assert!(!live_billing[0].is_empty(), "seed {seed}: the workload metered usage");
     assert!(!live_billing[3].is_empty(), "seed {seed}: the workload reconciled windows");
@@ -205,15 +196,13 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     assert!(!live_actions.is_empty(), "seed {seed}: the workload requested actions");
 
     // The comparison can fail: damage one projection row and it is named.
-    rusqlite::Connection::open(&copy)
-        .expect("open")
-        .execute("UPDATE sessions SET version = version + 1000 WHERE rowid = (SELECT MIN(rowid) FROM sessions)", [])
+    RawDb::open(&database)
+        .execute(
+            "UPDATE sessions SET version = version + 1000 WHERE session_id = (SELECT MIN(session_id) FROM sessions); \
+             UPDATE actions SET status = status || '-damaged' WHERE action_id = (SELECT MIN(action_id) FROM actions)",
+        )
         .expect("sabotage");
-    rusqlite::Connection::open(&copy)
-        .expect("open")
-        .execute("UPDATE actions SET status = status || '-damaged' WHERE rowid = (SELECT MIN(rowid) FROM actions)", [])
-        .expect("sabotage an action");
-    let differences = callstream::store::diff_against_rebuild(&copy, &app.config.master_key).expect("diff");
+    let differences = callstream::store::diff_against_rebuild(&database, &master_key).expect("diff");
     assert_eq!(
         differences,
         vec![("sessions".to_owned(), 2), ("actions".to_owned(), 2)],

@@ -6,9 +6,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{error_code, spawn_app_in, spawn_app_with, transcript};
+use crate::helpers::{RawDb, error_code, spawn_app_in, spawn_app_with, transcript};
 
-/// A writer that cannot commit (another process holds SQLite's write lock) fills its bounded
+/// A writer that cannot commit (another process holds SQLite's write lock, or PostgreSQL's
+/// append lock that every node's writer takes) fills its bounded
 /// queue; the next command is told 503 with `Retry-After` at once, and the queued ones commit as
 /// soon as the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -16,8 +17,9 @@ async fn a_full_writer_queue_answers_503_with_retry_after() {
     let app = spawn_app_with(&[("CALLSTREAM_WRITER_QUEUE_CAPACITY", "2")]).await;
     let alice = app.user("alice");
     let session = app.create_session(&alice).await;
-    let blocker = rusqlite::Connection::open(app.database()).expect("open");
-    blocker.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    let mut blocker = RawDb::open(&app.database());
+    let take = format!("BEGIN; SELECT pg_advisory_xact_lock({})", callstream::store::postgres::APPEND_LOCK);
+    blocker.execute(blocker.pick("BEGIN IMMEDIATE", &take)).expect("take the write lock");
 
     // Commands go in one at a time until the queue is full: the first group the writer takes
     // blocks on the lock, every later command waits in the queue (capacity 2).
@@ -49,7 +51,7 @@ async fn a_full_writer_queue_answers_503_with_retry_after() {
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(error_code(refused).await, "SERVICE_UNAVAILABLE");
 
-    blocker.execute_batch("COMMIT").expect("release");
+    blocker.execute("COMMIT").expect("release");
     let mut committed = 0;
     for request in queued {
         let response = request.await.expect("task");
@@ -114,18 +116,17 @@ async fn projections_of_another_version_are_rebuilt_at_start_up() {
     let session = app.create_session(&alice).await;
     let database = app.database();
     let data_dir = app.stop().await;
-    {
-        let conn = rusqlite::Connection::open(&database).expect("open");
-        conn.execute("UPDATE sessions SET title = 'damaged', state = 'ended'", []).expect("damage");
-        conn.execute("UPDATE meta SET value = '0' WHERE key = 'projection_version'", []).expect("old version");
-    }
+    RawDb::open(&database)
+        .execute(
+            "UPDATE sessions SET title = 'damaged', state = 'ended'; \
+             UPDATE meta SET value = '0' WHERE key = 'projection_version'",
+        )
+        .expect("damage, and an old version");
     let app = spawn_app_in(data_dir).await;
     let view: Value = app.get(&format!("/v1/call/sessions/{session}"), &alice).await.json().await.expect("json");
     assert_eq!((view["title"].as_str(), view["state"].as_str()), (Some("test call"), Some("created")));
-    let conn = rusqlite::Connection::open(&database).expect("open");
-    let version: String =
-        conn.query_row("SELECT value FROM meta WHERE key = 'projection_version'", [], |r| r.get(0)).expect("version");
-    assert_eq!(version, callstream::store::PROJECTION_VERSION.to_string());
+    let version = RawDb::open(&database).value("SELECT value FROM meta WHERE key = 'projection_version'");
+    assert_eq!(version, Some(callstream::store::PROJECTION_VERSION.to_string()));
 }
 
 /// A resume token from another database history (epoch) is refused with EPOCH_CHANGED: the
@@ -142,10 +143,7 @@ async fn a_resume_token_from_another_epoch_is_refused() {
     let database = app.database();
     let data_dir = app.stop().await;
     // The database is replaced by one with another history (here: the same rows, a new epoch).
-    rusqlite::Connection::open(&database)
-        .expect("open")
-        .execute("UPDATE meta SET value = 'ep_other' WHERE key = 'epoch'", [])
-        .expect("new epoch");
+    RawDb::open(&database).execute("UPDATE meta SET value = 'ep_other' WHERE key = 'epoch'").expect("new epoch");
     let app = spawn_app_in(data_dir).await;
     let refused =
         app.post(&format!("/v1/call/sessions/{session}/reconnect"), &alice, &json!({"resumeToken": token})).await;

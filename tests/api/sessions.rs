@@ -2,7 +2,7 @@ use callstream::domain::principal::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{RawDb, error_code, spawn_app};
 
 #[tokio::test]
 async fn a_created_session_is_readable_by_its_owner() {
@@ -105,16 +105,15 @@ async fn bad_create_bodies_are_rejected() {
 async fn expired_idempotency_answers_are_pruned_by_later_keyed_creates() {
     let app = spawn_app().await;
     let alice = app.user("alice");
-    let conn = rusqlite::Connection::open(app.data_dir.path().join("callstream.db")).expect("open");
-    conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    let mut db = RawDb::open(&app.database());
     for (key, created_at) in
         [("ancient", "2026-01-01T00:00:00.000Z".to_owned()), ("fresh", chrono::Utc::now().to_rfc3339())]
     {
-        conn.execute(
+        let hash = db.pick("x'00'", "'\\x00'::bytea");
+        db.execute(&format!(
             "INSERT INTO idempotency_keys (tenant_id, user_id, route, key, request_hash, status, response, created_at) \
-             VALUES ('t1', 'alice', 'POST /v1/call/sessions', ?1, x'00', 201, '{}', ?2)",
-            rusqlite::params![key, created_at],
-        )
+             VALUES ('t1', 'alice', 'POST /v1/call/sessions', '{key}', {hash}, 201, '{{}}', '{created_at}')"
+        ))
         .expect("insert");
     }
     let created = app
@@ -127,10 +126,7 @@ async fn expired_idempotency_answers_are_pruned_by_later_keyed_creates() {
         .await
         .expect("send");
     assert_eq!(created.status(), StatusCode::CREATED);
-    let mut keys: Vec<String> = conn
-        .prepare("SELECT key FROM idempotency_keys")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("keys");
+    let mut keys: Vec<String> = db.rows("SELECT key FROM idempotency_keys").into_iter().flatten().flatten().collect();
     keys.sort();
     assert_eq!(keys, ["another", "fresh"], "only the answer past its retention is gone");
 }

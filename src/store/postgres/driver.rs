@@ -89,6 +89,12 @@ impl postgres::types::ToSql for Param<'_> {
                 Type::FLOAT4 => postgres::types::ToSql::to_sql(&(f as f32), ty, out),
                 _ => Err(format!("a number cannot be sent as {ty}").into()),
             },
+            // PostgreSQL's text cannot hold NUL (SQLite's can); a payload string may carry one (the
+            // log keeps it, JSON-escaped), so projection columns get U+FFFD in its place, the same
+            // way on every replay.
+            Value::Text(text) if text.contains('\0') => {
+                postgres::types::ToSql::to_sql(&text.replace('\0', "\u{fffd}"), ty, out)
+            }
             Value::Text(text) => postgres::types::ToSql::to_sql(&text, ty, out),
             Value::Blob(bytes) => postgres::types::ToSql::to_sql(&bytes, ty, out),
             Value::OutOfRange => Err("an unsigned integer past i64::MAX".into()),

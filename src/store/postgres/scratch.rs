@@ -14,10 +14,35 @@ impl ScratchDatabase {
     /// Create and migrate a fresh database on the server `admin_url` (a `postgres://` URL naming
     /// an existing database to connect to first, e.g. `postgres`).
     pub fn create(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
-        super::off_async(|| Self::create_here(admin_url))
+        Self::create_with_prefix(admin_url, "callstream_scratch")
     }
 
-    fn create_here(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
+    /// As `create`, the name starting with `prefix` (lowercase letters, digits, `_`), so that
+    /// `drop_all` finds every database of one run.
+    pub fn create_with_prefix(admin_url: &str, prefix: &str) -> Result<ScratchDatabase, StoreError> {
+        super::off_async(|| Self::create_here(admin_url, prefix))
+    }
+
+    /// Drop every database whose name starts with `prefix`; answers how many.
+    pub fn drop_all(admin_url: &str, prefix: &str) -> Result<usize, StoreError> {
+        super::off_async(|| {
+            let mut admin = super::connect(admin_url)?;
+            let names: Vec<String> = admin
+                .query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", &[&prefix])?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            for name in &names {
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+            }
+            Ok(names.len())
+        })
+    }
+
+    fn create_here(admin_url: &str, prefix: &str) -> Result<ScratchDatabase, StoreError> {
+        if !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(StoreError::Backend(format!("`{prefix}` is not a database name prefix")));
+        }
         let scheme_end = admin_url.find("://").map(|i| i + 3);
         let slash = admin_url.rfind('/').filter(|&slash| scheme_end.is_some_and(|start| slash >= start));
         let Some(slash) = slash else {
@@ -27,7 +52,7 @@ impl ScratchDatabase {
             )));
         };
         let mut admin = super::connect(admin_url)?;
-        let name = format!("callstream_scratch_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
         let database =
             ScratchDatabase { admin_url: admin_url.to_owned(), url: format!("{}/{name}", &admin_url[..slash]), name };

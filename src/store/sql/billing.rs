@@ -659,7 +659,7 @@ pub fn runs(db: Db<'_>, tenant_id: &str, window: Option<Window>, before: u64, li
     db.query_map(
         &format!(
             "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE tenant_id = ?1 AND position < ?2 \
-         AND (?3 IS NULL OR window_start = ?3) ORDER BY position DESC LIMIT ?4"
+         AND (CAST(?3 AS TEXT) IS NULL OR window_start = ?3) ORDER BY position DESC LIMIT ?4"
         ),
         params![tenant_id, before, window.map(|w| w.start.to_rfc3339()), limit],
         run_from_row,

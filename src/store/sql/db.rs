@@ -119,6 +119,12 @@ impl<'c> Db<'c> {
         }
     }
 
+    /// A join that keeps the written order: SQLite's CROSS JOIN tells its planner to scan the left
+    /// table first; PostgreSQL plans joins itself (and has no CROSS JOIN … ON).
+    pub fn ordered_join(self) -> &'static str {
+        self.pick("CROSS JOIN", "JOIN")
+    }
+
     /// Run one statement; answers the rows it changed.
     pub fn execute(self, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
         match self {

@@ -270,7 +270,7 @@ fn apply_lifecycle(db: Db<'_>, event: &StoredEvent) -> Result<()> {
             db.execute("INSERT INTO session_participants (session_id, participant_id, participant_sid, name, kind, state, joined_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'joined', ?6) \
                  ON CONFLICT (session_id, participant_id) DO UPDATE SET participant_sid = excluded.participant_sid, \
-                 name = COALESCE(excluded.name, name), kind = COALESCE(excluded.kind, kind), state = 'joined', \
+                 name = COALESCE(excluded.name, session_participants.name), kind = COALESCE(excluded.kind, session_participants.kind), state = 'joined', \
                  joined_at = excluded.joined_at, left_at = NULL, left_reason = NULL", params![
                 event.stream_id,
                 payload.participant_id,
@@ -287,7 +287,7 @@ fn apply_lifecycle(db: Db<'_>, event: &StoredEvent) -> Result<()> {
             db.execute(
                 "UPDATE session_participants SET state = 'left', left_at = ?4, left_reason = ?5 \
                  WHERE session_id = ?1 AND participant_id = ?2 \
-                 AND (?3 IS NULL OR participant_sid IS NULL OR participant_sid = ?3)",
+                 AND (CAST(?3 AS TEXT) IS NULL OR participant_sid IS NULL OR participant_sid = ?3)",
                 params![
                     event.stream_id,
                     payload.participant_id,
@@ -302,7 +302,7 @@ fn apply_lifecycle(db: Db<'_>, event: &StoredEvent) -> Result<()> {
             // A late `started` for the room instance that already finished changes nothing; a new
             // instance (another sid) restarts the room.
             db.execute("UPDATE sessions SET room_state = 'started', room_sid = COALESCE(?2, room_sid) \
-                 WHERE session_id = ?1 AND NOT (COALESCE(room_state, '') = 'finished' AND (?2 IS NULL OR COALESCE(room_sid = ?2, FALSE)))", params![event.stream_id, payload.room_sid])?;
+                 WHERE session_id = ?1 AND NOT (COALESCE(room_state, '') = 'finished' AND (CAST(?2 AS TEXT) IS NULL OR COALESCE(room_sid = ?2, FALSE)))", params![event.stream_id, payload.room_sid])?;
         }
         "call.room.finished" => {
             let payload = payload();
@@ -314,12 +314,12 @@ fn apply_lifecycle(db: Db<'_>, event: &StoredEvent) -> Result<()> {
         "call.recording.started" => {
             let payload = payload();
             db.execute("INSERT INTO session_recordings (session_id, recording_id, state, started_at) VALUES (?1, ?2, 'active', ?3) \
-                 ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(started_at, excluded.started_at)", params![event.stream_id, payload.recording_id, event.recorded_at])?;
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET started_at = COALESCE(session_recordings.started_at, excluded.started_at)", params![event.stream_id, payload.recording_id, event.recorded_at])?;
         }
         "call.recording.updated" => {
             let payload = payload();
             db.execute("INSERT INTO session_recordings (session_id, recording_id, state, status) VALUES (?1, ?2, 'active', ?3) \
-                 ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE state <> 'ended'", params![event.stream_id, payload.recording_id, payload.status])?;
+                 ON CONFLICT (session_id, recording_id) DO UPDATE SET status = excluded.status WHERE session_recordings.state <> 'ended'", params![event.stream_id, payload.recording_id, payload.status])?;
         }
         "call.recording.ended" => {
             let payload = payload();

@@ -173,8 +173,8 @@ pub fn recordings(db: Db<'_>, session_id: &str) -> Result<Vec<RecordingRecord>> 
 pub fn list_sessions(db: Db<'_>, filter: &SessionFilter) -> Result<Vec<(SessionRecord, u64)>> {
     let sql = format!(
         "SELECT {SESSION_COLUMNS}, created_position FROM sessions \
-         WHERE tenant_id = ?1 AND (?2 IS NULL OR owner_id = ?2) AND (?3 IS NULL OR state = ?3) \
-         AND (?4 IS NULL OR created_position < ?4) ORDER BY created_position DESC LIMIT ?5"
+         WHERE tenant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR owner_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR state = ?3) \
+         AND (CAST(?4 AS BIGINT) IS NULL OR created_position < ?4) ORDER BY created_position DESC LIMIT ?5"
     );
     db.query_map(
         &sql,
@@ -358,8 +358,9 @@ pub fn transcript_snapshots(
          EXISTS (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
          AND s.segment_id = t.segment_id AND s.seq = t.seq), \
          e.tenant_id, e.event_id, e.type, CASE WHEN {sealed} THEN e.payload END \
-         FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
+         FROM events e {join} transcript_snapshots t ON t.position = e.position \
          WHERE e.stream_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
+        join = db.ordered_join(),
         text = db.json_text("e.payload", "text"),
         sealed = db.contains("e.payload", SEALED_MARK),
     );
@@ -383,10 +384,13 @@ pub fn transcript_snapshots(
 /// `(snapshots, superseded)` of a session.
 pub fn snapshot_stats(db: Db<'_>, session_id: &str) -> Result<(u64, u64)> {
     db.query_row(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM transcript_segments s \
-         WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) THEN 1 ELSE 0 END), 0) \
-         AS BIGINT) \
-         FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position WHERE e.stream_id = ?1",
+        &format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM transcript_segments s \
+             WHERE s.session_id = t.session_id AND s.segment_id = t.segment_id AND s.seq = t.seq) THEN 1 ELSE 0 END), 0) \
+             AS BIGINT) \
+             FROM events e {} transcript_snapshots t ON t.position = e.position WHERE e.stream_id = ?1",
+            db.ordered_join()
+        ),
         params![session_id],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )

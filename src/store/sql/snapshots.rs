@@ -19,18 +19,23 @@ pub fn record(db: Db<'_>, event: &StoredEvent, segment_id: &str, kind: &str, rev
 /// Delete a session's superseded snapshots recorded before `before` (RFC 3339), keeping every
 /// segment's current one.
 pub fn compact(db: Db<'_>, session_id: &str, before: &str) -> Result<CompactionStats> {
+    let join = db.ordered_join();
     let examined: u64 = db.query_row(
-        "SELECT COUNT(*) FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
-         WHERE e.stream_id = ?1",
+        &format!(
+            "SELECT COUNT(*) FROM events e {join} transcript_snapshots t ON t.position = e.position \
+             WHERE e.stream_id = ?1"
+        ),
         params![session_id],
         |r| r.get(0),
     )?;
     let deleted = db.execute(
-        "DELETE FROM transcript_snapshots WHERE position IN \
-         (SELECT t.position FROM events e CROSS JOIN transcript_snapshots t ON t.position = e.position \
-          WHERE e.stream_id = ?1 AND t.recorded_at < ?2 AND NOT EXISTS \
-          (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
-           AND s.segment_id = t.segment_id AND s.seq = t.seq))",
+        &format!(
+            "DELETE FROM transcript_snapshots WHERE position IN \
+             (SELECT t.position FROM events e {join} transcript_snapshots t ON t.position = e.position \
+              WHERE e.stream_id = ?1 AND t.recorded_at < ?2 AND NOT EXISTS \
+              (SELECT 1 FROM transcript_segments s WHERE s.session_id = t.session_id \
+               AND s.segment_id = t.segment_id AND s.seq = t.seq))"
+        ),
         params![session_id, before],
     )? as u64;
     Ok(CompactionStats { examined, deleted, kept: examined - deleted })
