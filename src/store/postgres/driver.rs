@@ -14,6 +14,7 @@ use crate::store::StoreError;
 use crate::store::sql::db::{Result, Row as AnyRow, ToSql, Value, ValueRef};
 
 pub type Row = postgres::Row;
+pub type Statement = postgres::Statement;
 
 /// One client with its statement cache. Transactions are driven by statements (`BEGIN`,
 /// `SAVEPOINT`, `COMMIT`), as on SQLite, so the same writer loop serves both.
@@ -32,7 +33,7 @@ impl Conn {
         self.client.borrow_mut()
     }
 
-    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&self, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
@@ -116,10 +117,17 @@ fn refs<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sy
     params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect()
 }
 
+pub fn statement(conn: &Conn, sql: &str) -> Result<Statement> {
+    conn.statement(sql)
+}
+
 pub fn execute(conn: &Conn, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
-    let statement = conn.statement(sql)?;
+    execute_prepared(conn, &conn.statement(sql)?, params)
+}
+
+pub fn execute_prepared(conn: &Conn, statement: &Statement, params: &[&dyn ToSql]) -> Result<usize> {
     let bound = bind(params);
-    let changed = conn.client.borrow_mut().execute(&statement, &refs(&bound))?;
+    let changed = conn.client.borrow_mut().execute(statement, &refs(&bound))?;
     usize::try_from(changed).map_err(|_| StoreError::Backend("row count beyond usize".into()))
 }
 

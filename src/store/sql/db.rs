@@ -62,6 +62,22 @@ macro_rules! params {
 }
 pub(crate) use params;
 
+/// A prepared statement of either backend (`Db::prepare`).
+pub enum Prepared<'c> {
+    Sqlite(lite::Statement<'c>),
+    Postgres(&'c pg::Conn, pg::Statement),
+}
+
+impl Prepared<'_> {
+    /// Run it once; answers the rows it changed.
+    pub fn execute(&mut self, params: &[&dyn ToSql]) -> Result<usize> {
+        match self {
+            Prepared::Sqlite(statement) => lite::execute_prepared(statement, params),
+            Prepared::Postgres(conn, statement) => pg::execute_prepared(conn, statement, params),
+        }
+    }
+}
+
 /// One row of an answer.
 pub enum Row<'r> {
     Sqlite(&'r lite::Row<'r>),
@@ -131,6 +147,15 @@ impl<'c> Db<'c> {
             Db::Sqlite(conn) => lite::execute(conn, sql, params),
             Db::Postgres(conn) => pg::execute(conn, sql, params),
         }
+    }
+
+    /// A statement prepared once for many executions (a hot loop: looking a statement up by its
+    /// text costs a hash of the text each time).
+    pub fn prepare(self, sql: &str) -> Result<Prepared<'c>> {
+        Ok(match self {
+            Db::Sqlite(conn) => Prepared::Sqlite(lite::prepare_cached(conn, sql)?),
+            Db::Postgres(conn) => Prepared::Postgres(conn, pg::statement(conn, sql)?),
+        })
     }
 
     /// Run statements without parameters (transaction control, DDL).

@@ -1,6 +1,6 @@
 //! The event log's rows, shared by writer, readers, verify and rebuild on both backends.
 
-use super::db::{Db, Result, Row, params};
+use super::db::{Db, Prepared, Result, Row, params};
 use crate::store::log::{Actor, ActorKind, GENESIS_HASH, StoredEvent};
 
 pub const SELECT_COLUMNS: &str = "position, tenant_id, stream_id, seq, event_id, type, schema_version, ts, \
@@ -33,29 +33,27 @@ pub const INSERT: &str = "INSERT INTO events (position, tenant_id, stream_id, se
      recorded_at, actor_kind, actor_id, payload, content_hash, prev_hash, hash) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT DO NOTHING";
 
-/// Insert one row; false when a unique key (an eventId the tenant used, most likely) already
-/// holds it. A conflict is answered, not raised: PostgreSQL aborts a transaction on an error.
-pub fn insert(db: Db<'_>, event: &StoredEvent) -> Result<bool> {
-    let inserted = db.execute(
-        INSERT,
-        params![
-            event.position,
-            event.tenant_id,
-            event.stream_id,
-            event.seq,
-            event.event_id,
-            event.event_type,
-            event.schema_version,
-            event.ts,
-            event.recorded_at,
-            event.actor.kind.as_str(),
-            event.actor.id,
-            event.payload,
-            event.content_hash,
-            event.prev_hash,
-            event.hash,
-        ],
-    )?;
+/// Insert one row with `statement` (prepared from `INSERT`); false when a unique key (an eventId
+/// the tenant used, most likely) already holds it. A conflict is answered, not raised:
+/// PostgreSQL aborts a transaction on an error.
+pub fn insert(statement: &mut Prepared<'_>, event: &StoredEvent) -> Result<bool> {
+    let inserted = statement.execute(params![
+        event.position,
+        event.tenant_id,
+        event.stream_id,
+        event.seq,
+        event.event_id,
+        event.event_type,
+        event.schema_version,
+        event.ts,
+        event.recorded_at,
+        event.actor.kind.as_str(),
+        event.actor.id,
+        event.payload,
+        event.content_hash,
+        event.prev_hash,
+        event.hash,
+    ])?;
     Ok(inserted == 1)
 }
 

@@ -4,7 +4,7 @@
 //! Every column is a function of the events alone (never of wall-clock time or request data), so
 //! a rebuild yields exactly the live tables; `verify` and the rebuild test hold us to that.
 
-use super::db::{Db, Result, params};
+use super::db::{Db, Prepared, Result, params};
 use std::borrow::Cow;
 
 use serde::Deserialize;
@@ -169,9 +169,10 @@ pub enum Mode {
 
 /// Apply events (in position order) to every projection.
 pub fn apply(db: Db<'_>, events: &[StoredEvent], mode: Mode) -> Result<()> {
+    let mut transcripts = Transcripts { db, mode, upsert: None, snapshot: None };
     for event in events {
         if is_transcript_type(&event.event_type) {
-            apply_transcript(db, event, mode)?;
+            transcripts.apply(event)?;
         } else if event.event_type.starts_with("billing.") {
             super::billing::apply(db, event)?;
         } else if let Some(action_event) = ActionEvent::from_envelope_parts(&event.event_type, &event.payload) {
@@ -414,12 +415,23 @@ const UPSERT_SEGMENT: &str = "INSERT INTO transcript_segments (session_id, segme
      updated_at = excluded.updated_at \
      WHERE (excluded.kind_rank, excluded.revision) > (transcript_segments.kind_rank, transcript_segments.revision)";
 
-fn apply_transcript(db: Db<'_>, event: &StoredEvent, mode: Mode) -> Result<()> {
-    let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
-    let (kind, rank) = transcript_kind(&event.event_type);
-    let changed = db.execute(
-        UPSERT_SEGMENT,
-        params![
+/// The transcript statements of one batch, prepared on first use.
+struct Transcripts<'c> {
+    db: Db<'c>,
+    mode: Mode,
+    upsert: Option<Prepared<'c>>,
+    snapshot: Option<Prepared<'c>>,
+}
+
+impl Transcripts<'_> {
+    fn apply(&mut self, event: &StoredEvent) -> Result<()> {
+        let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
+        let (kind, rank) = transcript_kind(&event.event_type);
+        let upsert = match &mut self.upsert {
+            Some(upsert) => upsert,
+            None => self.upsert.insert(self.db.prepare(UPSERT_SEGMENT)?),
+        };
+        let changed = upsert.execute(params![
             event.stream_id,
             payload.segment_id,
             event.seq,
@@ -433,15 +445,19 @@ fn apply_transcript(db: Db<'_>, event: &StoredEvent, mode: Mode) -> Result<()> {
             payload.language,
             payload.edited_by,
             event.recorded_at,
-        ],
-    )?;
-    // Only an event that became its segment's current text leaves a snapshot, and only live
-    // appends keep that history; stale revisions (kept in the log) leave none.
-    if changed == 1 && mode == Mode::Live {
-        let segment_id = payload.segment_id.as_deref().unwrap_or_default();
-        super::snapshots::record(db, event, segment_id, kind, payload.revision)?;
+        ])?;
+        // Only an event that became its segment's current text leaves a snapshot, and only live
+        // appends keep that history; stale revisions (kept in the log) leave none.
+        if changed == 1 && self.mode == Mode::Live {
+            let snapshot = match &mut self.snapshot {
+                Some(snapshot) => snapshot,
+                None => self.snapshot.insert(self.db.prepare(super::snapshots::INSERT)?),
+            };
+            let segment_id = payload.segment_id.as_deref().unwrap_or_default();
+            super::snapshots::record(snapshot, event, segment_id, kind, payload.revision)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `(kind, rank)` of a transcript event type: an edit beats a final beats a partial.

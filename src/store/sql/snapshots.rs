@@ -1,18 +1,31 @@
 //! Transcript snapshots: an append-only history of transcript changes, written only by live
 //! appends (never by rebuild), and compacted by retention without touching events.
 
-use super::db::{Db, Result, params};
+use super::db::{Db, Prepared, Result, params};
 use crate::store::CompactionStats;
 use crate::store::log::StoredEvent;
 
+pub const INSERT: &str = "INSERT INTO transcript_snapshots \
+     (position, session_id, seq, segment_id, kind, revision, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 /// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
-/// projection path only, so rebuilds never write history).
-pub fn record(db: Db<'_>, event: &StoredEvent, segment_id: &str, kind: &str, revision: i64) -> Result<()> {
-    db.execute(
-        "INSERT INTO transcript_snapshots (position, session_id, seq, segment_id, kind, revision, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![event.position, event.stream_id, event.seq, segment_id, kind, revision, event.recorded_at],
-    )?;
+/// projection path only, so rebuilds never write history), with `statement` prepared from `INSERT`.
+pub fn record(
+    statement: &mut Prepared<'_>,
+    event: &StoredEvent,
+    segment_id: &str,
+    kind: &str,
+    revision: i64,
+) -> Result<()> {
+    statement.execute(params![
+        event.position,
+        event.stream_id,
+        event.seq,
+        segment_id,
+        kind,
+        revision,
+        event.recorded_at
+    ])?;
     Ok(())
 }
 

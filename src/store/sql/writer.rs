@@ -101,6 +101,7 @@ impl WriteTx<'_> {
         events: Vec<NewEvent>,
     ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
         let mut head = log::stream_head(self.db, stream_id)?;
+        let mut insert = self.db.prepare(log::INSERT)?;
         let mut outcomes = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         let mut key = None;
@@ -141,7 +142,7 @@ impl WriteTx<'_> {
                 hash: [0; 32],
             };
             candidate.hash = chain_hash(&candidate);
-            if log::insert(self.db, &candidate)? {
+            if log::insert(&mut insert, &candidate)? {
                 {
                     if let Some(opened) = opened {
                         candidate.payload = opened;
@@ -160,6 +161,7 @@ impl WriteTx<'_> {
                 outcomes.push(self.resolve_repeat(tenant_id, stream_id, index, &candidate)?);
             }
         }
+        drop(insert);
         projections::apply(self.db, &stored, projections::Mode::Live)?;
         if let Some(last) = stored.last() {
             match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {

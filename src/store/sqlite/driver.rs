@@ -8,6 +8,7 @@ use crate::store::sql::db::{Result, Row as AnyRow, ToSql, Value, ValueRef};
 
 pub type Conn = rusqlite::Connection;
 pub type Row<'r> = rusqlite::Row<'r>;
+pub type Statement<'c> = rusqlite::CachedStatement<'c>;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
@@ -15,8 +16,17 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-fn prepare<'c>(conn: &'c Conn, sql: &str, params: &[&dyn ToSql]) -> Result<rusqlite::CachedStatement<'c>> {
+pub fn prepare_cached<'c>(conn: &'c Conn, sql: &str) -> Result<Statement<'c>> {
+    Ok(conn.prepare_cached(sql)?)
+}
+
+fn prepare<'c>(conn: &'c Conn, sql: &str, params: &[&dyn ToSql]) -> Result<Statement<'c>> {
     let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, params)?;
+    Ok(statement)
+}
+
+fn bind(statement: &mut Statement<'_>, params: &[&dyn ToSql]) -> Result<()> {
     for (index, param) in params.iter().enumerate() {
         let value = match param.to_sql() {
             Value::Null => Lite::Null,
@@ -30,7 +40,12 @@ fn prepare<'c>(conn: &'c Conn, sql: &str, params: &[&dyn ToSql]) -> Result<rusql
         };
         statement.raw_bind_parameter(index + 1, rusqlite::types::ToSqlOutput::Borrowed(value))?;
     }
-    Ok(statement)
+    Ok(())
+}
+
+pub fn execute_prepared(statement: &mut Statement<'_>, params: &[&dyn ToSql]) -> Result<usize> {
+    bind(statement, params)?;
+    Ok(statement.raw_execute()?)
 }
 
 pub fn execute(conn: &Conn, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {

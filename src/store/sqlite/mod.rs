@@ -25,8 +25,14 @@ impl From<rusqlite_migration::Error> for StoreError {
     }
 }
 
+/// Prepared statements kept per connection: more than the store has.
+const STATEMENT_CACHE: usize = 256;
+
 fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Every statement is prepared from rusqlite's cache by its text; a group touches far more than
+    // the default 16, which would re-prepare the hot ones over and over.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let synchronous = match durability {
         Durability::Full => "FULL",
@@ -167,6 +173,7 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
 
