@@ -54,7 +54,7 @@ impl Connection {
 
     pub async fn run(mut self, mut socket: actix_ws::Session, mut incoming: AggregatedMessageStream) {
         let connection_id = self.opened.connection_id.clone();
-        let (registration, mut superseded) = self.hub.register(&connection_id);
+        let (registration, mut superseded) = self.hub.register(&connection_id, self.opened.generation);
         let (mut heads, feed) = self.hub.watch(&self.opened.session_id);
         self.state.metrics.ws_opened(self.opened.resumed);
         let ending = self.serve(&mut socket, &mut incoming, &mut superseded, &mut heads, &feed).await;

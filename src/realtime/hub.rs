@@ -85,8 +85,9 @@ async fn read(store: &Store, session_id: &str, after: u64, limit: u64) -> Result
 #[derive(Default)]
 struct Registry {
     sessions: HashMap<String, (watch::Sender<u64>, Arc<Feed>)>,
-    /// connection id → (registration number, signal to the socket currently holding it)
-    sockets: HashMap<String, (u64, oneshot::Sender<()>)>,
+    /// connection id → (registration number, its resume generation, signal to the socket
+    /// currently holding it)
+    sockets: HashMap<String, (u64, u64, oneshot::Sender<()>)>,
     next_registration: u64,
 }
 
@@ -122,21 +123,35 @@ impl Hub {
         });
     }
 
-    /// Take over `connection_id`: an older socket holding it is told to close (4001).
-    pub fn register(&self, connection_id: &str) -> (u64, oneshot::Receiver<()>) {
+    /// Take over `connection_id` at resume generation `generation`: an older socket holding it
+    /// here is told to close (4001).
+    pub fn register(&self, connection_id: &str, generation: u64) -> (u64, oneshot::Receiver<()>) {
         let (signal, superseded) = oneshot::channel();
         let mut registry = self.lock();
         registry.next_registration += 1;
         let registration = registry.next_registration;
-        if let Some((_, previous)) = registry.sockets.insert(connection_id.to_owned(), (registration, signal)) {
+        if let Some((_, _, previous)) =
+            registry.sockets.insert(connection_id.to_owned(), (registration, generation, signal))
+        {
             let _ = previous.send(());
         }
         (registration, superseded)
     }
 
+    /// Another node resumed `connection_id` at `generation`: a socket of an older generation
+    /// held here closes (4001).
+    fn taken_over(&self, connection_id: &str, generation: u64) {
+        let mut registry = self.lock();
+        if registry.sockets.get(connection_id).is_some_and(|(_, held, _)| *held < generation)
+            && let Some((_, _, signal)) = registry.sockets.remove(connection_id)
+        {
+            let _ = signal.send(());
+        }
+    }
+
     pub fn unregister(&self, connection_id: &str, registration: u64) {
         let mut registry = self.lock();
-        if registry.sockets.get(connection_id).is_some_and(|(current, _)| *current == registration) {
+        if registry.sockets.get(connection_id).is_some_and(|(current, ..)| *current == registration) {
             registry.sockets.remove(connection_id);
         }
     }
@@ -157,9 +172,12 @@ impl Hub {
                 _ = stopping.wait_for(|stop| *stop) => return,
             };
             match received {
-                Ok(Appended { heads }) => {
+                Ok(Appended { heads, taken_over }) => {
                     for (session_id, head) in heads.iter() {
                         self.publish(session_id, *head);
+                    }
+                    for (connection_id, generation) in taken_over.iter() {
+                        self.taken_over(connection_id, *generation);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -61,6 +61,8 @@ pub trait Reads {
     fn open_sessions(&self, tenant_id: &str) -> Result<u64, StoreError>;
 
     fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError>;
+    /// The log's last position (0 when empty).
+    fn tip(&self) -> Result<u64, StoreError>;
     fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError>;
 
     fn transcript(&self, session_id: &str) -> Result<Vec<SegmentRecord>, StoreError>;

@@ -243,6 +243,9 @@ impl VerifyReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub heads: Arc<Vec<(String, u64)>>,
+    /// Connections resumed on another node, with their new generation: a socket of an older
+    /// generation held here must close (4001). Only a shared database has other nodes.
+    pub taken_over: Arc<Vec<(String, u64)>>,
 }
 
 /// The outcome of appending one event.

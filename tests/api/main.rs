@@ -14,6 +14,7 @@ mod layering;
 mod lifecycle;
 mod livekit;
 mod metrics;
+mod nodes;
 mod openapi;
 mod operator;
 mod orchestration;

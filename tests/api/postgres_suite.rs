@@ -15,6 +15,7 @@ const NOT_ON_POSTGRES: &[&str] = &[
     "pg_log::",
     "store_contract::",
     "postgres_suite::",
+    "nodes::",
     // The whole-API fuzzer is about the HTTP layer, which does not depend on the backend.
     "openapi::",
     // About SQLite's WAL file.

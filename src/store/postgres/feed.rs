@@ -5,15 +5,19 @@
 //! therefore costs latency and never an event. A timeout re-reads even without a notice, which
 //! covers a listener that reconnected.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
 use super::log::read_after;
-use crate::store::StoreError;
 use crate::store::log::StoredEvent;
+use crate::store::{Appended, StoreError};
 
 pub const CHANNEL: &str = "callstream_appended";
+/// `"<generation> <connection id>"` when a resume took a connection over (`rotate_connection`).
+pub const TAKEN_OVER: &str = "callstream_taken_over";
 
 /// How many events one read takes at most.
 const PAGE: u64 = 1000;
@@ -61,4 +65,87 @@ impl Follower {
         }
         Ok(events)
     }
+}
+
+/// How long a follower waits for a notice before reading anyway.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Announce every node's commits on this node: from `position`, each batch of new events becomes
+/// one `Appended` with the new head of every stream it touched (heads only: the hub reads the
+/// events it sends from the store). Runs on its own thread until `running` turns false;
+/// reconnects (and re-reads from the last position) when the connection drops.
+pub fn announce_heads(
+    url: String,
+    mut position: u64,
+    announce: tokio::sync::broadcast::Sender<Appended>,
+    running: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name("callstream-follower".into())
+        .spawn(move || {
+            while running.load(Ordering::SeqCst) {
+                if let Err(err) = follow(&url, &mut position, &announce, &running) {
+                    tracing::warn!(error = %err, position, "following the log failed; reconnecting");
+                    std::thread::sleep(POLL);
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("cannot start the log follower: {e}")))
+}
+
+fn follow(
+    url: &str,
+    position: &mut u64,
+    announce: &tokio::sync::broadcast::Sender<Appended>,
+    running: &AtomicBool,
+) -> Result<(), StoreError> {
+    let mut client = super::connect(url)?;
+    client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {TAKEN_OVER}"))?;
+    let heads = client.prepare(
+        "SELECT stream_id, MAX(seq), MAX(position) FROM \
+         (SELECT stream_id, seq, position FROM events WHERE position > $1 ORDER BY position LIMIT $2) batch \
+         GROUP BY stream_id",
+    )?;
+    let mut taken_over = Vec::new();
+    while running.load(Ordering::SeqCst) {
+        {
+            let mut notices = client.notifications();
+            let mut pending = notices.iter();
+            while let Some(notice) = pending.next()? {
+                taken_over.extend(take_over(&notice));
+            }
+        }
+        let after = i64::try_from(*position).map_err(|_| StoreError::Backend("position beyond i64".into()))?;
+        let page = i64::try_from(PAGE).unwrap_or(i64::MAX);
+        let rows = client.query(&heads, &[&after, &page])?;
+        if rows.is_empty() {
+            if !taken_over.is_empty() {
+                let taken_over = Arc::new(std::mem::take(&mut taken_over));
+                let _ = announce.send(Appended { heads: Arc::default(), taken_over });
+            }
+            let mut notices = client.notifications();
+            if let Some(notice) = notices.timeout_iter(POLL).next()? {
+                taken_over.extend(take_over(&notice));
+            }
+            continue;
+        }
+        let mut streams = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (stream, head, last): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            *position = (*position).max(u64::try_from(last).unwrap_or(0));
+            streams.push((stream, u64::try_from(head).unwrap_or(0)));
+        }
+        let taken_over = Arc::new(std::mem::take(&mut taken_over));
+        let _ = announce.send(Appended { heads: Arc::new(streams), taken_over });
+    }
+    Ok(())
+}
+
+/// The connection and its new generation, from a `TAKEN_OVER` notice.
+fn take_over(notice: &postgres::Notification) -> Option<(String, u64)> {
+    if notice.channel() != TAKEN_OVER {
+        return None;
+    }
+    let (generation, connection_id) = notice.payload().split_once(' ')?;
+    Some((connection_id.to_owned(), generation.parse().ok()?))
 }

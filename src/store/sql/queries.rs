@@ -1,7 +1,7 @@
 //! Read models as plain structs, and the queries that load them. Used by readers and, inside the
 //! write transaction, by commands that validate against current state.
 
-use super::db::{Db, Result, Row, corrupt, params};
+use super::db::{Db, Dialect, Result, Row, corrupt, params};
 use super::log;
 use crate::domain::action::{Action, ActionState, Claim, Confirmation};
 use crate::domain::canonical::to_canonical_string;
@@ -274,6 +274,11 @@ pub fn rotate_connection(db: Db<'_>, connection_id: &str, expected: u64, now: &s
              WHERE connection_id = ?1 AND generation = ?2",
         params![connection_id, expected, now],
     )?;
+    if changed == 1 && db.dialect() == Dialect::Postgres {
+        // Delivered at commit to every node: one holding an older socket of it closes that.
+        let notice = format!("{} {}", expected + 1, connection_id);
+        db.execute("SELECT pg_notify(?1, ?2)", params![crate::store::postgres::feed::TAKEN_OVER, notice])?;
+    }
     Ok(changed == 1)
 }
 

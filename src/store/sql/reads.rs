@@ -77,6 +77,10 @@ impl<T: HasConnection> Reads for T {
         Ok(tenants::open_sessions(self.db(), tenant_id)?)
     }
 
+    fn tip(&self) -> Result<u64, StoreError> {
+        Ok(super::log::tip(self.db())?.0)
+    }
+
     fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError> {
         Ok(queries::stream_head(self.db(), stream_id)?)
     }

@@ -1,6 +1,7 @@
 //! The running store of either backend: one writer (group commit) and a pool of read connections.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::db::Db;
 use super::reads::ReadView;
@@ -32,6 +33,17 @@ pub struct Store {
     epoch: Arc<str>,
     vault: Arc<Vault>,
     shared: bool,
+    /// Keeps the follower of other nodes' commits running while any handle lives.
+    _following: Option<Arc<Following>>,
+}
+
+/// Stops the follower when the last store handle goes.
+struct Following(Arc<AtomicBool>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -57,7 +69,24 @@ impl Store {
         };
         let shared = matches!(database, Database::Postgres(_));
         let (writer, handle) = Writer::start(conn, queue_capacity, clock, vault.clone())?;
-        Ok((Store { writer, readers: Arc::new(readers), epoch: epoch.into(), vault, shared }, handle))
+        let store = Store { writer, readers: Arc::new(readers), epoch: epoch.into(), vault, shared, _following: None };
+        let store = match &database {
+            Database::Sqlite(_) => store,
+            // Every node hears every node's commits, its own included, from the log: a socket on
+            // any node follows a session written through any other.
+            Database::Postgres(url) => {
+                let tip = store.read_now(|reads| reads.tip())?;
+                let running = Arc::new(AtomicBool::new(true));
+                crate::store::postgres::feed::announce_heads(
+                    url.clone(),
+                    tip,
+                    store.writer.announcer(),
+                    running.clone(),
+                )?;
+                Store { _following: Some(Arc::new(Following(running))), ..store }
+            }
+        };
+        Ok((store, handle))
     }
 
     /// Whether other processes (nodes) write to the same database. Embedded SQLite serves one

@@ -298,6 +298,11 @@ impl Writer {
         self.appended.subscribe()
     }
 
+    /// Where commits are announced, for a backend that also learns of other nodes' commits.
+    pub(crate) fn announcer(&self) -> broadcast::Sender<Appended> {
+        self.appended.clone()
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.capacity - self.jobs.capacity()
     }
@@ -452,8 +457,10 @@ impl WriterLoop {
             // Positions are gapless, so the tip's advance is the number of events appended.
             self.stats.events_appended.fetch_add(self.tip.position - appended_from, Ordering::Relaxed);
             self.stats.last_group_size.store(size, Ordering::Relaxed);
-            if !heads.is_empty() {
-                let _ = self.appended.send(Appended { heads: Arc::new(heads) });
+            // On a shared database every node (this one included) hears commits from the log's
+            // follower instead, in commit order across nodes, so none is announced twice.
+            if !heads.is_empty() && matches!(self.conn, WriteConn::Sqlite(_)) {
+                let _ = self.appended.send(Appended { heads: Arc::new(heads), taken_over: Arc::default() });
             }
         }
     }

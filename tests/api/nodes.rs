@@ -1,0 +1,138 @@
+//! Two callstream nodes on one PostgreSQL database, as behind a load balancer: what a client does
+//! through one node holds on the other. Each test makes a database of its own; without a
+//! PostgreSQL server they say so and pass (unless CI requires one).
+
+use callstream::domain::principal::Role;
+use callstream::store::postgres::scratch::ScratchDatabase;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app_in_with, transcript};
+use crate::ws::{Ended, connect, seqs};
+
+/// Two nodes (and the database they share, dropped last).
+struct Nodes {
+    a: TestApp,
+    b: TestApp,
+    _database: ScratchDatabase,
+}
+
+async fn two_nodes(test: &str) -> Option<Nodes> {
+    let database = crate::pg_log::database(&format!("nodes::{test}"))?;
+    let url = database.url.clone();
+    let overrides = [(callstream::config::DATABASE_URL, url.as_str()), ("CALLSTREAM_TEST_CLOCK", "1")];
+    let a = spawn_app_in_with(tempfile::tempdir().expect("dir"), &overrides).await;
+    let b = spawn_app_in_with(tempfile::tempdir().expect("dir"), &overrides).await;
+    Some(Nodes { a, b, _database: database })
+}
+
+async fn ingest(node: &TestApp, token: &str, session: &str, prefix: &str, n: usize) {
+    let events = (0..n).map(|i| transcript(session, &format!("{prefix}-{i}"), "words")).collect();
+    assert_eq!(node.ingest(token, session, events).await.status(), StatusCode::OK);
+}
+
+async fn reconnect(node: &TestApp, token: &str, session: &str, resume_token: &str) -> reqwest::Response {
+    node.post(&format!("/v1/call/sessions/{session}/reconnect"), token, &json!({"resumeToken": resume_token})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_on_one_node_receives_what_the_other_ingests_in_order_without_gaps() {
+    let Some(Nodes { a, b, _database }) = two_nodes("a_subscriber_on_one_node").await else { return };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    let mut socket = connect(&b, &alice, &session, "").await;
+    assert_eq!(socket.next().await["op"], "welcome");
+    for round in 0..5 {
+        ingest(&a, &alice, &session, &format!("a{round}"), 10).await;
+        // Writes through the subscriber's own node interleave with the other node's.
+        ingest(&b, &alice, &session, &format!("b{round}"), 2).await;
+    }
+    let events = socket.events(61).await;
+    assert_eq!(seqs(&events), (1..=61).collect::<Vec<u64>>(), "every event once, in seq order");
+    let positions: Vec<u64> = events.iter().map(|e| e["position"].as_u64().expect("position")).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order: {positions:?}");
+    assert_eq!(events[60]["eventId"], "b4-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_resumes_on_the_other_node_and_its_token_is_single_use_everywhere() {
+    let Some(Nodes { a, b, _database }) = two_nodes("a_client_resumes_on_the_other_node").await else { return };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    ingest(&a, &alice, &session, "before", 4).await;
+    let mut socket = connect(&a, &alice, &session, "").await;
+    let token = socket.next().await["resumeToken"].as_str().expect("token").to_owned();
+    socket.events(5).await;
+    socket.send(json!({"op": "ack", "seq": 3})).await;
+    socket.send(json!({"op": "ping"})).await;
+    assert_eq!(socket.next().await["op"], "pong", "the ack is recorded before the pong");
+    socket.close().await;
+    ingest(&a, &alice, &session, "missed", 2).await;
+
+    let answer = reconnect(&b, &alice, &session, &token).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer: Value = answer.json().await.expect("json");
+    assert_eq!(answer["replayFrom"], 3, "node B knows what node A's client acknowledged");
+    let reused = reconnect(&a, &alice, &session, &token).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED, "the token was spent on the other node");
+
+    let next = answer["resumeToken"].as_str().expect("token");
+    let mut resumed = connect(&b, &alice, &session, &format!("resumeToken={next}")).await;
+    assert_eq!(resumed.next().await["replayFrom"], 3);
+    let events = resumed.events(5).await;
+    assert_eq!(seqs(&events), vec![4, 5, 6, 7, 8], "no gap, nothing twice");
+    assert_eq!(events[4]["type"], "call.connection.resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_token_resumed_on_both_nodes_at_once_has_one_winner() {
+    let Some(Nodes { a, b, _database }) = two_nodes("one_token_resumed_on_both_nodes").await else { return };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    let mut socket = connect(&a, &alice, &session, "").await;
+    let token = socket.next().await["resumeToken"].as_str().expect("token").to_owned();
+    socket.close().await;
+    for _ in 0..5 {
+        let (first, second) =
+            tokio::join!(reconnect(&a, &alice, &session, &token), reconnect(&b, &alice, &session, &token));
+        let mut statuses = [first.status(), second.status()];
+        statuses.sort();
+        assert!(
+            statuses == [StatusCode::OK, StatusCode::UNAUTHORIZED] || statuses == [StatusCode::UNAUTHORIZED; 2],
+            "{statuses:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_on_the_other_node_supersedes_the_old_socket() {
+    let Some(Nodes { a, b, _database }) = two_nodes("a_resume_on_the_other_node_supersedes").await else { return };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    let mut old = connect(&a, &alice, &session, "").await;
+    let token = old.next().await["resumeToken"].as_str().expect("token").to_owned();
+    old.events(1).await;
+    let mut new = connect(&b, &alice, &session, &format!("resumeToken={token}")).await;
+    assert_eq!(new.next().await["op"], "welcome");
+    let (_, ended) = old.drain().await;
+    assert!(matches!(ended, Ended::Closed(4001, _)), "{ended:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_reconciliation_window_triggered_on_both_nodes_runs_once() {
+    let Some(Nodes { a, b, _database }) = two_nodes("one_reconciliation_window").await else { return };
+    // Each node has its clock (the test clock is per process): both move past the window.
+    a.advance_clock(2 * 3600).await;
+    b.advance_clock(2 * 3600).await;
+    let ops = a.token("ops", "t1", &[Role::Operator]);
+    let path = "/v1/billing/reconciliation/hourly-trigger";
+    let body = json!({});
+    let (first, second) = tokio::join!(a.post(path, &ops, &body), b.post(path, &ops, &body));
+    let mut statuses = [first.status(), second.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED], "one run made, the other answered with it");
+    let (first, second): (Value, Value) = (first.json().await.expect("json"), second.json().await.expect("json"));
+    assert_eq!(first["runId"], second["runId"]);
+    let runs: Value = b.get("/v1/billing/reconciliation/runs", &ops).await.json().await.expect("json");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+}
