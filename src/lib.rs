@@ -114,6 +114,11 @@ impl Application {
             clock,
             tenants,
         };
+        if store.shared() {
+            // Other nodes change tenants too; their notices arrive on the commit feed.
+            let commits = store.writer.subscribe();
+            tokio::spawn(state.tenants.clone().follow(store.clone(), commits, state.workers.stopping()));
+        }
         let commits = store.writer.subscribe();
         tokio::spawn(hub.clone().run(store, commits, state.workers.stopping()));
         state.workers.outbox.spawned();

@@ -99,6 +99,40 @@ impl TenantDirectory {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant_id).cloned().unwrap_or_default()
     }
 
+    /// Keep the directory current with what other nodes change (a shared database announces it
+    /// on the commit feed), until the workers stop.
+    pub async fn follow(
+        self: std::sync::Arc<Self>,
+        store: crate::store::Store,
+        mut commits: tokio::sync::broadcast::Receiver<crate::store::Appended>,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            // `None`: announcements were missed, so every tenant is read again.
+            let changed: Option<Vec<String>> = tokio::select! {
+                received = commits.recv() => match received {
+                    Ok(commit) if commit.tenants_changed.is_empty() => continue,
+                    Ok(commit) => Some(commit.tenants_changed.to_vec()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            match store.read(move |reads| reads.tenants()).await {
+                Ok(records) => {
+                    let wanted =
+                        |record: &&TenantRecord| changed.as_ref().is_none_or(|c| c.contains(&record.tenant_id));
+                    for record in records.iter().filter(wanted) {
+                        if let Err(err) = self.remember(record) {
+                            tracing::error!(error = %err, tenant = %record.tenant_id, "a tenant record could not be read");
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "tenant changes from other nodes could not be read"),
+            }
+        }
+    }
+
     fn remember(&self, record: &TenantRecord) -> Result<(), AppError> {
         let quotas: Quotas = serde_json::from_str(&record.quotas).map_err(AppError::internal)?;
         let admission = Admission { suspended: record.status == "suspended", quotas };

@@ -172,7 +172,7 @@ impl Hub {
                 _ = stopping.wait_for(|stop| *stop) => return,
             };
             match received {
-                Ok(Appended { heads, taken_over }) => {
+                Ok(Appended { heads, taken_over, .. }) => {
                     for (session_id, head) in heads.iter() {
                         self.publish(session_id, *head);
                     }

@@ -239,13 +239,16 @@ impl VerifyReport {
 // The writer: append outcomes, the commit feed, counters.
 
 /// What one group commit appended: the new head seq of every stream it touched. Broadcast after
-/// COMMIT — keys, not payloads: subscribers catch up from the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// COMMIT — keys, not payloads: subscribers catch up from the store. On a shared database, also
+/// what other nodes changed that a node caches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Appended {
     pub heads: Arc<Vec<(String, u64)>>,
     /// Connections resumed on another node, with their new generation: a socket of an older
     /// generation held here must close (4001). Only a shared database has other nodes.
     pub taken_over: Arc<Vec<(String, u64)>>,
+    /// Tenants whose record (status, quotas) another node changed.
+    pub tenants_changed: Arc<Vec<String>>,
 }
 
 /// The outcome of appending one event.

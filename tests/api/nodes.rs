@@ -136,3 +136,76 @@ async fn one_reconciliation_window_triggered_on_both_nodes_runs_once() {
     let runs: Value = b.get("/v1/billing/reconciliation/runs", &ops).await.json().await.expect("json");
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
 }
+
+/// Wait (bounded) until `check` holds: another node learns of a change from its commit notice.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{what} within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_and_an_erasure_through_one_node_hold_on_the_other() {
+    let Some(Nodes { a, b, _database }) = two_nodes("a_suspension_and_an_erasure").await else { return };
+    let ops = a.token("ops", "platform", &[Role::Operator]);
+    let carol = a.token("carol", "acme", &[Role::User]);
+    assert_eq!(a.post("/v1/operator/tenants", &ops, &json!({"tenantId": "acme"})).await.status(), StatusCode::CREATED);
+    let session = b.create_session(&carol).await;
+    ingest(&b, &carol, &session, "said", 1).await;
+    let text = |node: &TestApp| {
+        let (client, url, carol) =
+            (node.client.clone(), format!("{}/v1/realtime/sessions/{session}/transcript", node.address), carol.clone());
+        async move {
+            let view: Value =
+                client.get(url).bearer_auth(carol).send().await.expect("send").json().await.expect("json");
+            view["segments"][0]["text"].clone()
+        }
+    };
+    assert_eq!(text(&b).await, "words", "node B opened the sealed text (and cached the key)");
+
+    let suspended = a
+        .client
+        .patch(format!("{}/v1/operator/tenants/acme", a.address))
+        .bearer_auth(&ops)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(suspended.status(), StatusCode::OK);
+    eventually("node B refuses the suspended tenant", || async {
+        b.post("/v1/call/sessions", &carol, &json!({})).await.status() == StatusCode::FORBIDDEN
+    })
+    .await;
+    let reactivated = a
+        .client
+        .patch(format!("{}/v1/operator/tenants/acme", a.address))
+        .bearer_auth(&ops)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(reactivated.status(), StatusCode::OK);
+    eventually("node B admits the reactivated tenant", || async {
+        b.post("/v1/call/sessions", &carol, &json!({})).await.status() == StatusCode::CREATED
+    })
+    .await;
+
+    let acme_ops = a.token("acme-ops", "acme", &[Role::Operator]);
+    let erased = a.post("/v1/governance/tenants/acme/erase", &acme_ops, &json!({"confirm": "acme"})).await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    eventually("node B no longer opens the erased text", || async { text(&b).await.is_null() }).await;
+    // New data through node B is sealed with a new key, never the destroyed one.
+    ingest(&b, &carol, &session, "after", 1).await;
+    let view: Value =
+        a.get(&format!("/v1/realtime/sessions/{session}/transcript"), &carol).await.json().await.expect("json");
+    let texts: Vec<&Value> = view["segments"].as_array().expect("segments").iter().map(|s| &s["text"]).collect();
+    assert_eq!(texts, [&Value::Null, &json!("words")], "{view}");
+}

@@ -13,11 +13,15 @@ use postgres::fallible_iterator::FallibleIterator;
 
 use super::log::read_after;
 use crate::store::log::StoredEvent;
+use crate::store::sealing::Vault;
 use crate::store::{Appended, StoreError};
 
 pub const CHANNEL: &str = "callstream_appended";
 /// `"<generation> <connection id>"` when a resume took a connection over (`rotate_connection`).
 pub const TAKEN_OVER: &str = "callstream_taken_over";
+/// `"tenant <id>"` when a tenant's record changed; `"erased <generation> <id>"` when its data keys
+/// were destroyed through that generation. Every node drops what it cached.
+pub const CHANGED: &str = "callstream_changed";
 
 /// How many events one read takes at most.
 const PAGE: u64 = 1000;
@@ -78,13 +82,14 @@ pub fn announce_heads(
     url: String,
     mut position: u64,
     announce: tokio::sync::broadcast::Sender<Appended>,
+    vault: Arc<Vault>,
     running: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name("callstream-follower".into())
         .spawn(move || {
             while running.load(Ordering::SeqCst) {
-                if let Err(err) = follow(&url, &mut position, &announce, &running) {
+                if let Err(err) = follow(&url, &mut position, &announce, &vault, &running) {
                     tracing::warn!(error = %err, position, "following the log failed; reconnecting");
                     std::thread::sleep(POLL);
                 }
@@ -97,35 +102,35 @@ fn follow(
     url: &str,
     position: &mut u64,
     announce: &tokio::sync::broadcast::Sender<Appended>,
+    vault: &Vault,
     running: &AtomicBool,
 ) -> Result<(), StoreError> {
     let mut client = super::connect(url)?;
-    client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {TAKEN_OVER}"))?;
+    client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {TAKEN_OVER}; LISTEN {CHANGED}"))?;
     let heads = client.prepare(
         "SELECT stream_id, MAX(seq), MAX(position) FROM \
          (SELECT stream_id, seq, position FROM events WHERE position > $1 ORDER BY position LIMIT $2) batch \
          GROUP BY stream_id",
     )?;
-    let mut taken_over = Vec::new();
+    let mut changes = Changes::default();
     while running.load(Ordering::SeqCst) {
         {
             let mut notices = client.notifications();
             let mut pending = notices.iter();
             while let Some(notice) = pending.next()? {
-                taken_over.extend(take_over(&notice));
+                changes.note(&notice, vault);
             }
         }
         let after = i64::try_from(*position).map_err(|_| StoreError::Backend("position beyond i64".into()))?;
         let page = i64::try_from(PAGE).unwrap_or(i64::MAX);
         let rows = client.query(&heads, &[&after, &page])?;
         if rows.is_empty() {
-            if !taken_over.is_empty() {
-                let taken_over = Arc::new(std::mem::take(&mut taken_over));
-                let _ = announce.send(Appended { heads: Arc::default(), taken_over });
+            if !changes.is_empty() {
+                let _ = announce.send(changes.take(Vec::new()));
             }
             let mut notices = client.notifications();
             if let Some(notice) = notices.timeout_iter(POLL).next()? {
-                taken_over.extend(take_over(&notice));
+                changes.note(&notice, vault);
             }
             continue;
         }
@@ -135,17 +140,55 @@ fn follow(
             *position = (*position).max(u64::try_from(last).unwrap_or(0));
             streams.push((stream, u64::try_from(head).unwrap_or(0)));
         }
-        let taken_over = Arc::new(std::mem::take(&mut taken_over));
-        let _ = announce.send(Appended { heads: Arc::new(streams), taken_over });
+        let _ = announce.send(changes.take(streams));
     }
     Ok(())
 }
 
-/// The connection and its new generation, from a `TAKEN_OVER` notice.
-fn take_over(notice: &postgres::Notification) -> Option<(String, u64)> {
-    if notice.channel() != TAKEN_OVER {
-        return None;
+/// What other nodes' notices said since the last announcement.
+#[derive(Default)]
+struct Changes {
+    taken_over: Vec<(String, u64)>,
+    tenants: Vec<String>,
+}
+
+impl Changes {
+    /// Take in one notice. An erasure is applied to the vault at once, before anything is
+    /// announced: no key it destroyed opens a payload here after this returns.
+    fn note(&mut self, notice: &postgres::Notification, vault: &Vault) {
+        let payload = notice.payload();
+        match notice.channel() {
+            TAKEN_OVER => {
+                if let Some((generation, connection_id)) = payload.split_once(' ')
+                    && let Ok(generation) = generation.parse()
+                {
+                    self.taken_over.push((connection_id.to_owned(), generation));
+                }
+            }
+            CHANGED => match payload.split_once(' ') {
+                Some(("tenant", tenant_id)) => self.tenants.push(tenant_id.to_owned()),
+                Some(("erased", rest)) => {
+                    if let Some((through, tenant_id)) = rest.split_once(' ')
+                        && let Ok(through) = through.parse()
+                    {
+                        vault.forget(tenant_id, through);
+                    }
+                }
+                _ => tracing::warn!(payload, "an unknown change notice"),
+            },
+            _ => {}
+        }
     }
-    let (generation, connection_id) = notice.payload().split_once(' ')?;
-    Some((connection_id.to_owned(), generation.parse().ok()?))
+
+    fn is_empty(&self) -> bool {
+        self.taken_over.is_empty() && self.tenants.is_empty()
+    }
+
+    fn take(&mut self, heads: Vec<(String, u64)>) -> Appended {
+        Appended {
+            heads: Arc::new(heads),
+            taken_over: Arc::new(std::mem::take(&mut self.taken_over)),
+            tenants_changed: Arc::new(std::mem::take(&mut self.tenants)),
+        }
+    }
 }

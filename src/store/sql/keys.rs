@@ -1,7 +1,7 @@
 //! Tenant data keys in SQLite (`tenant_keys`), and sealing and opening the log's payloads with
 //! them (`store::sealing` has the cryptography and the rules).
 
-use super::db::{Db, Result, params};
+use super::db::{Db, Dialect, Result, params};
 use std::sync::Arc;
 
 use crate::store::log::StoredEvent;
@@ -27,7 +27,22 @@ pub fn active_key(
     cached: bool,
 ) -> Result<(Arc<DataKey>, Option<Vec<KeyRow>>), StoreError> {
     if cached && let Some(key) = vault.active(tenant_id) {
-        return Ok((key, None));
+        // On a shared database another node may have erased the tenant (or made a newer key) a
+        // moment ago: the writer holds the append lock, so one indexed read settles it.
+        let current = match db.dialect() {
+            Dialect::Sqlite => true,
+            Dialect::Postgres => {
+                db.query_opt(
+                    "SELECT generation, wrapped IS NOT NULL FROM tenant_keys WHERE tenant_id = ?1 \
+                     ORDER BY generation DESC LIMIT 1",
+                    params![tenant_id],
+                    |row| Ok((row.get::<u32>(0)?, row.get::<bool>(1)?)),
+                )? == Some((key.generation, true))
+            }
+        };
+        if current {
+            return Ok((key, None));
+        }
     }
     let mut rows = rows(db, tenant_id)?;
     let erased_through = rows.iter().filter(|r| r.wrapped.is_none()).map(|r| r.generation).max().unwrap_or(0);
@@ -60,6 +75,11 @@ pub fn erase(db: Db<'_>, tenant_id: &str, now: &str) -> Result<(ErasureReport, u
         "UPDATE tenant_keys SET wrapped = NULL, erased_at = ?2 WHERE tenant_id = ?1 AND wrapped IS NOT NULL",
         params![tenant_id, now],
     )? as u64;
+    if db.dialect() == Dialect::Postgres {
+        // Every other node forgets the keys when this commits (store::postgres::feed).
+        let notice = format!("erased {through} {tenant_id}");
+        db.execute("SELECT pg_notify(?1, ?2)", params![crate::store::postgres::feed::CHANGED, notice])?;
+    }
     // Each statement leaves the row exactly as a rebuild from the sealed log would make it.
     let of_tenant = "session_id IN (SELECT session_id FROM sessions WHERE tenant_id = ?1)";
     let sessions = db.execute(

@@ -81,6 +81,7 @@ impl Store {
                     url.clone(),
                     tip,
                     store.writer.announcer(),
+                    store.vault.clone(),
                     running.clone(),
                 )?;
                 Store { _following: Some(Arc::new(Following(running))), ..store }

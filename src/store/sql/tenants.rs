@@ -1,6 +1,6 @@
 //! Tenant records (status and quotas) and the append-only audit trail of operator actions.
 
-use super::db::{Db, Result, Row, params};
+use super::db::{Db, Dialect, Result, Row, params};
 use crate::domain::session::SessionState;
 use crate::store::{AuditEntry, TenantRecord};
 
@@ -39,6 +39,7 @@ pub fn insert(db: Db<'_>, record: &TenantRecord) -> Result<()> {
             record.updated_at
         ],
     )?;
+    changed(db, &record.tenant_id)?;
     Ok(())
 }
 
@@ -47,6 +48,15 @@ pub fn update(db: Db<'_>, record: &TenantRecord) -> Result<()> {
         "UPDATE tenants SET name = ?2, status = ?3, quotas = ?4, version = ?5, updated_at = ?6 WHERE tenant_id = ?1",
         params![record.tenant_id, record.name, record.status, record.quotas, record.version, record.updated_at],
     )?;
+    changed(db, &record.tenant_id)
+}
+
+/// On a shared database, tell every node (at commit) that the tenant's record changed.
+fn changed(db: Db<'_>, tenant_id: &str) -> Result<()> {
+    if db.dialect() == Dialect::Postgres {
+        let notice = format!("tenant {tenant_id}");
+        db.execute("SELECT pg_notify(?1, ?2)", params![crate::store::postgres::feed::CHANGED, notice])?;
+    }
     Ok(())
 }
 

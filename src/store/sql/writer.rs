@@ -460,7 +460,7 @@ impl WriterLoop {
             // On a shared database every node (this one included) hears commits from the log's
             // follower instead, in commit order across nodes, so none is announced twice.
             if !heads.is_empty() && matches!(self.conn, WriteConn::Sqlite(_)) {
-                let _ = self.appended.send(Appended { heads: Arc::new(heads), taken_over: Arc::default() });
+                let _ = self.appended.send(Appended { heads: Arc::new(heads), ..Appended::default() });
             }
         }
     }
