@@ -209,3 +209,51 @@ async fn a_suspension_and_an_erasure_through_one_node_hold_on_the_other() {
     let texts: Vec<&Value> = view["segments"].as_array().expect("segments").iter().map(|s| &s["text"]).collect();
     assert_eq!(texts, [&Value::Null, &json!("words")], "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_carries_on_after_its_database_connections_are_cut() {
+    let Some(Nodes { a, b, _database }) = two_nodes("a_node_carries_on_after").await else { return };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    ingest(&a, &alice, &session, "before", 3).await;
+    // What a database restart or a failover does to every node's connections.
+    let mut admin = crate::helpers::RawDb::open(&a.database());
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .expect("cut the connections");
+    let mut acknowledged = 0;
+    for attempt in 0..20 {
+        let events = vec![transcript(&session, &format!("after-{attempt}"), "words")];
+        let status = a.ingest(&alice, &session, events).await.status();
+        if status == StatusCode::OK {
+            acknowledged += 1;
+            if acknowledged == 3 {
+                break;
+            }
+        } else {
+            assert!(status.is_server_error(), "a lost connection is the server's problem: {status}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(acknowledged, 3, "the writer reconnected");
+    // The other node's follower reconnected too: its subscribers see everything. A read that hit
+    // a connection lost under it is answered 503; a client retries.
+    let mut socket = None;
+    for _ in 0..20 {
+        match crate::ws::try_connect(&b, &alice, &session, "").await {
+            Ok(connected) => {
+                socket = Some(connected);
+                break;
+            }
+            Err(status) => assert_eq!(status, 503),
+        }
+    }
+    let mut socket = socket.expect("node B serves the socket");
+    assert_eq!(socket.next().await["op"], "welcome");
+    assert_eq!(seqs(&socket.events(7).await), (1..=7).collect::<Vec<u64>>());
+    let report = callstream::store::verify(&a.database(), &a.config.master_key).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
+}

@@ -28,6 +28,17 @@ impl Conn {
         Conn { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) }
     }
 
+    /// Whether the connection is gone (the server restarted, a failover, a network cut).
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
+    /// Replace a lost connection; prepared statements belonged to it.
+    pub fn replace(&self, client: postgres::Client) {
+        *self.client.borrow_mut() = client;
+        self.statements.borrow_mut().clear();
+    }
+
     /// The client itself, for what the portable surface does not cover (bulk inserts, LISTEN).
     pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
         self.client.borrow_mut()
@@ -45,6 +56,14 @@ impl Conn {
 
 impl From<postgres::Error> for StoreError {
     fn from(err: postgres::Error) -> Self {
+        let lost = err.code().is_some_and(|code| {
+            // admin_shutdown, crash_shutdown, cannot_connect_now, or a connection exception.
+            ["57P01", "57P02", "57P03"].contains(&code.code()) || code.code().starts_with("08")
+        });
+        if err.is_closed() || lost {
+            // The server restarted, failed over or the network cut: a retry gets a new connection.
+            return StoreError::Unavailable { reason: "the database connection was lost", retry_after_secs: Some(1) };
+        }
         StoreError::Backend(match err.as_db_error() {
             Some(db) => format!("PostgreSQL: {}: {}", db.code().code(), db.message()),
             None => format!("PostgreSQL: {err}"),

@@ -77,7 +77,7 @@ fn open_writer_here(url: &str, vault: &Vault) -> Result<(WriteConn, String), Sto
     match prepared {
         Ok(epoch) => {
             db.batch("COMMIT")?;
-            Ok((WriteConn { conn }, epoch))
+            Ok((WriteConn { conn, url: url.to_owned() }, epoch))
         }
         Err(err) => {
             let _ = db.batch("ROLLBACK");
@@ -96,6 +96,7 @@ pub fn schema_state(conn: &driver::Conn) -> Result<(bool, bool), StoreError> {
 /// the tip there, since other nodes move it; the commit notifies every node's follower.
 pub struct WriteConn {
     conn: driver::Conn,
+    url: String,
 }
 
 impl WriteConn {
@@ -104,6 +105,12 @@ impl WriteConn {
     }
 
     pub fn begin(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        // A lost connection is replaced here, between groups: the failed group's commands were
+        // answered as not committed, and the next group starts on a fresh connection.
+        if self.conn.is_closed() {
+            self.conn.replace(connect(&self.url)?);
+            tracing::info!("the writer reconnected to PostgreSQL");
+        }
         let db = self.db();
         db.batch("BEGIN")?;
         db.execute("SELECT pg_advisory_xact_lock(?1)", params![APPEND_LOCK])?;
@@ -123,11 +130,16 @@ impl WriteConn {
 /// latest committed state.
 pub struct ReadPool {
     url: String,
-    idle: Mutex<Vec<driver::Conn>>,
+    /// Idle connections with when each was last used.
+    idle: Mutex<Vec<(driver::Conn, std::time::Instant)>>,
 }
 
 impl ReadPool {
     const MAX_IDLE: usize = 16;
+    /// A connection idle longer than this is checked (one round trip) before it serves a read:
+    /// the database may have restarted meanwhile. Busy connections are not checked; a read on a
+    /// connection lost under it answers 503 with `Retry-After`, and the connection is dropped.
+    const CHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
     pub fn new(url: &str) -> ReadPool {
         ReadPool { url: url.to_owned(), idle: Mutex::new(Vec::new()) }
@@ -138,14 +150,15 @@ impl ReadPool {
     pub fn with<T>(&self, query: impl FnOnce(Db<'_>) -> T) -> Result<T, StoreError> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
-            Some(conn) => conn,
-            None => driver::Conn::new(connect(&self.url)?),
+            Some((conn, used)) if used.elapsed() < Self::CHECK_AFTER => conn,
+            Some((conn, _)) if conn.client().is_valid(Self::CHECK_AFTER).is_ok() => conn,
+            _ => driver::Conn::new(connect(&self.url)?),
         };
         let result = query(Db::Postgres(&conn));
-        if !conn.client().is_closed() {
+        if !conn.is_closed() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < Self::MAX_IDLE {
-                idle.push(conn);
+                idle.push((conn, std::time::Instant::now()));
             }
         }
         Ok(result)
