@@ -23,18 +23,32 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub async fn start(durability: &str) -> Result<ChildServer, String> {
+        Self::start_node(durability, None, None).await
+    }
+
+    /// A server on `database_url` (PostgreSQL; `None`: SQLite in its data dir), with the secrets
+    /// and master key of `peer` when given: another node of the same deployment.
+    pub async fn start_node(
+        durability: &str,
+        database_url: Option<&str>,
+        peer: Option<&ChildServer>,
+    ) -> Result<ChildServer, String> {
         let data_dir = std::env::temp_dir().join(format!("callstream-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let secret = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let secret = peer.map_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple()), |p| p.secret.clone());
         let jwt = JwtConfig {
             secret: Secret::new(secret.clone()),
             issuer: "callstream-bench".into(),
             audience: "callstream".into(),
         };
-        let master_key = crate::config::MasterKey::generate();
+        let master_key = peer.map_or_else(crate::config::MasterKey::generate, |p| p.master_key.clone());
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(url) = database_url {
+            command.env(crate::config::DATABASE_URL, url);
+        }
+        let child = command
             .arg("serve")
             .env("CALLSTREAM_LISTEN", format!("127.0.0.1:{port}"))
             .env("CALLSTREAM_DATA_DIR", &data_dir)

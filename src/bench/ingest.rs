@@ -112,7 +112,7 @@ async fn bench(args: IngestArgs) -> Result<(), String> {
 /// A fresh server and database: HTTP ingest, then the baseline on the rows it wrote.
 async fn one_round(args: &IngestArgs) -> Result<Round, String> {
     let mut server = ChildServer::start(&args.durability).await?;
-    let (elapsed, mut latencies) = fill(&server, args).await?;
+    let (elapsed, mut latencies) = fill(&[&server], args).await?;
     let http_rate = args.events as f64 / elapsed.as_secs_f64();
     server.stop();
 
@@ -121,8 +121,10 @@ async fn one_round(args: &IngestArgs) -> Result<Round, String> {
     Ok(Round { http_rate, elapsed, p50: percentile(&latencies, 50.0), p99: percentile(&latencies, 99.0), baseline })
 }
 
-/// Send `args.events` transcript events over HTTP to `server`; the wall time and each batch's latency.
-pub(super) async fn fill(server: &ChildServer, args: &IngestArgs) -> Result<(Duration, Vec<Duration>), String> {
+/// Send `args.events` transcript events over HTTP to `servers` (batches spread over them in turn,
+/// as a load balancer would); the wall time and each batch's latency.
+pub(super) async fn fill(servers: &[&ChildServer], args: &IngestArgs) -> Result<(Duration, Vec<Duration>), String> {
+    let server = servers.first().ok_or("no server")?;
     let user = server.token("bench-user", &[Role::User])?;
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().map_err(|e| e.to_string())?;
@@ -136,7 +138,10 @@ pub(super) async fn fill(server: &ChildServer, args: &IngestArgs) -> Result<(Dur
     );
     let paths: Arc<Vec<String>> = Arc::new(
         (0..batches)
-            .map(|b| format!("{}/v1/realtime/sessions/{}/events", server.address, sessions[b % sessions.len()]))
+            .map(|b| {
+                let node = servers[b % servers.len()];
+                format!("{}/v1/realtime/sessions/{}/events", node.address, sessions[b % sessions.len()])
+            })
             .collect(),
     );
 

@@ -3,6 +3,7 @@
 pub mod billing;
 mod harness;
 pub mod ingest;
+pub mod pg_ingest;
 pub mod pg_log;
 pub mod realtime;
 pub mod rebuild;
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// The PostgreSQL log's core with one and two writer nodes, and a bare insert loop (the baseline).
     PgLog(pg_log::PgLogArgs),
+    /// HTTP ingest into PostgreSQL through one node and through two, and a bare insert loop.
+    PgIngest(pg_ingest::PgIngestArgs),
     /// Signed LiveKit webhooks through the real endpoint: new ones, then the same again as replays.
     Webhooks(webhooks::WebhookArgs),
     /// WebSocket fan-out: subscribers per session, a steady ingest rate, ingest→receive latency.
@@ -38,6 +41,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args),
         BenchCommand::PgLog(args) => pg_log::run(args),
+        BenchCommand::PgIngest(args) => pg_ingest::run(args),
         BenchCommand::Webhooks(args) => webhooks::run(args),
         BenchCommand::Fanout(args) => realtime::fanout(args),
         BenchCommand::Reconnect(args) => realtime::reconnect(args),

@@ -32,7 +32,7 @@ async fn bench(args: RebuildArgs) -> Result<(), String> {
     };
     let mut server = ChildServer::start(&fill_args.durability).await?;
     eprintln!("filling the log with {} events over {} sessions …", args.events, args.sessions);
-    fill(&server, &fill_args).await?;
+    fill(&[&server], &fill_args).await?;
     server.stop();
 
     let database = server.database();
