@@ -257,3 +257,177 @@ async fn a_node_carries_on_after_its_database_connections_are_cut() {
     let report = callstream::store::verify(&a.database(), &a.config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
 }
+
+/// `kill -9` of node A, ten times, while producers write through both nodes: a batch in flight at
+/// a kill is retried through node B (the survivor), a socket on A resumes on B from what it
+/// acknowledged, and in the end every acknowledged event is in the log exactly once and it verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_one_node_under_load_from_both_loses_nothing_and_clients_resume_on_the_other() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use crate::crash::{start_with, wait_ready};
+
+    let Some(database) = crate::pg_log::database("nodes::kill_9_of_one_node") else { return };
+    let overrides = [(callstream::config::DATABASE_URL, database.url.as_str())];
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let config = crate::helpers::test_config_with(dir_b.path(), &overrides);
+    let token = callstream::app::auth::mint(
+        &config.jwt,
+        callstream::clock::Clock::system().now(),
+        "crash-user",
+        "t1",
+        &[Role::User],
+        3600,
+    )
+    .expect("mint");
+    let client = crate::helpers::client_builder().timeout(std::time::Duration::from_secs(10)).build().expect("client");
+    let mut b = start_with(dir_b.path(), &overrides);
+    wait_ready(&client, &b).await;
+    let create = |address: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let created: Value = client
+                .post(format!("{address}/v1/call/sessions"))
+                .bearer_auth(&token)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("create")
+                .json()
+                .await
+                .expect("json");
+            created["sessionId"].as_str().expect("id").to_owned()
+        }
+    };
+    let sessions = [create(b.address.clone()).await, create(b.address.clone()).await];
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let send = {
+        let (client, token, acked) = (client.clone(), token.clone(), acked.clone());
+        move |address: String, session: String, events: Vec<Value>| {
+            let (client, token, acked) = (client.clone(), token.clone(), acked.clone());
+            async move {
+                let response = client
+                    .post(format!("{address}/v1/realtime/sessions/{session}/events"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await
+                    .ok()?;
+                let status = response.status();
+                assert!(status.is_success(), "{status}: {}", response.text().await.unwrap_or_default());
+                let body: Value = response.json().await.ok()?;
+                let mut acked = acked.lock().expect("lock");
+                for result in body["results"].as_array().expect("results") {
+                    acked.insert(result["eventId"].as_str().expect("id").to_owned());
+                }
+                Some(())
+            }
+        }
+    };
+
+    for cycle in 0..10 {
+        let mut a = start_with(dir_a.path(), &overrides);
+        wait_ready(&client, &a).await;
+        // A subscriber on A, following from the head, that acknowledges what it reads.
+        let page: Value = client
+            .get(format!("{}/v1/realtime/sessions/{}/events?after=0&limit=1", a.address, sessions[0]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("replay")
+            .json()
+            .await
+            .expect("json");
+        let start = page["diagnostics"]["headSeq"].as_u64().expect("head");
+        let mut socket = crate::ws::try_connect_at(&a.address, &token, &sessions[0], &format!("after={start}"))
+            .await
+            .expect("socket on A");
+        let resume_token = socket.next().await["resumeToken"].as_str().expect("token").to_owned();
+        let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut producers = Vec::new();
+        for (n, address) in [a.address.clone(), b.address.clone()].into_iter().enumerate() {
+            let (send, session, survivor) = (send.clone(), sessions[n].clone(), b.address.clone());
+            let killed = killed.clone();
+            producers.push(tokio::spawn(async move {
+                let mut batches_after_the_kill = 0;
+                for batch in 0..400 {
+                    let events: Vec<Value> =
+                        (0..10).map(|i| transcript(&session, &format!("k{cycle}-n{n}-b{batch}-{i}"), "x")).collect();
+                    if send(address.clone(), session.clone(), events.clone()).await.is_none() {
+                        // The node died under the request: the client retries through the survivor.
+                        send(survivor, session, events).await.expect("the retry through the survivor");
+                        return;
+                    }
+                    // The survivor's producer goes on a little past the kill, then the cycle ends.
+                    if killed.load(std::sync::atomic::Ordering::Relaxed) {
+                        batches_after_the_kill += 1;
+                        if batches_after_the_kill == 5 {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        // Kill A once it has taken 30 new events on the session it is writing, with both producers
+        // still sending.
+        let mut seen = start;
+        while seen < start + 30 {
+            let frame = socket.next().await;
+            if frame["op"] == "event" {
+                seen = frame["event"]["seq"].as_u64().expect("seq");
+            }
+        }
+        socket.send(json!({"op": "ack", "seq": seen})).await;
+        socket.send(json!({"op": "ping"})).await;
+        while socket.next().await["op"] != "pong" {}
+        a.child.kill().expect("kill -9");
+        a.child.wait().expect("reap");
+        killed.store(true, std::sync::atomic::Ordering::Relaxed);
+        for producer in producers {
+            producer.await.expect("producer");
+        }
+        // The subscriber resumes on the survivor from what it acknowledged, without a gap.
+        let resumed: Value = client
+            .post(format!("{}/v1/call/sessions/{}/reconnect", b.address, sessions[0]))
+            .bearer_auth(&token)
+            .json(&json!({ "resumeToken": resume_token }))
+            .send()
+            .await
+            .expect("reconnect")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(resumed["replayFrom"], seen, "cycle {cycle}: {resumed}");
+        let next = resumed["resumeToken"].as_str().expect("token");
+        let mut socket = crate::ws::try_connect_at(&b.address, &token, &sessions[0], &format!("resumeToken={next}"))
+            .await
+            .expect("on B");
+        let welcome = socket.next().await;
+        assert_eq!(welcome["replayFrom"], seen);
+        let head = welcome["headSeq"].as_u64().expect("head");
+        assert!(head > seen, "cycle {cycle}: {welcome}");
+        let count = (head - seen).min(20);
+        let replayed = seqs(&socket.events(count as usize).await);
+        assert_eq!(
+            replayed,
+            (seen + 1..=seen + count).collect::<Vec<u64>>(),
+            "cycle {cycle}: no gap after the checkpoint"
+        );
+    }
+    b.child.kill().expect("kill");
+    b.child.wait().expect("reap");
+
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 1000, "too little was ingested to mean anything: {}", acked.len());
+    let counts: std::collections::HashMap<String, String> = crate::helpers::RawDb::open(&config.database)
+        .rows("SELECT event_id, COUNT(*) FROM events WHERE tenant_id = 't1' GROUP BY event_id")
+        .into_iter()
+        .map(|row| (row[0].clone().expect("id"), row[1].clone().expect("count")))
+        .collect();
+    for event_id in &acked {
+        assert_eq!(counts.get(event_id).map(String::as_str), Some("1"), "{event_id} present exactly once");
+    }
+    let report = callstream::store::verify(&config.database, &config.master_key).expect("verify");
+    assert!(report.is_ok(), "{report:?}");
+}

@@ -27,10 +27,15 @@ pub async fn connect(app: &TestApp, token: &str, session: &str, query: &str) -> 
 }
 
 pub async fn try_connect(app: &TestApp, token: &str, session: &str, query: &str) -> Result<Ws, u16> {
+    try_connect_at(&app.address, token, session, query).await
+}
+
+/// As `try_connect`, to the server at `address` (`http://host:port`).
+pub async fn try_connect_at(address: &str, token: &str, session: &str, query: &str) -> Result<Ws, u16> {
     let separator = if query.is_empty() { "" } else { "&" };
     let url = format!(
         "{}/v1/realtime/sessions/{session}/ws?access_token={token}{separator}{query}",
-        app.address.replacen("http", "ws", 1)
+        address.replacen("http", "ws", 1)
     );
     match tokio_tungstenite::connect_async(url).await {
         Ok((socket, _)) => Ok(Ws { socket }),
