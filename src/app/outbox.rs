@@ -1,9 +1,14 @@
 //! The billing outbox publisher and the alert worker: at-least-once delivery of what the log
 //! holds, with the retry schedule persisted outside the log and every outcome appended as an event.
 //!
-//! A batch is read, delivered concurrently (the same `webhook-id` on every attempt of an item, so
-//! a sink de-duplicates), and its outcomes are written in one transaction that first checks each
+//! A batch is claimed, delivered concurrently (the same `webhook-id` on every attempt of an item,
+//! so a sink de-duplicates), and its outcomes are written in one transaction that first checks each
 //! item is still pending: a replay or a concurrent worker never makes an item count twice.
+//!
+//! Every node runs these workers. The claim is a write: it pushes each item's next attempt past a
+//! lease, in a transaction serialized with every other node's (the append lock on PostgreSQL), so
+//! no two nodes attempt one item at once, and a node that dies mid-pass leaves its items to the
+//! others when the lease ends.
 
 use std::time::Duration;
 
@@ -68,10 +73,33 @@ pub async fn run_publisher(state: AppState) {
     tracing::info!("billing outbox stopped");
 }
 
+/// How long claimed items are left to the node that claimed them: twice the longest its attempts
+/// can take (`rounds` of one timeout each), and at least a minute.
+fn claim_lease(timeout_ms: u64, rounds: usize) -> i64 {
+    let longest = timeout_ms.saturating_mul(rounds.max(1) as u64);
+    longest.saturating_mul(2).max(60_000).min(i64::MAX as u64) as i64
+}
+
 /// Deliver one batch of due outbox items and record the outcomes.
 pub async fn publish_due(state: &AppState) -> Result<Pass, AppError> {
     let now = state.clock.now();
-    let due = state.store.read(move |reads| reads.outbox_due(now, BATCH)).await?;
+    // A read first, so an idle worker does not write.
+    if state.store.read(move |reads| reads.outbox_due(now, 1)).await?.is_empty() {
+        return Ok(Pass::default());
+    }
+    let lease = claim_lease(state.config.billing.timeout_ms, (BATCH as usize).div_ceil(CONCURRENCY));
+    let due = state
+        .store
+        .writer
+        .execute(move |tx| {
+            let now = tx.recorded_at();
+            let due = tx.outbox_due(now, BATCH)?;
+            for item in &due {
+                tx.claim_delivery(DeliveryKind::Outbox, &item.item.outbox_id, now.plus_millis(lease))?;
+            }
+            Ok::<_, AppError>(due)
+        })
+        .await?;
     if due.is_empty() {
         return Ok(Pass::default());
     }
@@ -286,6 +314,24 @@ pub async fn deliver_alerts(
     let mut due = state.store.read(move |reads| reads.alerts_due(now, BATCH)).await?;
     due.retain(|(alert, _)| tenant_id.is_none_or(|t| alert.tenant_id == t));
     let sink = state.config.billing.alert_sink.clone();
+    if sink.is_some() && !dry_run && !due.is_empty() {
+        // Claimed, as the outbox's items are; alerts go one at a time.
+        let lease = claim_lease(state.config.billing.timeout_ms, due.len());
+        let tenant_id = tenant_id.map(str::to_owned);
+        due = state
+            .store
+            .writer
+            .execute(move |tx| {
+                let now = tx.recorded_at();
+                let mut due = tx.alerts_due(now, BATCH)?;
+                due.retain(|(alert, _)| tenant_id.as_deref().is_none_or(|t| alert.tenant_id == t));
+                for (alert, _) in &due {
+                    tx.claim_delivery(DeliveryKind::Alert, &alert.alert_id, now.plus_millis(lease))?;
+                }
+                Ok::<_, AppError>(due)
+            })
+            .await?;
+    }
     let mut answer = AlertDelivery {
         dry_run,
         sink_configured: sink.is_some(),

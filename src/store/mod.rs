@@ -181,6 +181,9 @@ pub trait WriteUnit: Reads {
 
     /// Retry bookkeeping of a delivery (outside the log: only the outcomes are events).
     fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError>;
+    /// Claim a due delivery for one attempt: no node picks it up again before `until` (unless its
+    /// outcome is recorded first). Its attempt count and last error stay as they were.
+    fn claim_delivery(&self, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<(), StoreError>;
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError>;
     fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError>;
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError>;

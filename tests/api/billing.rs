@@ -17,7 +17,7 @@ use crate::sink;
 
 const SINK_SECRET_BYTES: &[u8] = b"billing-sink-secret-0123456789ab";
 
-fn sink_secret() -> String {
+pub fn sink_secret() -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(SINK_SECRET_BYTES))
 }
 

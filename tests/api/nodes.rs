@@ -18,9 +18,14 @@ struct Nodes {
 }
 
 async fn two_nodes(test: &str) -> Option<Nodes> {
+    two_nodes_with(test, &[]).await
+}
+
+async fn two_nodes_with(test: &str, extra: &[(&'static str, &str)]) -> Option<Nodes> {
     let database = crate::pg_log::database(&format!("nodes::{test}"))?;
     let url = database.url.clone();
-    let overrides = [(callstream::config::DATABASE_URL, url.as_str()), ("CALLSTREAM_TEST_CLOCK", "1")];
+    let mut overrides = vec![(callstream::config::DATABASE_URL, url.as_str()), ("CALLSTREAM_TEST_CLOCK", "1")];
+    overrides.extend_from_slice(extra);
     let a = spawn_app_in_with(tempfile::tempdir().expect("dir"), &overrides).await;
     let b = spawn_app_in_with(tempfile::tempdir().expect("dir"), &overrides).await;
     Some(Nodes { a, b, _database: database })
@@ -430,4 +435,219 @@ async fn kill_9_of_one_node_under_load_from_both_loses_nothing_and_clients_resum
     }
     let report = callstream::store::verify(&config.database, &config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
+}
+
+/// When the node's outbox worker last finished a pass.
+async fn outbox_pass(node: &TestApp) -> Value {
+    let ready: Value = crate::helpers::client()
+        .get(format!("{}/health/ready", node.address))
+        .send()
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    ready["checks"]["outboxWorker"]["lastPassAt"].clone()
+}
+
+/// Both nodes run the billing outbox against one HTTP sink: every item is claimed by one node for
+/// its attempt, so the sink receives each webhook id once (it would de-duplicate, but it should
+/// not have to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_nodes_publish_the_billing_outbox_and_the_sink_gets_each_item_once() {
+    let sink = crate::sink::start(vec![200]).await;
+    let secret = crate::billing::sink_secret();
+    let extra = [
+        ("CALLSTREAM_BILLING_POLL_MS", "10"),
+        ("CALLSTREAM_BILLING_SINK_URL", sink.url.as_str()),
+        ("CALLSTREAM_BILLING_SINK_SECRET", secret.as_str()),
+    ];
+    let Some(Nodes { a, b, _database }) = two_nodes_with("both_nodes_publish_the_billing_outbox", &extra).await else {
+        return;
+    };
+    let alice = a.user("alice");
+    const CALLS: usize = 40;
+    let mut sessions = Vec::new();
+    for call in 0..CALLS {
+        let node = if call % 2 == 0 { &a } else { &b };
+        let session = node.create_session(&alice).await;
+        for to in ["connecting", "active", "ended"] {
+            let response = node.post(&format!("/v1/call/sessions/{session}/state"), &alice, &json!({ "to": to })).await;
+            assert_eq!(response.status(), StatusCode::OK, "→ {to}");
+        }
+        sessions.push(session);
+    }
+    let ops = a.token("ops", "t1", &[Role::Operator]);
+    let confirmations = |session: String| {
+        let (b, ops) = (&b, &ops);
+        async move {
+            let events: Value =
+                b.get(&format!("/v1/billing/sessions/{session}/events"), ops).await.json().await.expect("json");
+            events["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter(|e| e["type"] == "billing.charge.confirmed")
+                .count()
+        }
+    };
+    for session in &sessions {
+        eventually("the call's charge is confirmed", || async { confirmations(session.clone()).await > 0 }).await;
+    }
+    // A pass that began before the last confirmation may still post: wait until each node has
+    // finished two more.
+    for node in [&a, &b] {
+        for _ in 0..2 {
+            let before = outbox_pass(node).await;
+            eventually("an outbox pass", || async { outbox_pass(node).await != before }).await;
+        }
+    }
+    let received = sink.received.lock().expect("lock").clone();
+    let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    for request in &received {
+        *per_id.entry(request.headers["webhook-id"].clone()).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), CALLS, "{per_id:?}");
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for session in sessions {
+        assert_eq!(confirmations(session).await, 1, "one confirmation per charge");
+    }
+}
+
+/// A node killed in the middle of an attempt leaves the item claimed until the lease ends; then the
+/// other node delivers it, with the same webhook id, and confirms it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_item_claimed_by_a_node_that_died_is_delivered_by_the_other_after_the_lease() {
+    use crate::crash::{start_with, wait_ready};
+
+    let Some(database) = crate::pg_log::database("nodes::an_item_claimed_by_a_node_that_died") else { return };
+    // The first attempt hangs (the node dies under it); the next is accepted.
+    let sink = crate::sink::start(vec![0, 200]).await;
+    let secret = crate::billing::sink_secret();
+    let overrides = [
+        (callstream::config::DATABASE_URL, database.url.as_str()),
+        ("CALLSTREAM_BILLING_POLL_MS", "10"),
+        // Short enough that the lease is its minimum, a minute.
+        ("CALLSTREAM_BILLING_TIMEOUT_MS", "1000"),
+        ("CALLSTREAM_BILLING_SINK_URL", sink.url.as_str()),
+        ("CALLSTREAM_BILLING_SINK_SECRET", secret.as_str()),
+    ];
+    let dir_a = tempfile::tempdir().expect("dir");
+    let config = crate::helpers::test_config_with(dir_a.path(), &overrides);
+    let alice = callstream::app::auth::mint(
+        &config.jwt,
+        callstream::clock::Clock::system().now(),
+        "alice",
+        "t1",
+        &[Role::User],
+        3600,
+    )
+    .expect("mint");
+    let client = crate::helpers::client();
+    let mut a = start_with(dir_a.path(), &overrides);
+    wait_ready(&client, &a).await;
+    let created: Value = client
+        .post(format!("{}/v1/call/sessions", a.address))
+        .bearer_auth(&alice)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let session = created["sessionId"].as_str().expect("id").to_owned();
+    for to in ["connecting", "active", "ended"] {
+        let response = client
+            .post(format!("{}/v1/call/sessions/{session}/state", a.address))
+            .bearer_auth(&alice)
+            .json(&json!({ "to": to }))
+            .send()
+            .await
+            .expect("transition");
+        assert_eq!(response.status(), StatusCode::OK, "→ {to}");
+    }
+    eventually("node A's attempt reaches the sink", || async { sink.count() == 1 }).await;
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reap");
+
+    let mut b_overrides = overrides.to_vec();
+    b_overrides.push(("CALLSTREAM_TEST_CLOCK", "1"));
+    let b = spawn_app_in_with(tempfile::tempdir().expect("dir"), &b_overrides).await;
+    for _ in 0..2 {
+        let before = outbox_pass(&b).await;
+        eventually("an outbox pass", || async { outbox_pass(&b).await != before }).await;
+    }
+    assert_eq!(sink.count(), 1, "the dead node's claim holds until its lease ends");
+    b.advance_clock(50).await;
+    for _ in 0..2 {
+        let before = outbox_pass(&b).await;
+        eventually("an outbox pass", || async { outbox_pass(&b).await != before }).await;
+    }
+    assert_eq!(sink.count(), 1, "50 s into a one-minute lease");
+    b.advance_clock(11).await;
+    eventually("node B attempts the item", || async { sink.count() == 2 }).await;
+    let ops = b.token("ops", "t1", &[Role::Operator]);
+    let charges = || async {
+        let events: Value =
+            b.get(&format!("/v1/billing/sessions/{session}/events"), &ops).await.json().await.expect("json");
+        let events = events["events"].as_array().expect("events").clone();
+        events.into_iter().filter(|e| e["type"] == "billing.charge.confirmed").collect::<Vec<_>>()
+    };
+    eventually("the charge is confirmed", || async { !charges().await.is_empty() }).await;
+    let charges = charges().await;
+    assert_eq!(charges.len(), 1, "{charges:#?}");
+    let received = sink.received.lock().expect("lock").clone();
+    assert_eq!(received[0].headers["webhook-id"], received[1].headers["webhook-id"], "one item, one webhook id");
+}
+
+/// One actionId sent ten times through each node at once: the outbound call is made once; every
+/// answer is the executed ack or, on the node that lost the claim while it ran, 409
+/// `ACTION_IN_PROGRESS`; afterwards both nodes answer the identical ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_action_retried_concurrently_on_both_nodes_executes_once() {
+    let sink = crate::sink::start(vec![200]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = crate::orchestration::open_policy(dir.path(), 300);
+    let extra = [("CALLSTREAM_POLICY_FILE", policy.as_str())];
+    let Some(Nodes { a, b, _database }) = two_nodes_with("one_action_retried_concurrently", &extra).await else {
+        return;
+    };
+    let alice = a.user("alice");
+    let session = a.create_session(&alice).await;
+    for round in 0..5 {
+        let action_id = format!("race-{round}");
+        let request = json!({"actionId": action_id, "sessionId": session, "type": "webhook.post", "params": {"url": sink.url, "body": {"round": round}}});
+        let mut calls = Vec::new();
+        for n in 0..20 {
+            let node = if n % 2 == 0 { &a } else { &b };
+            let call = node
+                .client
+                .post(format!("{}/v1/orchestration/actions/execute", node.address))
+                .bearer_auth(&alice)
+                .json(&request);
+            calls.push(tokio::spawn(async move {
+                let response = call.send().await.expect("send");
+                (response.status(), response.json::<Value>().await.expect("json"))
+            }));
+        }
+        let mut executed = Vec::new();
+        for call in calls {
+            let (status, body) = call.await.expect("task");
+            match status {
+                StatusCode::OK => executed.push(body),
+                StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "ACTION_IN_PROGRESS", "{body}"),
+                other => panic!("{other}: {body}"),
+            }
+        }
+        assert!(!executed.is_empty());
+        assert!(executed.iter().all(|e| *e == executed[0] && e["ack"]["status"] == "executed"), "{executed:?}");
+        assert_eq!(sink.count(), round + 1, "round {round}: executed exactly once");
+        for node in [&a, &b] {
+            let retry: Value =
+                node.post("/v1/orchestration/actions/execute", &alice, &request).await.json().await.expect("json");
+            assert_eq!(retry, executed[0], "a later retry on either node gets the identical ack");
+        }
+    }
 }

@@ -31,7 +31,7 @@ fn history_types(action: &Value) -> Vec<String> {
 }
 
 /// A policy that lets `webhook.post` run without confirmation, for executor tests.
-fn open_policy(dir: &std::path::Path, ttl: u64) -> String {
+pub fn open_policy(dir: &std::path::Path, ttl: u64) -> String {
     let mut policy: Value = serde_json::from_str(callstream::domain::policy::BUILT_IN).expect("policy");
     policy["id"] = json!("test-open");
     policy["sensitiveTypes"] = json!(["message.send", "email.send", "call.transfer"]);

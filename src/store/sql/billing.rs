@@ -540,6 +540,15 @@ pub fn save_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str, row: &Attemp
     Ok(())
 }
 
+pub fn claim_delivery(db: Db<'_>, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<()> {
+    db.execute(
+        "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at) VALUES (?1, ?2, 0, ?3) \
+         ON CONFLICT (kind, item_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at",
+        params![kind.as_str(), item_id, until.to_rfc3339()],
+    )?;
+    Ok(())
+}
+
 pub fn clear_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str) -> Result<()> {
     db.execute("DELETE FROM delivery_attempts WHERE kind = ?1 AND item_id = ?2", params![kind.as_str(), item_id])?;
     Ok(())

@@ -340,6 +340,10 @@ impl WriteUnit for super::writer::WriteTx<'_> {
         Ok(billing::save_attempts(self.db(), kind, item_id, row)?)
     }
 
+    fn claim_delivery(&self, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<(), StoreError> {
+        Ok(billing::claim_delivery(self.db(), kind, item_id, until)?)
+    }
+
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError> {
         Ok(billing::clear_attempts(self.db(), kind, item_id)?)
     }
