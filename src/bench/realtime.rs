@@ -1,5 +1,6 @@
 //! Realtime load generators against a child `callstream serve`: fan-out latency, a reconnect
-//! storm, and the memory of idle connections.
+//! storm, and the memory of idle connections. Fan-out and the storm also run across two nodes on
+//! PostgreSQL (`--postgres URL`): writes through one node, sockets on the other.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::harness::{ChildServer, block_on, percentile};
 use crate::domain::principal::Role;
+use crate::store::postgres::scratch::ScratchDatabase;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -30,6 +32,10 @@ pub struct FanoutArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// A PostgreSQL server: run two nodes on a scratch database there, ingest through the first
+    /// and every subscriber on the second.
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +47,41 @@ pub struct ReconnectArgs {
     /// Events each session receives while its clients are away.
     #[arg(long, default_value_t = 20)]
     pub missed: usize,
+    /// A PostgreSQL server: run two nodes on a scratch database there; clients connect, miss
+    /// events and are written to through the first, and all resume on the second.
+    #[arg(long)]
+    pub postgres: Option<String>,
+}
+
+/// One SQLite server, or two nodes on a scratch PostgreSQL database (dropped after them).
+struct Nodes {
+    writer: ChildServer,
+    reader: Option<ChildServer>,
+    _database: Option<ScratchDatabase>,
+}
+
+impl Nodes {
+    async fn start(postgres: Option<&str>) -> Result<Nodes, String> {
+        let Some(admin) = postgres else {
+            return Ok(Nodes { writer: ChildServer::start("full").await?, reader: None, _database: None });
+        };
+        let database = ScratchDatabase::create(admin).map_err(|e| e.to_string())?;
+        let writer = ChildServer::start_node("full", Some(&database.url), None).await?;
+        let reader = ChildServer::start_node("full", Some(&database.url), Some(&writer)).await?;
+        Ok(Nodes { writer, reader: Some(reader), _database: Some(database) })
+    }
+
+    /// Where sockets connect (the node that does not ingest, when there are two).
+    fn subscribed(&self) -> &ChildServer {
+        self.reader.as_ref().unwrap_or(&self.writer)
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.reader {
+            None => "one node on SQLite",
+            Some(_) => "two nodes on PostgreSQL, sockets on the node that does not ingest",
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,31 +139,49 @@ fn ingest_body(session: &str, ids: std::ops::Range<usize>, stamp: u128) -> Strin
 }
 
 async fn run_fanout(args: FanoutArgs) -> Result<(), String> {
-    let server = ChildServer::start("full").await?;
+    let nodes = Nodes::start(args.postgres.as_deref()).await?;
+    let (server, subscribed) = (&nodes.writer, nodes.subscribed());
     let client = reqwest::Client::new();
     let owner = server.token("bench-owner", &[Role::User])?;
     let sessions = server.create_sessions(&client, &owner, args.sessions).await?;
     eprintln!("opening {} subscribers …", args.sessions * args.subscribers_per_session);
     let origin = Instant::now();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let endings: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut readers = Vec::new();
     for session in &sessions {
         for _ in 0..args.subscribers_per_session {
-            let (mut socket, _) = open_socket(&server, &owner, session, "&after=1").await?;
-            let latencies = latencies.clone();
+            let (mut socket, _) = open_socket(subscribed, &owner, session, "&after=1").await?;
+            let (latencies, endings) = (latencies.clone(), endings.clone());
             readers.push(tokio::spawn(async move {
                 // Only the stamp is read out of each frame: the load generator shares the CPU with
                 // the server, so it must stay cheap.
                 let mut local = Vec::new();
-                while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(3), socket.next()).await {
+                let ended = loop {
+                    // Opening every subscriber may take longer than the idle limit: the limit
+                    // applies once events flow.
+                    let idle = if local.is_empty() { Duration::from_secs(60) } else { Duration::from_secs(3) };
+                    let message = match tokio::time::timeout(idle, socket.next()).await {
+                        Err(_) => break format!("idle for {} s", idle.as_secs()),
+                        Ok(None) => break "stream ended".to_owned(),
+                        Ok(Some(Err(err))) => break format!("error: {err}"),
+                        Ok(Some(Ok(Message::Close(frame)))) => {
+                            break format!("closed {}", frame.map_or(0, |f| u16::from(f.code)));
+                        }
+                        Ok(Some(Ok(message))) => message,
+                    };
                     let Message::Text(text) = message else { continue };
+                    if !text.contains("\"op\":\"event\"") {
+                        break format!("frame: {}", &text[..text.len().min(120)]);
+                    }
                     let Some(start) = text.find("\"t=") else { continue };
                     let digits: String = text[start + 3..].chars().take_while(char::is_ascii_digit).collect();
                     if let Ok(sent) = digits.parse::<u128>() {
                         local.push(Duration::from_nanos(origin.elapsed().as_nanos().saturating_sub(sent) as u64));
                     }
-                }
+                };
                 latencies.lock().await.append(&mut local);
+                *endings.lock().await.entry(ended).or_default() += 1;
             }));
         }
     }
@@ -158,8 +217,13 @@ async fn run_fanout(args: FanoutArgs) -> Result<(), String> {
     latencies.sort_unstable();
     let expected = accepted * args.batch * args.subscribers_per_session;
     println!(
-        "fan-out benchmark: {} sessions × {} subscribers, {} events/s in batches of {} for {} s",
-        args.sessions, args.subscribers_per_session, args.rate, args.batch, args.seconds
+        "fan-out benchmark ({}): {} sessions × {} subscribers, {} events/s in batches of {} for {} s",
+        nodes.describe(),
+        args.sessions,
+        args.subscribers_per_session,
+        args.rate,
+        args.batch,
+        args.seconds
     );
     println!(
         "  ingested {} events in {:.1} s ({:.0}/s); deliveries {} of {} expected",
@@ -175,11 +239,13 @@ async fn run_fanout(args: FanoutArgs) -> Result<(), String> {
         percentile(&latencies, 99.0).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    println!("  subscribers ended by: {:?}", endings.lock().await);
     Ok(())
 }
 
 async fn run_reconnect(args: ReconnectArgs) -> Result<(), String> {
-    let server = ChildServer::start("full").await?;
+    let nodes = Arc::new(Nodes::start(args.postgres.as_deref()).await?);
+    let server = &nodes.writer;
     let client = reqwest::Client::new();
     let owner = server.token("bench-owner", &[Role::User])?;
     let sessions = server.create_sessions(&client, &owner, args.sessions).await?;
@@ -187,7 +253,7 @@ async fn run_reconnect(args: ReconnectArgs) -> Result<(), String> {
     let mut tokens = Vec::with_capacity(args.clients);
     for n in 0..args.clients {
         let session = &sessions[n % sessions.len()];
-        let (mut socket, welcome) = open_socket(&server, &owner, session, "").await?;
+        let (mut socket, welcome) = open_socket(server, &owner, session, "").await?;
         next_text(&mut socket).await?; // seq 1, then checkpoint it
         socket
             .send(Message::Text(json!({"op": "ack", "seq": 1}).to_string().into()))
@@ -211,14 +277,13 @@ async fn run_reconnect(args: ReconnectArgs) -> Result<(), String> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     eprintln!("all {} clients resume at once …", args.clients);
-    let server = Arc::new(server);
     let started = Instant::now();
     let mut storm = Vec::new();
     for (session, token) in tokens {
-        let (server, owner) = (server.clone(), owner.clone());
+        let (nodes, owner) = (nodes.clone(), owner.clone());
         storm.push(tokio::spawn(async move {
             let (mut socket, welcome) =
-                open_socket(&server, &owner, &session, &format!("&resumeToken={token}")).await?;
+                open_socket(nodes.subscribed(), &owner, &session, &format!("&resumeToken={token}")).await?;
             let head = welcome["headSeq"].as_u64().unwrap_or_default();
             let mut expected = welcome["replayFrom"].as_u64().unwrap_or_default() + 1;
             while expected <= head {
@@ -242,8 +307,11 @@ async fn run_reconnect(args: ReconnectArgs) -> Result<(), String> {
     }
     finished.sort_unstable();
     println!(
-        "reconnect storm: {} clients over {} sessions, {} missed events each",
-        args.clients, args.sessions, args.missed
+        "reconnect storm ({}): {} clients over {} sessions, {} missed events each",
+        nodes.describe(),
+        args.clients,
+        args.sessions,
+        args.missed
     );
     println!(
         "  {} resumed gaplessly; all done after {:.2} s (p50 {:.2} s, p99 {:.2} s); failures: {failures:?}",

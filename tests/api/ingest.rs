@@ -94,6 +94,39 @@ async fn duplicates_inside_one_batch_point_at_the_first() {
     assert_eq!(body["results"][1], json!({"eventId": "twice", "seq": 2, "position": 2, "duplicate": true}));
 }
 
+/// A batch mixing new events with a repeat of a stored one (a client retrying part of what it
+/// sent): the repeat keeps its place, the new events close up behind it, nothing leaves a gap.
+#[tokio::test]
+async fn a_repeat_among_new_events_keeps_its_place_and_the_rest_close_up() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    let stored = transcript(&session, "stored", "first");
+    assert_eq!(app.ingest(&alice, &session, vec![stored.clone()]).await.status(), StatusCode::OK);
+    let batch = vec![transcript(&session, "new-1", "a"), stored, transcript(&session, "new-2", "b")];
+    let body: Value = app.ingest(&alice, &session, batch).await.json().await.expect("json");
+    let places: Vec<(Value, Value, Value)> = body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| (r["eventId"].clone(), r["seq"].clone(), r["duplicate"].clone()))
+        .collect();
+    assert_eq!(
+        places,
+        vec![
+            (json!("new-1"), json!(3), json!(false)),
+            (json!("stored"), json!(2), json!(true)),
+            (json!("new-2"), json!(4), json!(false)),
+        ]
+    );
+    let replay = app.replay(&alice, &session, 0, 100).await;
+    let seqs: Vec<u64> =
+        replay["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    let verify = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    assert!(verify.is_ok(), "{verify:?}");
+}
+
 #[tokio::test]
 async fn batch_limits_and_session_mismatch_have_codes() {
     let app = spawn_app().await;

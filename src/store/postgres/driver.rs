@@ -44,7 +44,8 @@ impl Conn {
         self.client.borrow_mut()
     }
 
-    fn statement(&self, sql: &str) -> Result<Statement> {
+    /// `sql` prepared once on this connection (kept by its text), for the client itself.
+    pub fn statement(&self, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
@@ -88,6 +89,12 @@ fn placeholders(sql: &str) -> String {
     out
 }
 
+/// PostgreSQL's text cannot hold NUL (SQLite's can); a payload string may carry one (the log keeps
+/// it, JSON-escaped), so projection columns get U+FFFD in its place, the same way on every replay.
+pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') { text.replace('\0', "\u{fffd}").into() } else { text.into() }
+}
+
 /// A portable value, sent as the type PostgreSQL expects for its placeholder.
 #[derive(Debug)]
 struct Param<'a>(Value<'a>);
@@ -109,13 +116,7 @@ impl postgres::types::ToSql for Param<'_> {
                 Type::FLOAT4 => postgres::types::ToSql::to_sql(&(f as f32), ty, out),
                 _ => Err(format!("a number cannot be sent as {ty}").into()),
             },
-            // PostgreSQL's text cannot hold NUL (SQLite's can); a payload string may carry one (the
-            // log keeps it, JSON-escaped), so projection columns get U+FFFD in its place, the same
-            // way on every replay.
-            Value::Text(text) if text.contains('\0') => {
-                postgres::types::ToSql::to_sql(&text.replace('\0', "\u{fffd}"), ty, out)
-            }
-            Value::Text(text) => postgres::types::ToSql::to_sql(&text, ty, out),
+            Value::Text(text) => postgres::types::ToSql::to_sql(&without_nul(text).as_ref(), ty, out),
             Value::Blob(bytes) => postgres::types::ToSql::to_sql(&bytes, ty, out),
             Value::OutOfRange => Err("an unsigned integer past i64::MAX".into()),
         }

@@ -57,7 +57,33 @@ fn from_row(row: &postgres::Row) -> Result<StoredEvent, StoreError> {
 /// unnested. Row-at-a-time inserts are bound by the round trip, not by the database.
 /// `skip_known`: a row whose eventId the tenant already used is skipped, not an error. Answers the
 /// rows inserted.
-fn insert_rows(client: &mut impl GenericClient, rows: &[StoredEvent], skip_known: bool) -> Result<u64, StoreError> {
+pub(crate) fn insert_rows(
+    client: &mut impl GenericClient,
+    rows: &[StoredEvent],
+    skip_known: bool,
+) -> Result<u64, StoreError> {
+    insert_rows_with(client, insert_rows_sql(skip_known).as_str(), rows)
+}
+
+/// The statement `insert_rows` runs, for a caller that prepares it once.
+pub(crate) fn insert_rows_sql(skip_known: bool) -> String {
+    format!(
+        "INSERT INTO events ({SELECT_COLUMNS}) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], \
+         $4::int8[], $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::text[], \
+         $12::text[], $13::bytea[], $14::bytea[], $15::bytea[]){}",
+        if skip_known { " ON CONFLICT (tenant_id, event_id) DO NOTHING" } else { "" }
+    )
+}
+
+/// `insert_rows` with `statement` (its text, or prepared from it).
+pub(crate) fn insert_rows_with<T>(
+    client: &mut impl GenericClient,
+    statement: &T,
+    rows: &[StoredEvent],
+) -> Result<u64, StoreError>
+where
+    T: postgres::ToStatement + ?Sized,
+{
     if rows.is_empty() {
         return Ok(0);
     }
@@ -74,12 +100,7 @@ fn insert_rows(client: &mut impl GenericClient, rows: &[StoredEvent], skip_known
     let text = |field: fn(&StoredEvent) -> &str| rows.iter().map(field).collect::<Vec<&str>>();
     let bytes = |field: fn(&StoredEvent) -> &[u8; 32]| rows.iter().map(|r| field(r).as_slice()).collect::<Vec<&[u8]>>();
     Ok(client.execute(
-        &format!(
-            "INSERT INTO events ({SELECT_COLUMNS}) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], \
-             $4::int8[], $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::text[], $13::bytea[], $14::bytea[], $15::bytea[]){}",
-            if skip_known { " ON CONFLICT (tenant_id, event_id) DO NOTHING" } else { "" }
-        ),
+        statement,
         &[
             &positions,
             &text(|r| &r.tenant_id),

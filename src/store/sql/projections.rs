@@ -169,10 +169,11 @@ pub enum Mode {
 
 /// Apply events (in position order) to every projection.
 pub fn apply(db: Db<'_>, events: &[StoredEvent], mode: Mode) -> Result<()> {
-    let mut transcripts = Transcripts { db, mode, upsert: None, snapshot: None };
+    // The transcript tables depend on transcript events alone, so those are applied together.
+    let mut transcript_events = Vec::new();
     for event in events {
         if is_transcript_type(&event.event_type) {
-            transcripts.apply(event)?;
+            transcript_events.push(event);
         } else if event.event_type.starts_with("billing.") {
             super::billing::apply(db, event)?;
         } else if let Some(action_event) = ActionEvent::from_envelope_parts(&event.event_type, &event.payload) {
@@ -181,6 +182,7 @@ pub fn apply(db: Db<'_>, events: &[StoredEvent], mode: Mode) -> Result<()> {
             apply_lifecycle(db, event)?;
         }
     }
+    Transcripts { db, mode, upsert: None, snapshot: None }.apply_all(&transcript_events)?;
     // Stream counters once per stream, not once per event: the hot path of batch ingest.
     let mut heads: Vec<(&str, u64, u64, &str)> = Vec::new();
     for event in events {
@@ -400,12 +402,12 @@ fn is_transcript_type(event_type: &str) -> bool {
     matches!(event_type, "transcript.segment.partial" | "transcript.segment.final" | "transcript.segment.edited")
 }
 
+const SEGMENT_COLUMNS: &str = "session_id, segment_id, seq, kind, kind_rank, revision, speaker, start_ms, end_ms, \
+     confidence, language, edited_by, first_seq, updated_at";
+
 /// The segment's winning event: an upsert that only a higher (kind rank, revision) replaces.
-const UPSERT_SEGMENT: &str = "INSERT INTO transcript_segments (session_id, segment_id, seq, kind, kind_rank, revision, \
-     speaker, start_ms, end_ms, confidence, language, edited_by, first_seq, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?3, ?13) \
-     ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, \
-     kind_rank = excluded.kind_rank, revision = excluded.revision, \
+const SEGMENT_CONFLICT: &str = "ON CONFLICT (session_id, segment_id) DO UPDATE SET seq = excluded.seq, \
+     kind = excluded.kind, kind_rank = excluded.kind_rank, revision = excluded.revision, \
      speaker = COALESCE(excluded.speaker, transcript_segments.speaker), \
      start_ms = COALESCE(excluded.start_ms, transcript_segments.start_ms), \
      end_ms = COALESCE(excluded.end_ms, transcript_segments.end_ms), \
@@ -414,6 +416,13 @@ const UPSERT_SEGMENT: &str = "INSERT INTO transcript_segments (session_id, segme
      edited_by = COALESCE(excluded.edited_by, transcript_segments.edited_by), \
      updated_at = excluded.updated_at \
      WHERE (excluded.kind_rank, excluded.revision) > (transcript_segments.kind_rank, transcript_segments.revision)";
+
+fn upsert_segment_sql() -> String {
+    format!(
+        "INSERT INTO transcript_segments ({SEGMENT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?3, ?13) {SEGMENT_CONFLICT}"
+    )
+}
 
 /// The transcript statements of one batch, prepared on first use.
 struct Transcripts<'c> {
@@ -424,12 +433,119 @@ struct Transcripts<'c> {
 }
 
 impl Transcripts<'_> {
+    fn apply_all(&mut self, events: &[&StoredEvent]) -> Result<()> {
+        match self.db {
+            Db::Postgres(conn) if events.len() > 1 => self.apply_in_bulk(conn, events),
+            _ => events.iter().try_for_each(|event| self.apply(event)),
+        }
+    }
+
+    /// PostgreSQL: one upsert statement for many segments (a round trip per event is what bounds
+    /// a remote database), and one insert for their snapshots. An upsert may touch a row once, so
+    /// a segment's later events in the batch go in later statements ("waves"), in order.
+    fn apply_in_bulk(&mut self, conn: &crate::store::postgres::driver::Conn, events: &[&StoredEvent]) -> Result<()> {
+        use crate::store::postgres::driver::without_nul;
+        let parsed: Vec<SegmentPayload> =
+            events.iter().map(|event| serde_json::from_str(&event.payload).unwrap_or_default()).collect();
+        let mut occurrences: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        for (index, (event, payload)) in events.iter().zip(&parsed).enumerate() {
+            let seen =
+                occurrences.entry((&event.stream_id, payload.segment_id.as_deref().unwrap_or_default())).or_default();
+            if waves.len() <= *seen {
+                waves.push(Vec::new());
+            }
+            waves[*seen].push(index);
+            *seen += 1;
+        }
+        let sql = format!(
+            "INSERT INTO transcript_segments ({SEGMENT_COLUMNS}) \
+             SELECT s, g, q, k, r, v, sp, st, en, c, l, e, q, u FROM UNNEST($1::text[], $2::text[], $3::int8[], \
+             $4::text[], $5::int8[], $6::int8[], $7::text[], $8::int8[], $9::int8[], $10::float8[], $11::text[], \
+             $12::text[], $13::text[]) AS t(s, g, q, k, r, v, sp, st, en, c, l, e, u) {SEGMENT_CONFLICT} RETURNING session_id, seq"
+        );
+        let text = |value: &Option<Cow<'_, str>>| value.as_deref().map(|v| without_nul(v).into_owned());
+        let mut won = Vec::new();
+        for wave in waves {
+            let mut columns = SegmentColumns::default();
+            for &index in &wave {
+                let (event, payload) = (events[index], &parsed[index]);
+                let (kind, rank) = transcript_kind(&event.event_type);
+                columns.session_id.push(event.stream_id.clone());
+                columns.segment_id.push(text(&payload.segment_id));
+                columns.seq.push(event.seq as i64);
+                columns.kind.push(kind);
+                columns.rank.push(rank);
+                columns.revision.push(payload.revision);
+                columns.speaker.push(text(&payload.speaker));
+                columns.start_ms.push(payload.start_ms);
+                columns.end_ms.push(payload.end_ms);
+                columns.confidence.push(payload.confidence);
+                columns.language.push(text(&payload.language));
+                columns.edited_by.push(text(&payload.edited_by));
+                columns.updated_at.push(event.recorded_at.clone());
+            }
+            let upsert = conn.statement(&sql)?;
+            let rows = conn.client().query(
+                &upsert,
+                &[
+                    &columns.session_id,
+                    &columns.segment_id,
+                    &columns.seq,
+                    &columns.kind,
+                    &columns.rank,
+                    &columns.revision,
+                    &columns.speaker,
+                    &columns.start_ms,
+                    &columns.end_ms,
+                    &columns.confidence,
+                    &columns.language,
+                    &columns.edited_by,
+                    &columns.updated_at,
+                ],
+            )?;
+            won.extend(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1))));
+        }
+        // As on the row-at-a-time path: only live appends keep the history, one snapshot per event
+        // that became its segment's current text.
+        if self.mode == Mode::Live && !won.is_empty() {
+            let won: std::collections::HashSet<(String, i64)> = won.into_iter().collect();
+            let mut snapshots = SnapshotColumns::default();
+            for (event, payload) in events.iter().zip(&parsed) {
+                if !won.contains(&(event.stream_id.clone(), event.seq as i64)) {
+                    continue;
+                }
+                snapshots.position.push(event.position as i64);
+                snapshots.session_id.push(event.stream_id.clone());
+                snapshots.seq.push(event.seq as i64);
+                snapshots.segment_id.push(text(&payload.segment_id).unwrap_or_default());
+                snapshots.kind.push(transcript_kind(&event.event_type).0);
+                snapshots.revision.push(payload.revision);
+                snapshots.recorded_at.push(event.recorded_at.clone());
+            }
+            let insert = conn.statement(super::snapshots::INSERT_UNNEST)?;
+            conn.client().execute(
+                &insert,
+                &[
+                    &snapshots.position,
+                    &snapshots.session_id,
+                    &snapshots.seq,
+                    &snapshots.segment_id,
+                    &snapshots.kind,
+                    &snapshots.revision,
+                    &snapshots.recorded_at,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, event: &StoredEvent) -> Result<()> {
         let payload: SegmentPayload = serde_json::from_str(&event.payload).unwrap_or_default();
         let (kind, rank) = transcript_kind(&event.event_type);
         let upsert = match &mut self.upsert {
             Some(upsert) => upsert,
-            None => self.upsert.insert(self.db.prepare(UPSERT_SEGMENT)?),
+            None => self.upsert.insert(self.db.prepare(&upsert_segment_sql())?),
         };
         let changed = upsert.execute(params![
             event.stream_id,
@@ -458,6 +574,35 @@ impl Transcripts<'_> {
         }
         Ok(())
     }
+}
+
+/// One bulk upsert's rows, column by column.
+#[derive(Default)]
+struct SegmentColumns {
+    session_id: Vec<String>,
+    segment_id: Vec<Option<String>>,
+    seq: Vec<i64>,
+    kind: Vec<&'static str>,
+    rank: Vec<i64>,
+    revision: Vec<i64>,
+    speaker: Vec<Option<String>>,
+    start_ms: Vec<Option<i64>>,
+    end_ms: Vec<Option<i64>>,
+    confidence: Vec<Option<f64>>,
+    language: Vec<Option<String>>,
+    edited_by: Vec<Option<String>>,
+    updated_at: Vec<String>,
+}
+
+#[derive(Default)]
+struct SnapshotColumns {
+    position: Vec<i64>,
+    session_id: Vec<String>,
+    seq: Vec<i64>,
+    segment_id: Vec<String>,
+    kind: Vec<&'static str>,
+    revision: Vec<i64>,
+    recorded_at: Vec<String>,
 }
 
 /// `(kind, rank)` of a transcript event type: an edit beats a final beats a partial.

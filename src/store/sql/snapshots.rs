@@ -8,6 +8,11 @@ use crate::store::log::StoredEvent;
 pub const INSERT: &str = "INSERT INTO transcript_snapshots \
      (position, session_id, seq, segment_id, kind, revision, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// PostgreSQL: many snapshot rows in one statement, each column an array.
+pub const INSERT_UNNEST: &str = "INSERT INTO transcript_snapshots \
+     (position, session_id, seq, segment_id, kind, revision, recorded_at) \
+     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::text[])";
+
 /// One snapshot row: `event` just became segment `segment_id`'s current text (called by the live
 /// projection path only, so rebuilds never write history), with `statement` prepared from `INSERT`.
 pub fn record(

@@ -100,14 +100,11 @@ impl WriteTx<'_> {
         actor: &Actor,
         events: Vec<NewEvent>,
     ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
-        let mut head = log::stream_head(self.db, stream_id)?;
-        let mut insert = self.db.prepare(log::INSERT)?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        let mut stored = Vec::with_capacity(events.len());
+        let head = log::stream_head(self.db, stream_id)?;
         let mut key = None;
-        for (index, mut event) in events.into_iter().enumerate() {
-            // Personal fields go to the log sealed; the chain covers what is stored, and the
-            // projections and the caller get the event as it came.
+        let mut pending = Vec::with_capacity(events.len());
+        for mut event in events {
+            // Personal fields go to the log sealed; the chain covers what is stored.
             let personal = sealing::personal_fields(event.event_type);
             let sealed = if !personal.is_empty() {
                 let key = match &key {
@@ -121,52 +118,107 @@ impl WriteTx<'_> {
             } else {
                 None
             };
-            let (payload, opened) = match sealed {
-                Some(sealed) => (sealed, Some(event.payload)),
-                None => (event.payload, None),
-            };
-            let mut candidate = StoredEvent {
-                position: self.tip.position + 1,
+            let opened = sealed.map(|sealed| std::mem::replace(&mut event.payload, sealed));
+            let row = StoredEvent {
+                position: 0,
                 tenant_id: tenant_id.to_owned(),
                 stream_id: stream_id.to_owned(),
-                seq: head + 1,
+                seq: 0,
                 event_id: event.event_id,
                 event_type: event.event_type.to_owned(),
                 schema_version: event.schema_version,
                 ts: event.ts,
                 recorded_at: self.recorded_at_text.clone(),
                 actor: actor.clone(),
-                payload,
+                payload: event.payload,
                 content_hash: event.content_hash,
-                prev_hash: self.tip.hash,
+                prev_hash: [0; 32],
                 hash: [0; 32],
             };
-            candidate.hash = chain_hash(&candidate);
-            if log::insert(&mut insert, &candidate)? {
-                {
-                    if let Some(opened) = opened {
-                        candidate.payload = opened;
-                    }
-                    head = candidate.seq;
-                    self.tip = Tip { position: candidate.position, hash: candidate.hash };
-                    outcomes.push(AppendOutcome {
-                        event_id: candidate.event_id.clone(),
-                        seq: candidate.seq,
-                        position: candidate.position,
-                        duplicate: false,
-                    });
-                    stored.push(candidate);
-                }
-            } else {
-                outcomes.push(self.resolve_repeat(tenant_id, stream_id, index, &candidate)?);
-            }
+            pending.push(Pending { row, opened });
         }
-        drop(insert);
+        let (outcomes, stored) = match self.insert_in_bulk(head, pending)? {
+            Ok(inserted) => inserted,
+            Err(pending) => self.insert_one_by_one(head, pending)?,
+        };
         projections::apply(self.db, &stored, projections::Mode::Live)?;
         if let Some(last) = stored.last() {
             match self.heads.iter_mut().find(|(stream, _)| stream == stream_id) {
                 Some(entry) => entry.1 = last.seq,
                 None => self.heads.push((stream_id.to_owned(), last.seq)),
+            }
+        }
+        Ok((outcomes, stored))
+    }
+
+    /// PostgreSQL: every row in one statement (a round trip per row is what bounds a remote
+    /// database), placed as if none were a repeat. Retries are rare; when the database skipped a
+    /// row (its eventId is taken), the attempt is undone and the rows come back to be sent one by
+    /// one.
+    #[allow(clippy::type_complexity)]
+    fn insert_in_bulk(
+        &mut self,
+        head: u64,
+        mut pending: Vec<Pending>,
+    ) -> Result<Result<(Vec<AppendOutcome>, Vec<StoredEvent>), Vec<Pending>>, StoreError> {
+        let Db::Postgres(conn) = self.db else { return Ok(Err(pending)) };
+        if pending.len() < 2 {
+            return Ok(Err(pending));
+        }
+        let mut tip = self.tip;
+        for (offset, entry) in pending.iter_mut().enumerate() {
+            entry.row.place(head + 1 + offset as u64, tip);
+            tip = Tip { position: entry.row.position, hash: entry.row.hash };
+        }
+        let (rows, openings): (Vec<StoredEvent>, Vec<Option<String>>) =
+            pending.into_iter().map(|entry| (entry.row, entry.opened)).unzip();
+        self.db.batch("SAVEPOINT bulk_append")?;
+        let insert = conn.statement(&crate::store::postgres::log::insert_rows_sql(true))?;
+        let inserted = crate::store::postgres::log::insert_rows_with(&mut *conn.client(), &insert, &rows)?;
+        if inserted < rows.len() as u64 {
+            self.db.batch("ROLLBACK TO bulk_append; RELEASE bulk_append")?;
+            return Ok(Err(rows.into_iter().zip(openings).map(|(row, opened)| Pending { row, opened }).collect()));
+        }
+        self.db.batch("RELEASE bulk_append")?;
+        self.tip = tip;
+        let outcomes = rows
+            .iter()
+            .map(|row| AppendOutcome {
+                event_id: row.event_id.clone(),
+                seq: row.seq,
+                position: row.position,
+                duplicate: false,
+            })
+            .collect();
+        let stored = rows.into_iter().zip(openings).map(|(row, opened)| Pending { row, opened }.served()).collect();
+        Ok(Ok((outcomes, stored)))
+    }
+
+    /// One row at a time: a repeat is answered with its original place and the rows after it
+    /// close up, so positions and seqs stay dense.
+    fn insert_one_by_one(
+        &mut self,
+        mut head: u64,
+        pending: Vec<Pending>,
+    ) -> Result<(Vec<AppendOutcome>, Vec<StoredEvent>), StoreError> {
+        let mut insert = self.db.prepare(log::INSERT)?;
+        let mut outcomes = Vec::with_capacity(pending.len());
+        let mut stored = Vec::with_capacity(pending.len());
+        for (index, mut entry) in pending.into_iter().enumerate() {
+            entry.row.place(head + 1, self.tip);
+            if log::insert(&mut insert, &entry.row)? {
+                head = entry.row.seq;
+                self.tip = Tip { position: entry.row.position, hash: entry.row.hash };
+                outcomes.push(AppendOutcome {
+                    event_id: entry.row.event_id.clone(),
+                    seq: entry.row.seq,
+                    position: entry.row.position,
+                    duplicate: false,
+                });
+                stored.push(entry.served());
+            } else {
+                let (tenant_id, stream_id) = (entry.row.tenant_id.clone(), entry.row.stream_id.clone());
+                outcomes.push(self.resolve_repeat(&tenant_id, &stream_id, index, &entry.row)?);
             }
         }
         Ok((outcomes, stored))
@@ -199,6 +251,33 @@ impl WriteTx<'_> {
             )
             .with_details(serde_json::json!({ "index": index, "eventId": candidate.event_id })),
         ))
+    }
+}
+
+/// A row on its way into the log: its payload as stored, and as it came when that is sealed.
+struct Pending {
+    row: StoredEvent,
+    opened: Option<String>,
+}
+
+impl Pending {
+    /// The row as the projections and the caller see it: opened.
+    fn served(self) -> StoredEvent {
+        let mut row = self.row;
+        if let Some(opened) = self.opened {
+            row.payload = opened;
+        }
+        row
+    }
+}
+
+impl StoredEvent {
+    /// Give the row its place: `seq` in its stream, the position after `tip`, linked to it.
+    fn place(&mut self, seq: u64, tip: Tip) {
+        self.seq = seq;
+        self.position = tip.position + 1;
+        self.prev_hash = tip.hash;
+        self.hash = chain_hash(self);
     }
 }
 
