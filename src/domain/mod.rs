@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod event_types;
 pub mod ids;
+pub mod insights;
 pub mod jcs;
 pub mod metering;
 pub mod outbound;
