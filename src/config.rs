@@ -125,7 +125,20 @@ pub struct Config {
     /// `CALLSTREAM_TEST_CLOCK=1`: operators may move the clock forward (tests and demos only).
     pub test_clock: bool,
     pub billing: BillingConfig,
+    pub insights: InsightsConfig,
     pub master_key: MasterKey,
+}
+
+/// Post-call insights (docs/insights.md).
+#[derive(Debug, Clone)]
+pub struct InsightsConfig {
+    /// `CALLSTREAM_FILLER_LEXICON_FILE`, or `policy/fillers.json` as built in.
+    pub lexicon: std::sync::Arc<crate::domain::insights::Lexicon>,
+    /// `CALLSTREAM_INSIGHTS_PAUSE_MS`: the shortest silence that counts as a pause.
+    pub pause_ms: i64,
+    /// `CALLSTREAM_INSIGHTS_EVALUATOR_URL`: the external evaluator `insights.evaluate` posts to
+    /// (admitted by the policy's allowlist at start-up); `None`: the rule-based evaluation only.
+    pub evaluator_url: Option<String>,
 }
 
 /// Metering, the billing outbox, reconciliation and its alerts (docs/billing.md).
@@ -423,6 +436,7 @@ impl Config {
             executor_timeout_ms: bounded(&get, "CALLSTREAM_EXECUTOR_TIMEOUT_MS", 3000, 10, 60_000)?,
             executor_attempts: bounded(&get, "CALLSTREAM_EXECUTOR_ATTEMPTS", 3, 1, 10)?,
         };
+        let insights = insights_config(&get, &orchestration.policy)?;
         let edge = EdgeConfig {
             cors_origins: cors_origins(get("CALLSTREAM_CORS_ORIGINS"))?,
             rate_limits: RateLimits {
@@ -449,6 +463,7 @@ impl Config {
             edge,
             test_clock: flag(&get, TEST_CLOCK)?,
             billing: billing_config(&get)?,
+            insights,
             master_key: MasterKey::parse(&required(MasterKey::VARIABLE)?)?,
         })
     }
@@ -665,6 +680,33 @@ fn billing_config(get: &impl Fn(&'static str) -> Option<String>) -> Result<Billi
         timeout_ms: bounded(get, "CALLSTREAM_BILLING_TIMEOUT_MS", 5000, 10, 60_000)?,
         poll_ms: bounded(get, "CALLSTREAM_BILLING_POLL_MS", 500, 10, 60_000)?,
         prices,
+    })
+}
+
+fn insights_config(
+    get: &impl Fn(&'static str) -> Option<String>,
+    policy: &crate::domain::policy::Policy,
+) -> Result<InsightsConfig, ConfigError> {
+    use crate::domain::insights::{DEFAULT_PAUSE_MS, Lexicon};
+    const LEXICON: &str = "CALLSTREAM_FILLER_LEXICON_FILE";
+    const EVALUATOR: &str = "CALLSTREAM_INSIGHTS_EVALUATOR_URL";
+    let lexicon = match get(LEXICON) {
+        None => Lexicon::built_in(),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| problem(LEXICON, format!("cannot be read: {e}")))?;
+            Lexicon::parse(&text).map_err(|e| problem(LEXICON, format!("is not a valid lexicon: {e}")))?
+        }
+    };
+    let evaluator_url = get(EVALUATOR).filter(|u| !u.trim().is_empty());
+    if let Some(url) = &evaluator_url
+        && let Err((_, why)) = policy.allowlist.admit(url)
+    {
+        return Err(problem(EVALUATOR, format!("is not admitted by the policy's allowedHosts: {why}")));
+    }
+    Ok(InsightsConfig {
+        lexicon: std::sync::Arc::new(lexicon),
+        pause_ms: bounded(get, "CALLSTREAM_INSIGHTS_PAUSE_MS", DEFAULT_PAUSE_MS as u64, 200, 60_000)? as i64,
+        evaluator_url,
     })
 }
 

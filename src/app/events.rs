@@ -145,7 +145,8 @@ pub async fn append_checked(
     for event in &mut new_events {
         event.preseal(state.store.vault(), principal.tenant_id.as_str());
     }
-    state.store.writer.execute(move |tx| append_in_tx(tx, &principal, &session_id, new_events)).await
+    let insights = state.config.insights.clone();
+    state.store.writer.execute(move |tx| append_in_tx(tx, &principal, &session_id, new_events, &insights)).await
 }
 
 fn append_in_tx(
@@ -153,12 +154,17 @@ fn append_in_tx(
     principal: &Principal,
     session_id: &str,
     new_events: Vec<NewEvent>,
+    insights: &crate::config::InsightsConfig,
 ) -> Result<Vec<AppendOutcome>, AppError> {
     let session = tx.session(session_id)?.ok_or_else(|| session_not_found(session_id))?;
     principal
         .session_writer(Ownership { tenant_id: &session.tenant_id, owner_id: &session.owner_id })
         .map_err(|denied| session_denied(denied, session_id))?;
-    let (outcomes, _) = tx.append(&session.tenant_id, session_id, &actor_of(principal), new_events)?;
+    let (outcomes, stored) = tx.append(&session.tenant_id, session_id, &actor_of(principal), new_events)?;
+    // A terminal session's final insights follow its transcript (a late final, an edit).
+    if session.is_terminal() && stored.iter().any(super::insights::changes_insights) {
+        super::insights::append_final(tx, insights, &session, super::insights::Reason::TranscriptChanged)?;
+    }
     Ok(outcomes)
 }
 

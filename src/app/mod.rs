@@ -7,6 +7,7 @@ pub mod events;
 pub mod governance;
 pub mod health;
 pub mod idempotency;
+pub mod insights;
 pub mod livekit;
 pub mod orchestration;
 pub mod outbox;

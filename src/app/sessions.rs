@@ -294,6 +294,7 @@ async fn run_session_command(
 ) -> Result<SessionView, AppError> {
     let principal = principal.clone();
     let metering = state.metering.clone();
+    let insights = state.config.insights.clone();
     let (view, metered) = state
         .store
         .writer
@@ -302,6 +303,12 @@ async fn run_session_command(
             let events = decide(&session, command)?;
             let appended = append_session_events(tx, &record, &principal, &events)?;
             let metered = super::billing::meter_appended(tx, &metering, &appended)?;
+            let ended = appended.iter().any(|event| {
+                SessionEvent::from_envelope_parts(&event.event_type, &event.payload).is_some_and(|c| c.ends_session())
+            });
+            if ended {
+                super::insights::append_final(tx, &insights, &record, super::insights::Reason::Ended)?;
+            }
             Ok::<_, AppError>((session_view(tx, &session_id)?, metered))
         })
         .await?;

@@ -93,6 +93,7 @@ registry! {
     "billing.reconciliation.mismatch_detected" => [1] Server,
     "billing.alert.delivered" => [1] Server,
     "billing.alert.dead_lettered" => [1] Server,
+    "insights.computed" => [1] Server,
 }
 
 /// A registered event type. Holds a `'static` name so it is cheap to copy around.

@@ -23,8 +23,9 @@ pub enum Context {
     /// segment, before a pause or the end of a segment, next to another filler, or after one of
     /// `alsoAfter`.
     SetApart,
-    /// Only opening a sentence (or segment) and followed by a pause, another filler or nothing.
-    SentenceStart,
+    /// Only set off by pauses on both sides: after punctuation or the start of a segment, and
+    /// before punctuation, another filler or the end of the segment ("So, um, …", "okay, so, …").
+    BetweenPauses,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,7 +217,7 @@ fn find_fillers<'l>(lexicon: &'l Lexicon, tokens: &[Token]) -> Vec<&'l str> {
                         || pause_after
                         || next_is_filler
                 }
-                Context::SentenceStart => tokens[i].sentence_start && (pause_after || next_is_filler),
+                Context::BetweenPauses => tokens[i].pause_before && (pause_after || next_is_filler),
             }
         });
         match matched {
@@ -644,8 +645,9 @@ mod tests {
     }
 
     #[test]
-    fn so_counts_only_opening_a_sentence_before_a_pause() {
+    fn so_counts_only_between_pauses() {
         assert_eq!(fillers_in("So, um, where were we"), ["so", "um"]);
+        assert_eq!(fillers_in("Okay, so, the plan"), ["so"]);
         assert_eq!(fillers_in("Right. So... the plan"), ["so"]);
         assert!(fillers_in("So I went home").is_empty());
         assert!(fillers_in("it was so good, so what").is_empty());

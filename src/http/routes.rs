@@ -16,6 +16,7 @@ use crate::app::contract::Contract;
 use crate::app::events::{IngestAnswer, ReplayPage};
 use crate::app::governance::{EraseTenant, ErasureAnswer};
 use crate::app::health::HealthAnswer;
+use crate::app::insights::InsightsView;
 use crate::app::livekit::{JoinToken, TokenRequest, WebhookAnswer};
 use crate::app::orchestration::{ActionAnswer, ActionView, DecisionAnswer, DecisionRequest, ExecuteRequest};
 use crate::app::outbox::{AlertDelivery, DeliverAlerts};
@@ -179,6 +180,12 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
             "/v1/call/sessions/{id}/livekit-token",
             doc("Issue a LiveKit access token for the session's room", "livekit", Bearer).returns::<JoinToken>().accepts::<TokenRequest>("{}"),
             post().to(livekit::token),
+        ),
+        e(
+            Method::GET,
+            "/v1/call/sessions/{id}/insights",
+            doc("Speech insights: per speaker and per call; final once the session is terminal", "sessions", Bearer).returns::<InsightsView>(),
+            get().to(sessions::insights),
         ),
         e(
             Method::POST,

@@ -27,6 +27,16 @@ pub enum Executor {
     Webhook,
     /// An HTTP POST of `{to, text}` to the configured message sink.
     Message,
+    /// The session's insights and transcript posted to the configured evaluator, falling back to
+    /// the rule-based evaluation (docs/insights.md). Runs after the call too.
+    Evaluate,
+}
+
+impl Executor {
+    /// Whether the action may run on a terminal session: post-call work.
+    pub fn runs_after_the_call(self) -> bool {
+        self == Executor::Evaluate
+    }
 }
 
 /// The registry: action types that have an executor.
@@ -35,6 +45,7 @@ pub fn executor_for(action_type: &str) -> Option<Executor> {
         "note.create" => Some(Executor::Note),
         "webhook.post" => Some(Executor::Webhook),
         "message.send" => Some(Executor::Message),
+        "insights.evaluate" => Some(Executor::Evaluate),
         _ => None,
     }
 }
@@ -58,6 +69,13 @@ pub fn validate_params(executor: Executor, params: &Value) -> Result<(), String>
             text("to", 256)?;
             text("text", 4_000)
         }
+        Executor::Evaluate => match params.as_object() {
+            Some(params) if params.keys().all(|k| k == "instructions") => match params.get("instructions") {
+                None => Ok(()),
+                Some(_) => text("instructions", 2_000),
+            },
+            _ => Err("`params` may hold only `instructions` (a string of 1–2000 characters)".into()),
+        },
     }
 }
 
@@ -119,15 +137,55 @@ pub async fn deliver(
                 };
             }
         },
-        Executor::Note => {
+        Executor::Note | Executor::Evaluate => {
             return Outcome::Failed {
                 error_code: ErrorCode::Internal,
                 attempts: 0,
-                message: "not an outbound executor".into(),
+                message: "not delivered by `deliver`".into(),
             };
         }
     };
-    let body = body.to_string();
+    match post_signed(config, client, clock, &url, id, &body.to_string()).await {
+        Ok(delivered) => Outcome::Executed {
+            outcome_ref: format!("{url}#{id}"),
+            attempts: delivered.attempts,
+            result: json!({ "status": delivered.status, "elapsedMs": delivered.elapsed_ms }),
+        },
+        Err(failed) => {
+            Outcome::Failed { error_code: failed.error_code, attempts: failed.attempts, message: failed.message }
+        }
+    }
+}
+
+/// A 2xx answer to a signed POST.
+pub struct Delivered {
+    pub status: u16,
+    pub body: String,
+    pub attempts: u64,
+    /// The successful attempt's time to answer.
+    pub elapsed_ms: u64,
+}
+
+/// Why a signed POST gave up.
+pub struct Undelivered {
+    pub error_code: ErrorCode,
+    pub attempts: u64,
+    pub message: String,
+}
+
+/// The most of an answer's body read (an evaluator's verdict is small).
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// POST `body` to `url`, signed, with the configured timeout and bounded retries (backoff with
+/// jitter): 5xx, 429, timeouts and refused connections are retried; other answers are final.
+pub async fn post_signed(
+    config: &OrchestrationConfig,
+    client: &reqwest::Client,
+    clock: &Clock,
+    url: &str,
+    id: &str,
+    body: &str,
+) -> Result<Delivered, Undelivered> {
     let timeout = Duration::from_millis(config.executor_timeout_ms);
     let mut attempts = 0;
     let mut last = (ErrorCode::TargetUnreachable, String::new());
@@ -138,7 +196,7 @@ pub async fn deliver(
         attempts += 1;
         let timestamp = clock.now().unix_seconds();
         let started = Instant::now();
-        let mut request = client.post(&url).timeout(timeout).header("x-request-id", crate::context::current());
+        let mut request = client.post(url).timeout(timeout).header("x-request-id", crate::context::current());
         if let Some(traceparent) = crate::context::outbound_traceparent() {
             request = request.header("traceparent", traceparent);
         }
@@ -146,21 +204,29 @@ pub async fn deliver(
             .header("Content-Type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(config.signing_secret.expose().as_bytes(), id, timestamp, &body))
-            .body(body.clone())
+            .header("webhook-signature", sign(config.signing_secret.expose().as_bytes(), id, timestamp, body))
+            .body(body.to_owned())
             .send()
             .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
         match response {
             Ok(response) if response.status().is_success() => {
                 let status = response.status().as_u16();
-                return Outcome::Executed {
-                    outcome_ref: format!("{url}#{id}"),
-                    attempts,
-                    result: json!({ "status": status, "elapsedMs": elapsed_ms }),
+                let body = match read_limited(response).await {
+                    Ok(body) => body,
+                    Err(err) if err.is_timeout() => {
+                        last = (ErrorCode::TargetTimeout, format!("no answer within {} ms", timeout.as_millis()));
+                        continue;
+                    }
+                    Err(_) => {
+                        last = (ErrorCode::TargetUnreachable, "the target dropped the connection".into());
+                        continue;
+                    }
                 };
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(Delivered { status, body, attempts, elapsed_ms });
             }
             Ok(response) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
                 let status = response.status().as_u16();
                 let (code, retry) = match status {
                     300..=399 => (ErrorCode::TargetRedirected, false),
@@ -183,7 +249,20 @@ pub async fn deliver(
             Err(_) => last = (ErrorCode::TargetUnreachable, "the target refused or dropped the connection".into()),
         }
     }
-    Outcome::Failed { error_code: last.0, attempts, message: last.1 }
+    Err(Undelivered { error_code: last.0, attempts, message: last.1 })
+}
+
+/// The answer's body, up to `MAX_ANSWER_BYTES` (the rest is not read).
+async fn read_limited(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod governance;
 mod helpers;
 mod http_edges;
 mod ingest;
+mod insights;
 mod layering;
 mod lifecycle;
 mod livekit;

@@ -1,6 +1,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::app::{AppState, sessions};
+use crate::app::{AppState, insights, sessions};
 use crate::domain::principal::Principal;
 use crate::error::AppError;
 use crate::http::body::Json;
@@ -61,4 +61,12 @@ pub async fn link_provider(
     Json(body): Json<sessions::ProviderRequest>,
 ) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(sessions::link_provider(&state, &principal, id.into_inner(), body).await?))
+}
+
+pub async fn insights(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(insights::insights(&state, &principal, id.into_inner()).await?))
 }
