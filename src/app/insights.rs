@@ -9,7 +9,7 @@
 //! also outlives an erasure of the tenant: the speaker labels are sealed, the numbers are not.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::sessions::visible_session;
@@ -19,6 +19,7 @@ use crate::domain::principal::Principal;
 use crate::domain::session::{SessionEvent, SessionState};
 use crate::domain::time::Timestamp;
 use crate::error::AppError;
+use crate::orchestration::executors::Outcome;
 use crate::store::log::{Actor, StoredEvent};
 use crate::store::{Reads, SessionRecord, WriteUnit};
 
@@ -268,4 +269,131 @@ fn view(
         call: computed.call,
         speakers,
     })
+}
+
+// ---- The evaluator (`insights.evaluate`) ---------------------------------------------------------
+
+/// What an external evaluator must answer (docs/insights.md): a summary, and optionally
+/// recommendations, scores and who made them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EvaluatorAnswer {
+    summary: String,
+    #[serde(default)]
+    recommendations: Vec<String>,
+    #[serde(default)]
+    scores: std::collections::BTreeMap<String, f64>,
+    provider: Option<String>,
+    model: Option<String>,
+}
+
+impl EvaluatorAnswer {
+    fn parse(body: &str) -> Result<EvaluatorAnswer, String> {
+        let answer: EvaluatorAnswer = serde_json::from_str(body).map_err(|e| format!("not an evaluation: {e}"))?;
+        let short = |text: &str, max: usize| !text.trim().is_empty() && text.chars().count() <= max;
+        if !short(&answer.summary, 10_000) {
+            return Err("`summary` must be 1–10000 characters".into());
+        }
+        if answer.recommendations.len() > 50 || !answer.recommendations.iter().all(|r| short(r, 2_000)) {
+            return Err("`recommendations` must be at most 50 strings of 1–2000 characters".into());
+        }
+        if answer.scores.len() > 50 || !answer.scores.values().all(|v| v.is_finite()) {
+            return Err("`scores` must be at most 50 finite numbers".into());
+        }
+        for name in [&answer.provider, &answer.model].into_iter().flatten() {
+            if !short(name, 128) {
+                return Err("`provider` and `model` must be 1–128 characters".into());
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// Run `insights.evaluate` for a session: post its insights and transcript to the configured
+/// evaluator (signed, with the executors' timeout and bounded retries) and record its verdict, or
+/// fall back to the rule-based evaluation, saying why. The action is executed either way.
+pub async fn evaluate(state: &AppState, action_id: &str, session_id: &str, instructions: Option<String>) -> Outcome {
+    let config = state.config.insights.clone();
+    let (now, session) = (state.clock.now(), session_id.to_owned());
+    let read = state
+        .store
+        .read(move |reads| -> Result<_, AppError> {
+            let record = reads.session(&session)?.ok_or_else(|| super::session_not_found(&session))?;
+            let transcript = reads.transcript(&session)?;
+            Ok((view(reads, &config, record, now)?, transcript))
+        })
+        .await;
+    let (view, transcript) = match read {
+        Ok(read) => read,
+        Err(err) => {
+            return Outcome::Failed {
+                error_code: crate::domain::error::ErrorCode::Internal,
+                attempts: 0,
+                message: format!("the session's insights could not be read: {err}"),
+            };
+        }
+    };
+    let labels: Vec<Option<String>> = view.speakers.iter().map(|s| s.speaker.clone()).collect();
+    let metrics: Vec<SpeakerMetrics> = view.speakers.iter().map(|s| s.metrics.clone()).collect();
+    let rules = insights::evaluate_metrics(&view.call, &labels, &metrics);
+    let outcome_ref = format!("insights:{action_id}");
+    let basis = json!({ "insightsRevision": view.revision, "transcriptSeq": view.basis.transcript_seq });
+    let fallback = |code: &str, message: String, attempts: u64, latency_ms: u64| Outcome::Executed {
+        outcome_ref: outcome_ref.clone(),
+        attempts: attempts.max(1),
+        result: json!({
+            "source": "rules", "provider": "callstream", "model": view.basis.lexicon,
+            "latencyMs": latency_ms, "attempts": attempts,
+            "fallbackReason": { "code": code, "message": message },
+            "evaluation": rules, "basis": basis,
+        }),
+    };
+    let Some(url) = state.config.insights.evaluator_url.clone() else {
+        return fallback("EVALUATOR_NOT_CONFIGURED", "CALLSTREAM_INSIGHTS_EVALUATOR_URL is not set".into(), 0, 0);
+    };
+    let segments: Vec<Value> = transcript
+        .iter()
+        .filter(|s| s.kind != "partial")
+        .map(|s| {
+            json!({"segmentId": s.segment_id, "speaker": s.speaker, "startMs": s.start_ms, "endMs": s.end_ms,
+                   "text": s.text, "language": s.language})
+        })
+        .collect();
+    let body = json!({
+        "actionId": action_id, "sessionId": session_id, "instructions": instructions,
+        "insights": view, "transcript": segments,
+    });
+    let started = std::time::Instant::now();
+    let client = state.actions.guarded_client();
+    let posted = crate::orchestration::executors::post_signed(
+        &state.config.orchestration,
+        &client,
+        &state.clock,
+        &url,
+        action_id,
+        &body.to_string(),
+    )
+    .await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match posted {
+        Err(failed) => fallback(failed.error_code.as_str(), failed.message, failed.attempts, latency_ms),
+        Ok(delivered) => match EvaluatorAnswer::parse(&delivered.body) {
+            Err(why) => fallback("EVALUATOR_RESPONSE_INVALID", why, delivered.attempts, latency_ms),
+            Ok(answer) => {
+                let provider = answer.provider.clone().unwrap_or_else(|| {
+                    reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
+                });
+                Outcome::Executed {
+                    outcome_ref,
+                    attempts: delivered.attempts,
+                    result: json!({
+                        "source": "evaluator", "provider": provider, "model": answer.model,
+                        "latencyMs": delivered.elapsed_ms, "attempts": delivered.attempts, "fallbackReason": null,
+                        "evaluation": {"summary": answer.summary, "recommendations": answer.recommendations, "scores": answer.scores},
+                        "basis": basis,
+                    }),
+                }
+            }
+        },
+    }
 }

@@ -46,6 +46,11 @@ impl ActionRuntime {
         self.outbound.trusted.clone()
     }
 
+    /// The HTTP client for allowlisted targets (private addresses only where the allowlist names them).
+    pub fn guarded_client(&self) -> reqwest::Client {
+        self.outbound.guarded.clone()
+    }
+
     /// `exclusive_store`: no other process can append to this store while we run.
     pub fn new(config: &OrchestrationConfig, exclusive_store: bool) -> Result<ActionRuntime, reqwest::Error> {
         // The lease outlasts the slowest delivery by a margin, so a live claim is never taken over.
@@ -225,6 +230,10 @@ async fn run(state: &AppState, principal: &Principal, request: ExecuteRequest) -
     let outcome = match began {
         Began::Done(ack) => return Ok(answer(&request.action_id, &ack)),
         Began::Run(Executor::Note) => None,
+        Began::Run(Executor::Evaluate) => {
+            let instructions = context.request.params.get("instructions").and_then(Value::as_str).map(str::to_owned);
+            Some(super::insights::evaluate(state, &request.action_id, &request.session_id, instructions).await)
+        }
         Began::Run(executor) => Some(
             executors::deliver(
                 &state.config.orchestration,
@@ -305,14 +314,14 @@ fn begin(tx: &mut dyn WriteUnit, c: &Context, presented: Option<&PresentedConfir
                     "there is no pending action this token could confirm",
                 ));
             }
-            if terminal {
+            let executor = executors::executor_for(&request.action_type);
+            if terminal && !executor.is_some_and(Executor::runs_after_the_call) {
                 return Err(AppError::new(
                     ErrorCode::SessionTerminated,
                     format!("session `{}` is {}; it takes no actions", request.session_id, session.state),
                 ));
             }
             let (in_session, last_minute) = tx.action_usage(&request.session_id, now.plus_seconds(-60))?;
-            let executor = executors::executor_for(&request.action_type);
             let usage = Usage { actions_in_session: in_session, actions_last_minute: last_minute };
             let params = Value::Object(request.params.clone());
             let mut verdict =

@@ -536,9 +536,14 @@ pub struct Evaluation {
 }
 
 pub fn evaluate_by_rules(insights: &Insights) -> Evaluation {
+    evaluate_metrics(&insights.call, &insights.speaker_labels, &insights.speakers)
+}
+
+/// `evaluate_by_rules` over the numbers as served (`labels[i]` names `speakers[i]`).
+pub fn evaluate_metrics(call: &CallMetrics, labels: &[Option<String>], speakers: &[SpeakerMetrics]) -> Evaluation {
     let mut recommendations = Vec::new();
-    let several = insights.speakers.len() > 1;
-    for (label, speaker) in insights.speaker_labels.iter().zip(&insights.speakers) {
+    let several = speakers.len() > 1;
+    for (label, speaker) in labels.iter().chain(std::iter::repeat(&None)).zip(speakers) {
         let who = label.as_deref().unwrap_or("an unattributed speaker");
         if let Some(rate) = speaker.fillers.per_100_words
             && rate >= 3.0
@@ -574,10 +579,9 @@ pub fn evaluate_by_rules(insights: &Insights) -> Evaluation {
                 .push(format!("{who} interrupted {} times: let the other speaker finish.", speaker.interruptions));
         }
     }
-    let call = &insights.call;
     let summary = format!(
         "{} speakers, {} words over {} s; {} filler words, {} turns, {} interruptions, {} % silence.",
-        insights.speakers.len(),
+        speakers.len(),
         call.words,
         call.duration_ms / 1000,
         call.fillers,

@@ -258,3 +258,125 @@ async fn rebuild_reproduces_live_and_final_insights() {
     assert_eq!(strip(insights(&app, &alice, &open).await), before.0);
     assert_eq!(insights(&app, &alice, &ended).await, before.1);
 }
+
+const VERDICT: &str = r#"{"summary": "A focused call.", "recommendations": ["Pause instead of saying um."], "scores": {"clarity": 82}, "provider": "acme-coach", "model": "coach-2"}"#;
+
+/// A server whose `insights.evaluate` posts to a local evaluator answering `answers` in turn.
+async fn with_evaluator(answers: Vec<(u16, &str)>) -> (TestApp, crate::sink::Sink, tempfile::TempDir) {
+    let evaluator = crate::sink::start_answering(answers.into_iter().map(|(s, b)| (s, b.to_owned())).collect()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = crate::orchestration::open_policy(dir.path(), 300);
+    let app = spawn_app_with(&[
+        ("CALLSTREAM_POLICY_FILE", &policy),
+        ("CALLSTREAM_INSIGHTS_EVALUATOR_URL", &evaluator.url),
+        ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "300"),
+        ("CALLSTREAM_EXECUTOR_ATTEMPTS", "3"),
+    ])
+    .await;
+    (app, evaluator, dir)
+}
+
+/// An ended call with a short transcript, evaluated; answers the ack and the outcome's result.
+async fn evaluate_a_call(app: &TestApp) -> (Value, Value) {
+    let alice = app.user("alice");
+    let session = app.create_session(&alice).await;
+    transition(app, &alice, &session, "connecting").await;
+    transition(app, &alice, &session, "active").await;
+    let events = vec![
+        segment(&session, "s1", "final", 1, "alice", 0, 3_000, "Um, so, we ship on Friday"),
+        segment(&session, "s2", "final", 1, "bob", 3_500, 5_000, "Sounds good"),
+    ];
+    assert_eq!(app.ingest(&alice, &session, events).await.status(), StatusCode::OK);
+    transition(app, &alice, &session, "ended").await;
+    let request = json!({"actionId": format!("eval-{session}"), "sessionId": session, "type": "insights.evaluate",
+        "params": {"instructions": "Coach the seller."}});
+    let response = app.post("/v1/orchestration/actions/execute", &alice, &request).await;
+    assert_eq!(response.status(), StatusCode::OK, "an evaluation runs after the call");
+    let ack: Value = response.json().await.expect("json");
+    let action: Value =
+        app.get(&format!("/v1/orchestration/actions/eval-{session}"), &alice).await.json().await.expect("json");
+    let executed = action["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|e| e["type"] == "orchestration.action.executed")
+        .expect("executed")
+        .clone();
+    // A retry answers the same ack and evaluates nothing again.
+    let again: Value =
+        app.post("/v1/orchestration/actions/execute", &alice, &request).await.json().await.expect("json");
+    assert_eq!(again, ack);
+    (ack, executed["payload"]["result"].clone())
+}
+
+#[tokio::test]
+async fn an_evaluator_that_answers_is_recorded_with_its_provider_model_latency_and_attempts() {
+    let (app, evaluator, _dir) = with_evaluator(vec![(200, VERDICT)]).await;
+    let (ack, result) = evaluate_a_call(&app).await;
+    assert_eq!(ack["ack"]["status"], "executed");
+    assert_eq!(
+        (result["source"].as_str(), result["provider"].as_str(), result["model"].as_str()),
+        (Some("evaluator"), Some("acme-coach"), Some("coach-2"))
+    );
+    assert_eq!((result["attempts"].as_u64(), result["fallbackReason"].clone()), (Some(1), Value::Null));
+    assert!(result["latencyMs"].as_u64().is_some());
+    assert_eq!(result["evaluation"]["scores"]["clarity"], 82.0);
+    assert_eq!(evaluator.count(), 1);
+    let request = evaluator.received.lock().expect("lock")[0].clone();
+    let body: Value = serde_json::from_str(&request.body).expect("json body");
+    assert_eq!(body["instructions"], "Coach the seller.");
+    assert_eq!(body["insights"]["final"], true);
+    assert_eq!(body["transcript"].as_array().map(Vec::len), Some(2));
+    assert!(request.headers["webhook-signature"].starts_with("v1,"), "signed like every outbound call");
+    assert_eq!(request.headers["webhook-id"], ack["actionId"]);
+}
+
+#[tokio::test]
+async fn an_evaluator_that_fails_then_recovers_is_retried() {
+    let (app, evaluator, _dir) = with_evaluator(vec![(503, "{}"), (503, "{}"), (200, VERDICT)]).await;
+    let (_, result) = evaluate_a_call(&app).await;
+    assert_eq!((result["source"].as_str(), result["attempts"].as_u64()), (Some("evaluator"), Some(3)));
+    assert_eq!(evaluator.count(), 3);
+}
+
+#[tokio::test]
+async fn an_evaluator_that_never_answers_falls_back_to_the_rules() {
+    let (app, evaluator, _dir) = with_evaluator(vec![(0, "")]).await;
+    let (ack, result) = evaluate_a_call(&app).await;
+    assert_eq!(ack["ack"]["status"], "executed", "the rules still evaluate the call");
+    assert_eq!((result["source"].as_str(), result["attempts"].as_u64()), (Some("rules"), Some(3)));
+    assert_eq!(result["fallbackReason"]["code"], "TARGET_TIMEOUT");
+    assert!(result["evaluation"]["summary"].as_str().is_some_and(|s| s.starts_with("2 speakers")), "{result}");
+    assert_eq!(evaluator.count(), 3);
+}
+
+#[tokio::test]
+async fn an_evaluator_answering_nonsense_falls_back_to_the_rules() {
+    for nonsense in ["not json", r#"{"summary": ""}"#, r#"{"recommendations": ["x"]}"#] {
+        let (app, evaluator, _dir) = with_evaluator(vec![(200, nonsense)]).await;
+        let (_, result) = evaluate_a_call(&app).await;
+        assert_eq!(result["source"], "rules", "{nonsense}");
+        assert_eq!(result["fallbackReason"]["code"], "EVALUATOR_RESPONSE_INVALID", "{nonsense}");
+        assert_eq!((result["attempts"].as_u64(), evaluator.count()), (Some(1), 1), "an answer is not retried");
+    }
+}
+
+#[tokio::test]
+async fn without_an_evaluator_the_rules_evaluate_and_say_so() {
+    let app = spawn_app().await;
+    let (_, result) = evaluate_a_call(&app).await;
+    assert_eq!(
+        (result["source"].as_str(), result["fallbackReason"]["code"].as_str()),
+        (Some("rules"), Some("EVALUATOR_NOT_CONFIGURED"))
+    );
+    assert_eq!(result["basis"]["insightsRevision"], 1);
+}
+
+#[test]
+fn an_evaluator_outside_the_allowlist_stops_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = crate::helpers::test_env(dir.path());
+    env.insert("CALLSTREAM_INSIGHTS_EVALUATOR_URL", "https://evaluator.example.com/v1".to_owned());
+    let err = callstream::config::Config::load(|name| env.get(name).cloned(), None).expect_err("refused");
+    assert_eq!(err.variable, "CALLSTREAM_INSIGHTS_EVALUATOR_URL");
+}

@@ -21,6 +21,11 @@ pub struct Sink {
 /// Answer the n-th request with `statuses[n]` (the last one repeats); status 0 never answers
 /// (the connection is held open).
 pub async fn start(statuses: Vec<u16>) -> Sink {
+    start_answering(statuses.into_iter().map(|status| (status, "{}".to_owned())).collect()).await
+}
+
+/// As `start`, answering the n-th request with `answers[n]`: a status and a body.
+pub async fn start_answering(answers: Vec<(u16, String)>) -> Sink {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://127.0.0.1:{}/hook", listener.local_addr().expect("addr").port());
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -28,7 +33,7 @@ pub async fn start(statuses: Vec<u16>) -> Sink {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let log = log.clone();
-            let statuses = statuses.clone();
+            let answers = answers.clone();
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -71,7 +76,7 @@ pub async fn start(statuses: Vec<u16>) -> Sink {
                     log.push(Received { headers, body });
                     log.len() - 1
                 };
-                let status = statuses.get(index).or(statuses.last()).copied().unwrap_or(200);
+                let (status, body) = answers.get(index).or(answers.last()).cloned().unwrap_or((200, "{}".to_owned()));
                 if status == 0 {
                     tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                     return;
@@ -79,8 +84,10 @@ pub async fn start(statuses: Vec<u16>) -> Sink {
                 // A redirect points somewhere else entirely; callstream must not follow it.
                 let location =
                     if (300..400).contains(&status) { "location: http://127.0.0.1:9/elsewhere\r\n" } else { "" };
-                let response =
-                    format!("HTTP/1.1 {status} X\r\n{location}content-length: 2\r\nconnection: close\r\n\r\n{{}}");
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
