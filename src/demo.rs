@@ -298,6 +298,29 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
     }
     demo.step(&format!("resumed from {}: {}", welcome["replayFrom"], replayed.join(", ")));
 
+    let conversation = [
+        ("seg-2", "ben", 4_000, 9_500, "Um, sure. So, the, uh, billing work is kind of behind."),
+        ("seg-3", "ada", 9_200, 13_000, "Okay. What do you need from me?"),
+        ("seg-4", "ben", 16_500, 22_000, "I mean, mostly, you know, a decision on the pricing page."),
+        ("seg-5", "ada", 22_400, 25_000, "Let's decide it on Friday."),
+    ];
+    let events: Vec<Value> = conversation
+        .iter()
+        .map(|(segment, speaker, start, end, text)| {
+            json!({"eventId": format!("stt-{segment}"), "sessionId": id, "ts": crate::clock::Clock::system().now().to_rfc3339(),
+                "type": "transcript.segment.final", "schemaVersion": 1,
+                "payload": {"segmentId": segment, "revision": 1, "text": text, "speaker": speaker, "startMs": start, "endMs": end}})
+        })
+        .collect();
+    demo.expect(
+        Method::POST,
+        &format!("/v1/realtime/sessions/{id}/events"),
+        &agent,
+        Some(json!({"events": events})),
+        200,
+    )
+    .await?;
+    demo.step("the STT agent publishes four more finals, from ada and ben, with their timing");
     let transcript =
         demo.expect(Method::GET, &format!("/v1/realtime/sessions/{id}/transcript"), &ada, None, 200).await?;
     demo.step(&format!("transcript: \"{}\"", transcript["text"].as_str().unwrap_or_default()));
@@ -359,7 +382,40 @@ async fn script(demo: &Demo, config: &Config) -> Result<(), String> {
         final_view["eventCount"],
         final_view["participants"].as_array().map(Vec::len).unwrap_or(0)
     ));
-    billing(demo, &ops, &id).await
+    billing(demo, &ops, &id).await?;
+    insights(demo, &ada, &id).await
+}
+
+/// The call's insights, as its owner sees them after the call.
+async fn insights(demo: &Demo, token: &str, id: &str) -> Result<(), String> {
+    let view = demo.expect(reqwest::Method::GET, &format!("/v1/call/sessions/{id}/insights"), token, None, 200).await?;
+    if view["final"] != true {
+        return Err(format!("the ended call's insights are not final: {view}"));
+    }
+    let call = &view["call"];
+    demo.step(&format!(
+        "insights (final, revision {}): {} s, {} words, {} turns, {} interruptions, {} % silence",
+        view["revision"],
+        call["durationMs"].as_i64().unwrap_or_default() / 1000,
+        call["words"],
+        call["turnCount"],
+        call["interruptions"],
+        (call["silenceShare"].as_f64().unwrap_or_default() * 100.0).round()
+    ));
+    for speaker in view["speakers"].as_array().into_iter().flatten() {
+        demo.step(&format!(
+            "  {}: {} words, {} words/min, talk share {} %, fillers {} {}, pauses {}, interruptions {}",
+            speaker["speaker"].as_str().unwrap_or("(no speaker)"),
+            speaker["words"],
+            speaker["wordsPerMinute"],
+            (speaker["talkShare"].as_f64().unwrap_or_default() * 100.0).round(),
+            speaker["fillers"]["count"],
+            speaker["fillers"]["byFiller"],
+            speaker["pauses"]["count"],
+            speaker["interruptions"]
+        ));
+    }
+    Ok(())
 }
 
 /// Metering, billing and reconciliation of the call that just ended.

@@ -3,6 +3,7 @@
 pub mod billing;
 mod harness;
 pub mod ingest;
+pub mod insights;
 pub mod pg_ingest;
 pub mod pg_log;
 pub mod realtime;
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     Reconnect(realtime::ReconnectArgs),
     /// Resident memory of the server holding many idle WebSocket connections.
     Idle(realtime::IdleArgs),
+    /// Insights of a one-hour two-speaker call: the domain function, and live, at the end and final
+    /// through a child server.
+    Insights(insights::InsightsArgs),
     /// Drop and rebuild every projection from a log filled through the server.
     Rebuild(rebuild::RebuildArgs),
     /// Reconciliation of one window holding many usage records; outbox delivery to the internal
@@ -46,6 +50,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Fanout(args) => realtime::fanout(args),
         BenchCommand::Reconnect(args) => realtime::reconnect(args),
         BenchCommand::Idle(args) => realtime::idle(args),
+        BenchCommand::Insights(args) => insights::run(args),
         BenchCommand::Rebuild(args) => rebuild::run(args),
         BenchCommand::Billing(args) => billing::run(args),
     }
