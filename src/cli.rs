@@ -153,13 +153,17 @@ fn print_dev_banner(config: &Config) {
     println!("  listening on   http://{}", config.listen);
     println!("  database       {}", config.database);
     println!("  user token     {}", mint("dev-user", &[Role::User]));
-    println!("  operator token {}", mint("dev-operator", &[Role::Operator]));
+    let operator = mint("dev-operator", &[Role::Operator]);
+    println!("  operator token {operator}");
     println!("  service token  {}", mint("dev-agent", &[Role::Service]));
     println!(
         "  try: curl -s -X POST http://{}/v1/call/sessions -H \"Authorization: Bearer $USER_TOKEN\" \\",
         config.listen
     );
     println!("         -H 'Content-Type: application/json' -d '{{\"title\":\"hello\"}}'");
+    // The token rides in the fragment, which browsers never send; the page keeps it in memory and
+    // takes it out of the address bar.
+    println!("  console        http://{}/console#token={operator}", config.listen);
 }
 
 /// The database the maintenance commands work on; a SQLite file must already exist for `verify`

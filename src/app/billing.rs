@@ -507,6 +507,30 @@ pub struct DeadLetterView {
     pub outbox_state: Option<crate::store::OutboxState>,
 }
 
+/// `GET /v1/billing/accounts/{tenantId}/dead-letters`: the tenant's newest 200, open ones first.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountDeadLetters {
+    pub tenant_id: String,
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+pub async fn account_dead_letters(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: String,
+) -> Result<AccountDeadLetters, AppError> {
+    billing_reader(principal, &tenant_id, || tenant_not_found(&tenant_id))?;
+    let tenant = tenant_id.clone();
+    let dead_letters = state
+        .store
+        .read(move |reads| -> Result<_, AppError> {
+            reads.tenant_dead_letters(&tenant, 200)?.into_iter().map(|d| dead_letter_view(reads, d)).collect()
+        })
+        .await?;
+    Ok(AccountDeadLetters { tenant_id, dead_letters })
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterList {

@@ -70,6 +70,10 @@ pub async fn middleware(
 
 fn secure(headers: &mut HeaderMap) {
     for (name, value) in SECURITY_HEADERS {
+        // A page (the console) sets a policy of its own; every other answer gets `default-src 'none'`.
+        if name == "content-security-policy" && headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+            continue;
+        }
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     // Answers carry tokens and live state; no cache may keep them unless a handler says otherwise.

@@ -140,6 +140,11 @@ fn operation(endpoint: &Endpoint, generators: &mut Generators) -> Value {
         ("/metrics", _) => {
             json!({"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
+        ("/console", _) => {
+            json!({"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}})
+        }
+        ("/console/{file}", _) => json!({"description": "A script or style sheet of the console",
+            "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}}),
         ("/v1/contract/schemas/{file}", _) => json!({"description": "A JSON Schema (2020-12)",
             "content": {"application/schema+json": {"schema": {"type": "object"}}}}),
         (_, 101) => json!({"description": "Switching protocols: the WebSocket (docs/realtime.md, schemas/ws.v1.json)"}),
@@ -147,7 +152,9 @@ fn operation(endpoint: &Endpoint, generators: &mut Generators) -> Value {
     };
     let mut responses = Map::new();
     responses.insert(doc.success.to_string(), success);
-    if doc.success != 101 && !matches!(endpoint.path, "/metrics" | "/v1/contract/schemas/{file}") {
+    if doc.success != 101
+        && !matches!(endpoint.path, "/metrics" | "/v1/contract/schemas/{file}" | "/console" | "/console/{file}")
+    {
         // The same answer under another success status: a replayed Idempotency-Key (200 after
         // 201), an already-reconciled window (200), a webhook for an unmapped room (202).
         responses.insert(

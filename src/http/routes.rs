@@ -7,10 +7,12 @@ use actix_web::web;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::body::BodyLimit;
-use super::handlers::{self, billing, contract, events, health, livekit, operator, orchestration, realtime, sessions};
+use super::handlers::{
+    self, billing, console, contract, events, health, livekit, operator, orchestration, realtime, sessions,
+};
 use crate::app::billing::{
-    AccountEvents, AdjustmentRequest, AdjustmentView, BillingEvents, DeadLetterList, ReplayAnswer, SummaryQuery, Trace,
-    UsageSummary, UsageView,
+    AccountDeadLetters, AccountEvents, AdjustmentRequest, AdjustmentView, BillingEvents, DeadLetterList, ReplayAnswer,
+    SummaryQuery, Trace, UsageSummary, UsageView,
 };
 use crate::app::contract::Contract;
 use crate::app::events::{IngestAnswer, ReplayPage};
@@ -125,6 +127,8 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
             get().to(health::ready),
         ),
         e(Method::GET, "/metrics", doc("Prometheus metrics", "operations", Public), get().to(health::metrics)),
+        e(Method::GET, "/console", doc("The operator console (a page on this API)", "console", Public), get().to(console::index)),
+        e(Method::GET, "/console/{file}", doc("A file of the operator console", "console", Public), get().to(console::asset)),
         e(
             Method::GET,
             "/openapi.json",
@@ -308,6 +312,12 @@ pub fn endpoints(test_clock: bool) -> Vec<Endpoint> {
             "/v1/billing/accounts/{tenantId}/events",
             doc("A tenant's account-level billing events", "billing", Bearer).returns::<AccountEvents>(),
             get().to(billing::account_events),
+        ),
+        e(
+            Method::GET,
+            "/v1/billing/accounts/{tenantId}/dead-letters",
+            doc("A tenant's dead letters, newest first, open ones first", "billing", Bearer).returns::<AccountDeadLetters>(),
+            get().to(billing::account_dead_letters),
         ),
         e(
             Method::POST,

@@ -111,6 +111,8 @@ pub trait Reads {
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError>;
     fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
     fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError>;
+    /// The tenant's newest dead letters, open ones first.
+    fn tenant_dead_letters(&self, tenant_id: &str, limit: u64) -> Result<Vec<DeadLetterRow>, StoreError>;
     /// Per meter: metered, adjusted and confirmed quantities of a tenant's window.
     fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError>;
     /// Tenants with usage, adjustments or charges in the window.

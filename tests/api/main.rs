@@ -2,6 +2,8 @@
 
 mod auth;
 mod billing;
+mod browser;
+mod console;
 mod contract;
 mod crash;
 mod demo;

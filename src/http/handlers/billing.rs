@@ -37,6 +37,14 @@ pub async fn account_events(
     Ok(HttpResponse::Ok().json(billing::account_events(&state, &principal, tenant.into_inner()).await?))
 }
 
+pub async fn account_dead_letters(
+    state: web::Data<AppState>,
+    principal: Principal,
+    tenant: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(billing::account_dead_letters(&state, &principal, tenant.into_inner()).await?))
+}
+
 /// `POST /v1/billing/adjustments`
 pub async fn adjust(
     state: web::Data<AppState>,

@@ -1,4 +1,5 @@
 pub mod billing;
+pub mod console;
 pub mod contract;
 pub mod events;
 pub mod health;

@@ -589,6 +589,17 @@ pub fn dead_letters(db: Db<'_>, stream_id: &str) -> Result<Vec<DeadLetterRow>> {
     ), params![stream_id], dead_letter_from_row)
 }
 
+pub fn tenant_dead_letters(db: Db<'_>, tenant_id: &str, limit: u64) -> Result<Vec<DeadLetterRow>> {
+    db.query_map(
+        &format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM billing_dead_letters WHERE tenant_id = ?1 \
+             ORDER BY replayed_at IS NOT NULL, dead_lettered_at DESC, dead_letter_id LIMIT ?2"
+        ),
+        params![tenant_id, limit],
+        dead_letter_from_row,
+    )
+}
+
 pub fn window_totals(db: Db<'_>, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>> {
     let start = window.start.to_rfc3339();
     let mut totals: BTreeMap<Meter, Totals> = BTreeMap::new();

@@ -205,6 +205,10 @@ impl<T: HasConnection> Reads for T {
         Ok(billing::dead_letters(self.db(), stream_id)?)
     }
 
+    fn tenant_dead_letters(&self, tenant_id: &str, limit: u64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(billing::tenant_dead_letters(self.db(), tenant_id, limit)?)
+    }
+
     fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError> {
         Ok(billing::window_totals(self.db(), tenant_id, window)?)
     }
