@@ -307,8 +307,14 @@ async fn every_route_in_the_router_refuses_bad_tokens_and_wrong_roles() {
     let routes = endpoints(false);
     assert!(routes.len() >= 45, "the table holds every route: {}", routes.len());
     for endpoint in &routes {
-        let path: String =
-            endpoint.path.split('/').map(|s| if s.starts_with('{') { "t1" } else { s }).collect::<Vec<_>>().join("/");
+        // A public file route is asked for a file it has.
+        let parameter = if endpoint.path == "/console/{file}" { "app.js" } else { "t1" };
+        let path: String = endpoint
+            .path
+            .split('/')
+            .map(|s| if s.starts_with('{') { parameter } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
         let body = endpoint
             .doc
             .body

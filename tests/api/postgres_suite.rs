@@ -47,9 +47,12 @@ fn the_http_and_websocket_suite_passes_on_postgres() {
     assert!(
         output.status.success(),
         "the suite failed on PostgreSQL:\n{}\n{}",
+        // Each failure with its message (the line after "panicked").
         stdout
             .lines()
-            .filter(|line| line.contains("FAILED") || line.contains("panicked"))
+            .zip(stdout.lines().skip(1).chain([""]))
+            .filter(|(line, _)| line.contains("FAILED") || line.contains("panicked"))
+            .map(|(line, next)| if line.contains("panicked") { format!("{line}\n    {next}") } else { line.to_owned() })
             .collect::<Vec<_>>()
             .join("\n"),
         String::from_utf8_lossy(&output.stderr).lines().rev().take(60).collect::<Vec<_>>().join("\n"),
