@@ -31,6 +31,12 @@ async fn two_nodes_with(test: &str, extra: &[(&'static str, &str)]) -> Option<No
     Some(Nodes { a, b, _database: database })
 }
 
+/// A user token of tenant `t1` for a child server started with `config`'s secrets.
+fn user_of_child(config: &callstream::config::Config, sub: &str) -> String {
+    callstream::app::auth::mint(&config.jwt, callstream::clock::Clock::system().now(), sub, "t1", &[Role::User], 3600)
+        .expect("mint")
+}
+
 async fn ingest(node: &TestApp, token: &str, session: &str, prefix: &str, n: usize) {
     let events = (0..n).map(|i| transcript(session, &format!("{prefix}-{i}"), "words")).collect();
     assert_eq!(node.ingest(token, session, events).await.status(), StatusCode::OK);
@@ -277,15 +283,7 @@ async fn kill_9_of_one_node_under_load_from_both_loses_nothing_and_clients_resum
     let overrides = [(callstream::config::DATABASE_URL, database.url.as_str())];
     let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let config = crate::helpers::test_config_with(dir_b.path(), &overrides);
-    let token = callstream::app::auth::mint(
-        &config.jwt,
-        callstream::clock::Clock::system().now(),
-        "crash-user",
-        "t1",
-        &[Role::User],
-        3600,
-    )
-    .expect("mint");
+    let token = user_of_child(&config, "crash-user");
     let client = crate::helpers::client_builder().timeout(std::time::Duration::from_secs(10)).build().expect("client");
     let mut b = start_with(dir_b.path(), &overrides);
     wait_ready(&client, &b).await;
@@ -535,15 +533,7 @@ async fn an_item_claimed_by_a_node_that_died_is_delivered_by_the_other_after_the
     ];
     let dir_a = tempfile::tempdir().expect("dir");
     let config = crate::helpers::test_config_with(dir_a.path(), &overrides);
-    let alice = callstream::app::auth::mint(
-        &config.jwt,
-        callstream::clock::Clock::system().now(),
-        "alice",
-        "t1",
-        &[Role::User],
-        3600,
-    )
-    .expect("mint");
+    let alice = user_of_child(&config, "alice");
     let client = crate::helpers::client();
     let mut a = start_with(dir_a.path(), &overrides);
     wait_ready(&client, &a).await;
