@@ -292,7 +292,7 @@
       feedList.append(li);
       if (stick) feedBox.scrollTop = feedBox.scrollHeight;
       seqInfo.textContent = `events 1–${lastSeq}, in order, none missing`;
-      if (event.type.startsWith("call.session.")) loadSession();
+      if (event.type.startsWith("call.session.")) { loadSession(); scheduleRefresh(); }
       if (event.type.startsWith("transcript.") || event.type === "insights.computed") scheduleRefresh();
       scheduleAck();
     }
@@ -351,7 +351,13 @@
       socket.onclose = (close) => {
         socket = null;
         if (closed) return;
-        if (close.code === 4410) { setConnection("ended"); return; }
+        if (close.code === 4410) {
+          // The socket ends with the terminal event; what the same commit appended after it (usage,
+          // final insights) is read over HTTP.
+          setConnection("ended");
+          fillGap(lastSeq, Number.MAX_SAFE_INTEGER).then(scheduleRefresh);
+          return;
+        }
         if (close.code === 4001) { setConnection("superseded"); return; }
         setConnection("reconnecting");
         connection.append(" reconnecting…");
@@ -460,7 +466,7 @@
     const windowInput = h("input", { type: "datetime-local", id: "window-start", "aria-describedby": "window-help" });
     main().replaceChildren(
       h("h1", {}, `Billing · tenant ${tenant}`),
-      h("section", { class: "panel" }, h("h2", {}, "Usage per meter and hour (last 24 hours)"), charts),
+      h("section", { class: "panel" }, h("h2", {}, "Usage per meter and hour (the last day)"), charts),
       h("section", { class: "panel" },
         h("h2", {}, "Reconciliation"),
         h("div", { class: "toolbar" },
@@ -512,15 +518,17 @@
 
     async function loadUsage() {
       try {
-        const to = new Date(Date.now() + 3600e3);
-        const from = new Date(to.getTime() - 25 * 3600e3);
+        // Through the end of the next hour, so usage stamped by a server clock a little ahead of
+        // this machine's is still in range.
+        const to = new Date(Date.now() + 2 * 3600e3);
+        const from = new Date(to.getTime() - 26 * 3600e3);
         const hour = (d) => d.toISOString().replace(/:\d\d:\d\d\.\d{3}Z$/, ":00:00Z");
         const summary = await api("GET", `/v1/billing/accounts/${encodeURIComponent(tenant)}/usage-summary?from=${hour(from)}&to=${hour(to)}&groupBy=hour`);
         const meters = [...new Set(summary.lines.map((l) => l.meter))];
-        const blocks = meters.map((meter) => chart(meter, summary.lines.filter((l) => l.meter === meter), new Date(hour(from)), 25));
+        const blocks = meters.map((meter) => chart(meter, summary.lines.filter((l) => l.meter === meter), new Date(hour(from)), 26));
         charts.replaceChildren(
           h("p", {}, `Total ${summary.total.value} ${summary.total.currency}`),
-          ...(blocks.length ? blocks : [h("p", { class: "muted" }, "No usage in the last 24 hours.")]));
+          ...(blocks.length ? blocks : [h("p", { class: "muted" }, "No usage in the last day.")]));
       } catch (err) { sayError(err); }
     }
 
