@@ -100,7 +100,7 @@ impl Application {
         }
         let hub = realtime::hub::Hub::default();
         let tenants = Arc::new(app::tenants::TenantDirectory::load(&store)?);
-        let actions = app::orchestration::ActionRuntime::new(&config.orchestration, !store.shared())?;
+        let actions = app::orchestration::ActionRuntime::new(&config.orchestration, store.node_id())?;
         let metering = app::billing::Metering::new(&config.meter_signing_keys);
         let state = AppState {
             store: store.clone(),

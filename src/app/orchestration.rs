@@ -4,7 +4,8 @@
 //! it decided and runs the executor under the claim (`orchestration.action.started`) that the
 //! domain appended. Concurrent requests for one actionId inside this process wait for the first
 //! and then read its ack; one on another node finds the claim (409 `ACTION_IN_PROGRESS` while
-//! its lease runs). An action whose claimant is gone is never run again: `EXECUTION_INTERRUPTED`.
+//! that node still runs and its lease lasts). An action whose claimant is gone is never run again:
+//! `EXECUTION_INTERRUPTED`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,14 +52,14 @@ impl ActionRuntime {
         self.outbound.guarded.clone()
     }
 
-    /// `exclusive_store`: no other process can append to this store while we run.
-    pub fn new(config: &OrchestrationConfig, exclusive_store: bool) -> Result<ActionRuntime, reqwest::Error> {
+    /// `node_id`: this process among the nodes of its store (`Store::node_id`).
+    pub fn new(config: &OrchestrationConfig, node_id: &str) -> Result<ActionRuntime, reqwest::Error> {
         // The lease outlasts the slowest delivery by a margin, so a live claim is never taken over.
         let lease_secs = executors::longest_delivery(config).as_secs() as i64 + 30;
         Ok(ActionRuntime {
             in_flight: Arc::default(),
             outbound: crate::orchestration::outbound::Outbound::new(&config.policy.allowlist)?,
-            node: Arc::new(Node { id: format!("node_{}", uuid::Uuid::new_v4().simple()), lease_secs, exclusive_store }),
+            node: Arc::new(Node { id: node_id.to_owned(), lease_secs }),
         })
     }
 }
@@ -306,7 +307,13 @@ fn begin(tx: &mut dyn WriteUnit, c: &Context, presented: Option<&PresentedConfir
         .map_err(|denied| session_denied(denied, &request.session_id))?;
     let terminal = session.is_terminal();
     let step = match tx.action(tenant, &request.action_id)? {
-        Some(row) => request.again(&row.action, presented, &c.policy_ref(), terminal, &c.node, now)?,
+        Some(row) => {
+            let claimant_running = match row.action.claimant_elsewhere(&c.node) {
+                Some(claimant) => tx.node_is_running(claimant)?,
+                None => false,
+            };
+            request.again(&row.action, presented, &c.policy_ref(), terminal, &c.node, claimant_running, now)?
+        }
         None => {
             if presented.is_some() {
                 return Err(AppError::new(

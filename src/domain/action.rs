@@ -186,15 +186,12 @@ pub enum Decision {
     PendingConfirmation,
 }
 
-/// Where this request runs and how a claim found in the log is judged.
+/// Where this request runs and how long its claims protect an execution.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub id: String,
     /// How long a claim protects an execution: longer than an executor can take.
     pub lease_secs: i64,
-    /// The store admits one process at a time (embedded SQLite): a claim by any other node is
-    /// from a process that is gone.
-    pub exclusive_store: bool,
 }
 
 /// A confirmation token's contents, once its signature verified.
@@ -292,7 +289,12 @@ impl Request {
     }
 
     /// A request for an actionId the log knows (a retry, or the owner-confirmed run).
-    /// `session_terminal` refuses confirmed runs on a session that has ended.
+    /// `session_terminal` refuses confirmed runs on a session that has ended. `claimant_running`:
+    /// the node named by `action.claimant_elsewhere(node)` still runs, as far as the store can
+    /// tell; its claim then holds retries off until its lease ends. A claim of a node that is gone,
+    /// or of this node (whose requests for one actionId wait for each other), means the run was
+    /// interrupted.
+    #[allow(clippy::too_many_arguments)]
     pub fn again(
         &self,
         action: &Action,
@@ -300,6 +302,7 @@ impl Request {
         policy: &PolicyRef,
         session_terminal: bool,
         node: &Node,
+        claimant_running: bool,
         now: Timestamp,
     ) -> Result<Step, Rejection> {
         if action.request_hash != request_hash(&self.session_id, &self.action_type, &params_hash(&self.params)) {
@@ -310,7 +313,7 @@ impl Request {
         }
         match (action.state, presented) {
             (ActionState::Executing, _) => match &action.claim {
-                Some(claim) if claim.node != node.id && !node.exclusive_store && now < claim.lease_expires_at => {
+                Some(claim) if claim.node != node.id && claimant_running && now < claim.lease_expires_at => {
                     let retry_secs = (claim.lease_expires_at.millis_since(now) / 1000).clamp(1, 60);
                     Err(reject(ErrorCode::ActionInProgress, "another node is running this action; retry for its ack")
                         .with_details(json!({ "retryAfterSecs": retry_secs })))
@@ -428,8 +431,18 @@ impl Action {
         ])
     }
 
+    /// The node running this action's executor, if that is another node than `node`: whether it
+    /// still runs is for the store to tell (`Request::again`'s `claimant_running`).
+    pub fn claimant_elsewhere(&self, node: &Node) -> Option<&str> {
+        match &self.claim {
+            Some(claim) if self.state == ActionState::Executing && claim.node != node.id => Some(&claim.node),
+            _ => None,
+        }
+    }
+
     /// What to append once this node's executor finished: nothing if the claim is no longer
-    /// ours (another node declared the run interrupted after the lease ran out).
+    /// ours (another node declared the run interrupted: it found this node gone, or the lease
+    /// ran out).
     pub fn finish(&self, node: &Node, outcome: Outcome) -> Vec<ActionEvent> {
         let ours = self.state == ActionState::Executing && self.claim.as_ref().is_some_and(|c| c.node == node.id);
         if !ours {

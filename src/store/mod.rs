@@ -167,6 +167,9 @@ pub trait WriteUnit: Reads {
     fn prune_expired(&self, table: Retained, cutoff: Timestamp) -> Result<usize, StoreError>;
 
     fn insert_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError>;
+    /// Whether the node `node_id` (another than this one) still runs, as far as the database can
+    /// tell; errs towards yes (`store::postgres::liveness`).
+    fn node_is_running(&self, node_id: &str) -> Result<bool, StoreError>;
     /// Rotate the resume generation if it is still `expected`; false when another resume won.
     fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError>;
     /// Monotonic: lower or repeated acks change nothing.

@@ -641,3 +641,69 @@ async fn one_action_retried_concurrently_on_both_nodes_executes_once() {
         }
     }
 }
+
+/// A node killed while its executor runs: a retry on the other node is held off while the
+/// claimant lives, and answered `EXECUTION_INTERRUPTED` as soon as it is gone, long before the
+/// claim's lease ends (the longest delivery, a minute here, plus 30 s). The target saw one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_action_of_a_killed_node_is_interrupted_at_once_on_the_other() {
+    use crate::crash::{start_with, wait_ready};
+
+    let Some(database) = crate::pg_log::database("nodes::an_action_of_a_killed_node") else { return };
+    // The call never gets an answer: node A is still under it when it dies.
+    let sink = crate::sink::start(vec![0]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = crate::orchestration::open_policy(dir.path(), 300);
+    let overrides = [
+        (callstream::config::DATABASE_URL, database.url.as_str()),
+        ("CALLSTREAM_POLICY_FILE", policy.as_str()),
+        ("CALLSTREAM_EXECUTOR_TIMEOUT_MS", "60000"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let alice = user_of_child(&crate::helpers::test_config_with(dir_a.path(), &overrides), "alice");
+    let client = crate::helpers::client();
+    let (mut a, mut b) = (start_with(dir_a.path(), &overrides), start_with(dir_b.path(), &overrides));
+    wait_ready(&client, &a).await;
+    wait_ready(&client, &b).await;
+    let execute = |address: &str, request: &Value| {
+        client.post(format!("{address}/v1/orchestration/actions/execute")).bearer_auth(&alice).json(request).send()
+    };
+    let created: Value = client
+        .post(format!("{}/v1/call/sessions", a.address))
+        .bearer_auth(&alice)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let request = json!({"actionId": "orphaned", "sessionId": created["sessionId"], "type": "webhook.post",
+                         "params": {"url": sink.url, "body": {"n": 1}}});
+    let in_flight = tokio::spawn(execute(&a.address, &request));
+    eventually("node A's call reaches the target", || async { sink.count() == 1 }).await;
+
+    let held_off = execute(&b.address, &request).await.expect("retry on B");
+    assert_eq!(held_off.status(), StatusCode::CONFLICT, "node A runs it and is alive");
+    let body: Value = held_off.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "ACTION_IN_PROGRESS", "{body}");
+
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reap");
+    assert!(in_flight.await.expect("task").is_err(), "node A's caller never got an answer");
+    // PostgreSQL ends the dead node's session (and its lock) once it reads the closed socket.
+    let mut answer = Value::Null;
+    for _ in 0..200 {
+        let response = execute(&b.address, &request).await.expect("retry on B");
+        if response.status() != StatusCode::CONFLICT {
+            assert_eq!(response.status(), StatusCode::OK);
+            answer = response.json().await.expect("json");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(answer["ack"], json!({"status": "failed", "errorCode": "EXECUTION_INTERRUPTED"}), "{answer}");
+    assert_eq!(sink.count(), 1, "not run again");
+    b.child.kill().expect("kill");
+    b.child.wait().expect("reap");
+}

@@ -20,10 +20,6 @@ const NOT_ON_POSTGRES: &[&str] = &[
     "openapi::",
     // About SQLite's WAL file.
     "ingest::the_wal_is_checkpointed_into_the_database_while_ingest_runs",
-    // On a shared database a claim of another node is honoured until its lease ends (a node
-    // cannot tell a dead peer from a slow one), so a restarted node answers ACTION_IN_PROGRESS
-    // before EXECUTION_INTERRUPTED: docs/scaling.md.
-    "crash::an_action_interrupted_by_kill_9_is_not_run_again",
 ];
 
 #[test]

@@ -11,8 +11,8 @@ fn at(seconds: i64) -> Timestamp {
     Timestamp::from_unix_seconds(1_800_000_000 + seconds).expect("in range")
 }
 
-fn node(id: &str, exclusive_store: bool) -> Node {
-    Node { id: id.into(), lease_secs: 60, exclusive_store }
+fn node(id: &str) -> Node {
+    Node { id: id.into(), lease_secs: 60 }
 }
 
 fn policy() -> PolicyRef {
@@ -46,7 +46,7 @@ fn given(events: &[ActionEvent]) -> Action {
 }
 
 fn pending() -> Vec<ActionEvent> {
-    request("hi").first(Verdict::NeedsConfirmation, &policy(), true, &node("a", true), at(0))
+    request("hi").first(Verdict::NeedsConfirmation, &policy(), true, &node("a"), at(0))
 }
 
 fn presented(action: &Action) -> PresentedConfirmation {
@@ -67,7 +67,7 @@ fn approved_by_owner() -> Vec<ActionEvent> {
 
 #[test]
 fn an_approved_request_is_claimed_by_this_node_in_the_same_step() {
-    let events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a", true), at(0));
+    let events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a"), at(0));
     let kinds: Vec<_> = events.iter().map(|e| e.to_envelope_parts().0).collect();
     assert_eq!(
         kinds,
@@ -86,12 +86,12 @@ fn an_approved_request_is_claimed_by_this_node_in_the_same_step() {
 #[test]
 fn blocked_unsupported_and_pending_requests_answer_without_a_claim() {
     let blocked = Verdict::Blocked { code: ErrorCode::RoleNotAllowed, reason: "no".into() };
-    let action = given(&request("hi").first(blocked, &policy(), true, &node("a", true), at(0)));
+    let action = given(&request("hi").first(blocked, &policy(), true, &node("a"), at(0)));
     assert_eq!(
         action.ack,
         Ack { status: ActionState::Blocked, outcome_ref: None, error_code: Some(ErrorCode::RoleNotAllowed) }
     );
-    let action = given(&request("hi").first(Verdict::Unsupported, &policy(), false, &node("a", true), at(0)));
+    let action = given(&request("hi").first(Verdict::Unsupported, &policy(), false, &node("a"), at(0)));
     assert_eq!(action.ack.error_code, Some(ErrorCode::ActionTypeUnsupported));
     let action = given(&pending());
     assert_eq!(action.state, ActionState::PendingConfirmation);
@@ -100,27 +100,26 @@ fn blocked_unsupported_and_pending_requests_answer_without_a_claim() {
 
 #[test]
 fn a_retry_answers_the_identical_ack_and_appends_nothing() {
-    let mut events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a", true), at(0));
+    let mut events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a"), at(0));
     let executing = given(&events);
     events.extend(
-        executing
-            .finish(&node("a", true), Outcome::Executed { outcome_ref: "m-1".into(), attempts: 2, result: json!({}) }),
+        executing.finish(&node("a"), Outcome::Executed { outcome_ref: "m-1".into(), attempts: 2, result: json!({}) }),
     );
     let done = given(&events);
-    let step = request("hi").again(&done, None, &policy(), false, &node("a", true), at(5)).expect("retry");
+    let step = request("hi").again(&done, None, &policy(), false, &node("a"), false, at(5)).expect("retry");
     assert_eq!(
         step,
         Step::Answer(Ack { status: ActionState::Executed, outcome_ref: Some("m-1".into()), error_code: None })
     );
     // Even after the session ended, and with a token that is now pointless.
-    let step = request("hi").again(&done, None, &policy(), true, &node("b", true), at(5)).expect("retry");
+    let step = request("hi").again(&done, None, &policy(), true, &node("b"), false, at(5)).expect("retry");
     assert!(matches!(step, Step::Answer(_)));
 }
 
 #[test]
 fn the_same_action_id_with_other_params_is_a_conflict() {
     let action = given(&pending());
-    let err = request("other").again(&action, None, &policy(), false, &node("a", true), at(1)).expect_err("conflict");
+    let err = request("other").again(&action, None, &policy(), false, &node("a"), false, at(1)).expect_err("conflict");
     assert_eq!(err.code, ErrorCode::ActionIdConflict);
 }
 
@@ -132,7 +131,7 @@ fn the_owners_confirmation_is_spent_once_and_claims_the_run() {
     assert_eq!((confirmation.id.as_str(), confirmation.expires_at, confirmation.spent), ("cf_1", at(310), false));
     let token = presented(&action);
     let Step::Append { events: confirmed, run: true } =
-        request("hi").again(&action, Some(&token), &policy(), false, &node("a", true), at(20)).expect("confirmed")
+        request("hi").again(&action, Some(&token), &policy(), false, &node("a"), false, at(20)).expect("confirmed")
     else {
         panic!("a confirmed run")
     };
@@ -148,7 +147,10 @@ fn a_confirmation_is_refused_when_expired_replaced_mismatched_or_the_session_end
     let action = given(&approved_by_owner());
     let token = presented(&action);
     let again = |token: &PresentedConfirmation, terminal, now| {
-        request("hi").again(&action, Some(token), &policy(), terminal, &node("a", true), now).expect_err("refused").code
+        request("hi")
+            .again(&action, Some(token), &policy(), terminal, &node("a"), false, now)
+            .expect_err("refused")
+            .code
     };
     assert_eq!(again(&token, false, at(311)), ErrorCode::ConfirmationTokenExpired);
     assert_eq!(
@@ -169,7 +171,7 @@ fn a_second_approval_replaces_the_first_confirmation() {
     events.extend(given(&events).decide_owner(true, "cf_2".into(), 300, &policy(), at(30)).expect("still pending"));
     let action = given(&events);
     let err =
-        request("hi").again(&action, Some(&first), &policy(), false, &node("a", true), at(40)).expect_err("replaced");
+        request("hi").again(&action, Some(&first), &policy(), false, &node("a"), false, at(40)).expect_err("replaced");
     assert_eq!(err.code, ErrorCode::ConfirmationTokenUsed);
 }
 
@@ -184,14 +186,15 @@ fn rejecting_blocks_for_good_and_only_pending_actions_take_decisions() {
 }
 
 #[test]
-fn a_live_claim_of_another_node_is_left_alone_on_a_shared_store() {
-    let events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a", false), at(0));
+fn a_claim_of_another_node_that_still_runs_holds_retries_off_until_its_lease_ends() {
+    let events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a"), at(0));
     let action = given(&events);
-    let err = request("hi").again(&action, None, &policy(), false, &node("b", false), at(30)).expect_err("in progress");
+    assert_eq!(action.claimant_elsewhere(&node("b")), Some("a"));
+    let err = request("hi").again(&action, None, &policy(), false, &node("b"), true, at(30)).expect_err("in progress");
     assert_eq!(err.code, ErrorCode::ActionInProgress);
     assert_eq!(err.details.expect("details")["retryAfterSecs"], 30);
     // Once the lease ran out, the claimant is presumed gone: the run is interrupted, never repeated.
-    let step = request("hi").again(&action, None, &policy(), false, &node("b", false), at(61)).expect("interrupted");
+    let step = request("hi").again(&action, None, &policy(), false, &node("b"), true, at(61)).expect("interrupted");
     let Step::Append { events: failed, run: false } = step else { panic!("no second run") };
     let mut all = events.clone();
     all.extend(failed);
@@ -199,24 +202,31 @@ fn a_live_claim_of_another_node_is_left_alone_on_a_shared_store() {
 }
 
 #[test]
-fn on_an_exclusive_store_any_claim_found_is_from_a_process_that_is_gone() {
-    let action = given(&request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a", true), at(0)));
-    for finder in ["a", "b"] {
-        let step =
-            request("hi").again(&action, None, &policy(), false, &node(finder, true), at(1)).expect("interrupted");
-        assert!(matches!(step, Step::Append { run: false, .. }), "{step:?}");
+fn a_claim_of_a_node_that_is_gone_or_of_this_node_is_an_interrupted_run_at_once() {
+    let action = given(&request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a"), at(0)));
+    assert_eq!(
+        action.claimant_elsewhere(&node("a")),
+        None,
+        "this node's requests for one actionId wait for each other"
+    );
+    for (finder, claimant_running) in [("b", false), ("a", false), ("a", true)] {
+        let step = request("hi")
+            .again(&action, None, &policy(), false, &node(finder), claimant_running, at(1))
+            .expect("interrupted");
+        let Step::Append { events, run: false } = step else { panic!("no second run: {finder}") };
+        assert!(matches!(&events[..], [ActionEvent::Failed { error_code: ErrorCode::ExecutionInterrupted, .. }]));
     }
 }
 
 #[test]
 fn an_outcome_is_recorded_only_under_the_claim_that_ran_it() {
-    let mut events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a", false), at(0));
+    let mut events = request("hi").first(Verdict::Approved { rule: "r" }, &policy(), true, &node("a"), at(0));
     let outcome = Outcome::Failed { error_code: ErrorCode::Target5xx, attempts: 3, message: "503".into() };
-    assert!(given(&events).finish(&node("b", false), outcome.clone()).is_empty());
-    let interrupted = request("hi").again(&given(&events), None, &policy(), false, &node("b", false), at(61));
+    assert!(given(&events).finish(&node("b"), outcome.clone()).is_empty());
+    let interrupted = request("hi").again(&given(&events), None, &policy(), false, &node("b"), true, at(61));
     let Ok(Step::Append { events: failed, .. }) = interrupted else { panic!("interrupted") };
     events.extend(failed);
-    assert!(given(&events).finish(&node("a", false), outcome).is_empty(), "too late: the run was declared interrupted");
+    assert!(given(&events).finish(&node("a"), outcome).is_empty(), "too late: the run was declared interrupted");
 }
 
 #[test]
@@ -233,16 +243,14 @@ fn every_event_reads_back_as_logged() {
     let mut events = approved_by_owner();
     let action = given(&events);
     if let Ok(Step::Append { events: more, .. }) =
-        request("hi").again(&action, Some(&presented(&action)), &policy(), false, &node("a", true), at(20))
+        request("hi").again(&action, Some(&presented(&action)), &policy(), false, &node("a"), false, at(20))
     {
         events.extend(more);
     }
     events.push(ActionEvent::NoteCreated { action_id: "act-1".into(), note_id: "n".into(), text: "t".into() });
     events.extend(
-        given(&events).finish(
-            &node("a", true),
-            Outcome::Executed { outcome_ref: "r".into(), attempts: 1, result: json!({"k": 1}) },
-        ),
+        given(&events)
+            .finish(&node("a"), Outcome::Executed { outcome_ref: "r".into(), attempts: 1, result: json!({"k": 1}) }),
     );
     for event in events {
         let (event_type, payload) = event.to_envelope_parts();

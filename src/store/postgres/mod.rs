@@ -20,6 +20,7 @@
 
 pub mod driver;
 pub mod feed;
+pub mod liveness;
 pub mod log;
 pub mod schema;
 pub mod scratch;

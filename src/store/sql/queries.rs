@@ -267,6 +267,21 @@ pub fn insert_connection(db: Db<'_>, record: &ConnectionRecord, now: &str) -> Re
     Ok(())
 }
 
+/// Whether another node still runs (`store::postgres::liveness`): on PostgreSQL, its node lock
+/// is still held (trying it holds it only until this transaction ends). Embedded SQLite admits one
+/// process, so a node other than this one is a process that has ended.
+pub fn node_is_running(db: Db<'_>, node_id: &str) -> Result<bool> {
+    use crate::store::postgres::liveness::{NODE_LOCK_CLASS, node_key};
+    match db.dialect() {
+        Dialect::Sqlite => Ok(false),
+        Dialect::Postgres => db.query_row(
+            "SELECT CAST(CASE WHEN pg_try_advisory_xact_lock(?1, ?2) THEN 0 ELSE 1 END AS BIGINT)",
+            params![i64::from(NODE_LOCK_CLASS), i64::from(node_key(node_id))],
+            |row| Ok(row.get::<i64>(0)? == 1),
+        ),
+    }
+}
+
 /// Rotate the resume generation if it is still `expected`; false when another resume won.
 pub fn rotate_connection(db: Db<'_>, connection_id: &str, expected: u64, now: &str) -> Result<bool> {
     let changed = db.execute(

@@ -312,6 +312,10 @@ impl WriteUnit for super::writer::WriteTx<'_> {
         Ok(queries::insert_connection(self.db(), record, &self.recorded_at().to_rfc3339())?)
     }
 
+    fn node_is_running(&self, node_id: &str) -> Result<bool, StoreError> {
+        queries::node_is_running(self.db(), node_id)
+    }
+
     fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError> {
         Ok(queries::rotate_connection(self.db(), connection_id, expected, &self.recorded_at().to_rfc3339())?)
     }

@@ -33,11 +33,13 @@ pub struct Store {
     epoch: Arc<str>,
     vault: Arc<Vault>,
     shared: bool,
+    /// This process among the nodes of its database (`store::postgres::liveness`).
+    node_id: Arc<str>,
     /// Keeps the follower of other nodes' commits running while any handle lives.
     _following: Option<Arc<Following>>,
 }
 
-/// Stops the follower when the last store handle goes.
+/// Stops the follower, and lets go of the node's liveness lock, when the last store handle goes.
 struct Following(Arc<AtomicBool>);
 
 impl Drop for Following {
@@ -69,7 +71,9 @@ impl Store {
         };
         let shared = matches!(database, Database::Postgres(_));
         let (writer, handle) = Writer::start(conn, queue_capacity, clock, vault.clone())?;
-        let store = Store { writer, readers: Arc::new(readers), epoch: epoch.into(), vault, shared, _following: None };
+        let node_id: Arc<str> = format!("node_{}", uuid::Uuid::new_v4().simple()).into();
+        let store =
+            Store { writer, readers: Arc::new(readers), epoch: epoch.into(), vault, shared, node_id, _following: None };
         let store = match &database {
             Database::Sqlite(_) => store,
             // Every node hears every node's commits, its own included, from the log: a socket on
@@ -77,6 +81,7 @@ impl Store {
             Database::Postgres(url) => {
                 let tip = store.read_now(|reads| reads.tip())?;
                 let running = Arc::new(AtomicBool::new(true));
+                let node_id = crate::store::postgres::liveness::hold(url, running.clone())?.into();
                 crate::store::postgres::feed::announce_heads(
                     url.clone(),
                     tip,
@@ -84,16 +89,20 @@ impl Store {
                     store.vault.clone(),
                     running.clone(),
                 )?;
-                Store { _following: Some(Arc::new(Following(running))), ..store }
+                Store { node_id, _following: Some(Arc::new(Following(running))), ..store }
             }
         };
         Ok((store, handle))
     }
 
-    /// Whether other processes (nodes) write to the same database. Embedded SQLite serves one
-    /// process, so a claim held by any other node is from a process that is gone.
+    /// Whether other processes (nodes) write to the same database; embedded SQLite serves one.
     pub fn shared(&self) -> bool {
         self.shared
+    }
+
+    /// This process's id among the nodes writing to its database, held alive while it runs.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// The tenants' data keys, for sealing on the request's thread (`NewEvent::preseal`).
