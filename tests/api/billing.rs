@@ -271,7 +271,7 @@ async fn a_sink_that_never_recovers_dead_letters_and_a_replay_delivers_once() {
     let missing = app.post("/v1/billing/dead-letters/dlq_nope/replay", &ops, &json!({})).await;
     assert_eq!(error_code(missing).await, "DEAD_LETTER_NOT_FOUND");
     // Dead letters and replays are projections of the log like every other billing table.
-    assert_eq!(callstream::store::diff_against_rebuild(&app.database(), &app.config.master_key).expect("diff"), vec![]);
+    assert_eq!(callstream::store::diff_against_rebuild(app.database(), &app.config.master_key).expect("diff"), vec![]);
 }
 
 #[tokio::test]

@@ -93,7 +93,7 @@ async fn personal_fields_are_sealed_at_rest_and_served_in_the_clear() {
     let key = app.config.master_key.clone();
     let app = spawn_app_in(app.stop().await).await;
     assert_eq!(transcript(&app, &user, &session).await["segments"][1]["text"], "about the analytical engine");
-    let report = callstream::store::verify(&app.database(), &key).expect("verify");
+    let report = callstream::store::verify(app.database(), &key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
 }
 
@@ -154,7 +154,7 @@ async fn erasing_a_tenant_shreds_its_personal_fields_everywhere_and_leaves_the_l
 
     // Not one row of the log changed, and it still verifies; projections equal a rebuild.
     assert_eq!(log_digest(&app, before.0), before);
-    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let report = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
 
     let user = app.token("ada", "t-gone", &[Role::User]);

@@ -79,7 +79,7 @@ async fn a_batch_is_all_or_nothing() {
 
     let replay = app.replay(&alice, &session, 0, 100).await;
     assert_eq!(replay["diagnostics"]["headSeq"], 2);
-    let verify = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let verify = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert!(verify.is_ok(), "{verify:?}");
 }
 
@@ -123,7 +123,7 @@ async fn a_repeat_among_new_events_keeps_its_place_and_the_rest_close_up() {
     let seqs: Vec<u64> =
         replay["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
-    let verify = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let verify = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert!(verify.is_ok(), "{verify:?}");
 }
 

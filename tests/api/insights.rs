@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
 
+#[allow(clippy::too_many_arguments)]
 fn segment(
     session: &str,
     id: &str,

@@ -240,7 +240,7 @@ async fn unknown_rooms_and_event_types_keep_a_receipt_only() {
     let future_type = webhook_body("EV_u2", "room_teleported", "no-such-room", json!({}));
     let response = deliver(&app, Some(&sign(&app, &secret(&app), &future_type)), &future_type).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let report = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert_eq!(report.events, 0);
 }
 
@@ -290,6 +290,6 @@ async fn out_of_order_deliveries_leave_the_right_projection() {
         10,
         "every delivery is in the log"
     );
-    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let report = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert!(report.is_ok(), "rebuild reproduces the same decisions: {report:?}");
 }

@@ -265,7 +265,7 @@ async fn a_node_carries_on_after_its_database_connections_are_cut() {
     let mut socket = socket.expect("node B serves the socket");
     assert_eq!(socket.next().await["op"], "welcome");
     assert_eq!(seqs(&socket.events(7).await), (1..=7).collect::<Vec<u64>>());
-    let report = callstream::store::verify(&a.database(), &a.config.master_key).expect("verify");
+    let report = callstream::store::verify(a.database(), &a.config.master_key).expect("verify");
     assert!(report.is_ok(), "{report:?}");
 }
 

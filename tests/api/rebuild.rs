@@ -172,7 +172,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let response = app.post("/v1/billing/reconciliation/hourly-trigger", &operator, &json!({})).await;
     assert!(response.status().is_success(), "seed {seed}: {}", response.text().await.unwrap_or_default());
 
-    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let report = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert!(report.is_ok(), "seed {seed}: {report:?}");
 
     // With the server stopped (nothing appends any more), the rebuild command yields exactly the

@@ -44,7 +44,7 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(other.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(other).await, "IDEMPOTENCY_KEY_REUSED");
 
-    let report = callstream::store::verify(&app.database(), &app.config.master_key).expect("verify");
+    let report = callstream::store::verify(app.database(), &app.config.master_key).expect("verify");
     assert_eq!(report.events, 1, "one session, one created event");
 }
 

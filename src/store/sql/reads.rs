@@ -54,27 +54,27 @@ impl HasConnection for ReadView<'_> {
 
 impl<T: HasConnection> Reads for T {
     fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(queries::session(self.db(), session_id)?)
+        queries::session(self.db(), session_id)
     }
 
     fn session_by_room(&self, provider: &str, room: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(queries::session_by_room(self.db(), provider, room)?)
+        queries::session_by_room(self.db(), provider, room)
     }
 
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
-        Ok(queries::list_sessions(self.db(), filter)?)
+        queries::list_sessions(self.db(), filter)
     }
 
     fn participants(&self, session_id: &str) -> Result<Vec<ParticipantRecord>, StoreError> {
-        Ok(queries::participants(self.db(), session_id)?)
+        queries::participants(self.db(), session_id)
     }
 
     fn recordings(&self, session_id: &str) -> Result<Vec<RecordingRecord>, StoreError> {
-        Ok(queries::recordings(self.db(), session_id)?)
+        queries::recordings(self.db(), session_id)
     }
 
     fn open_sessions(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        Ok(tenants::open_sessions(self.db(), tenant_id)?)
+        tenants::open_sessions(self.db(), tenant_id)
     }
 
     fn tip(&self) -> Result<u64, StoreError> {
@@ -82,7 +82,7 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn stream_head(&self, stream_id: &str) -> Result<u64, StoreError> {
-        Ok(queries::stream_head(self.db(), stream_id)?)
+        queries::stream_head(self.db(), stream_id)
     }
 
     fn stream_events(&self, stream_id: &str, after: u64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -121,11 +121,11 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn snapshot_stats(&self, session_id: &str) -> Result<(u64, u64), StoreError> {
-        Ok(queries::snapshot_stats(self.db(), session_id)?)
+        queries::snapshot_stats(self.db(), session_id)
     }
 
     fn action(&self, tenant_id: &str, action_id: &str) -> Result<Option<ActionRow>, StoreError> {
-        Ok(queries::action(self.db(), tenant_id, action_id)?)
+        queries::action(self.db(), tenant_id, action_id)
     }
 
     fn action_history(&self, session_id: &str, action_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
@@ -133,27 +133,27 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn action_usage(&self, session_id: &str, since: Timestamp) -> Result<(u64, u64), StoreError> {
-        Ok(queries::action_usage(self.db(), session_id, &since.to_rfc3339())?)
+        queries::action_usage(self.db(), session_id, &since.to_rfc3339())
     }
 
     fn connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
-        Ok(queries::connection(self.db(), connection_id)?)
+        queries::connection(self.db(), connection_id)
     }
 
     fn webhook_receipt_exists(&self, webhook_id: &str) -> Result<bool, StoreError> {
-        Ok(queries::webhook_receipt_exists(self.db(), webhook_id)?)
+        queries::webhook_receipt_exists(self.db(), webhook_id)
     }
 
     fn tenant(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
-        Ok(tenants::get(self.db(), tenant_id)?)
+        tenants::get(self.db(), tenant_id)
     }
 
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        Ok(tenants::list(self.db())?)
+        tenants::list(self.db())
     }
 
     fn audit_after(&self, after: u64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(tenants::audit_after(self.db(), after, limit)?)
+        tenants::audit_after(self.db(), after, limit)
     }
 
     fn schema_state(&self) -> Result<(bool, bool), StoreError> {
@@ -164,7 +164,7 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn usage(&self, usage_id: &str) -> Result<Option<UsageRow>, StoreError> {
-        Ok(billing::usage(self.db(), usage_id)?)
+        billing::usage(self.db(), usage_id)
     }
 
     fn usage_summary(
@@ -174,7 +174,7 @@ impl<T: HasConnection> Reads for T {
         to: Timestamp,
         by_hour: bool,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        Ok(billing::usage_summary(self.db(), tenant_id, from, to, by_hour)?)
+        billing::usage_summary(self.db(), tenant_id, from, to, by_hour)
     }
 
     fn events_of_type(&self, stream_id: &str, type_prefix: &str) -> Result<Vec<StoredEvent>, StoreError> {
@@ -182,47 +182,47 @@ impl<T: HasConnection> Reads for T {
     }
 
     fn outbox_item(&self, outbox_id: &str) -> Result<Option<OutboxRow>, StoreError> {
-        Ok(billing::outbox_item(self.db(), outbox_id)?)
+        billing::outbox_item(self.db(), outbox_id)
     }
 
     fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
-        Ok(billing::outbox_due(self.db(), now, limit)?)
+        billing::outbox_due(self.db(), now, limit)
     }
 
     fn billing_backlog(&self) -> Result<BillingBacklog, StoreError> {
-        Ok(billing::backlog(self.db())?)
+        billing::backlog(self.db())
     }
 
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError> {
-        Ok(billing::attempts(self.db(), kind, item_id)?)
+        billing::attempts(self.db(), kind, item_id)
     }
 
     fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
-        Ok(billing::dead_letter(self.db(), dead_letter_id)?)
+        billing::dead_letter(self.db(), dead_letter_id)
     }
 
     fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
-        Ok(billing::dead_letters(self.db(), stream_id)?)
+        billing::dead_letters(self.db(), stream_id)
     }
 
     fn tenant_dead_letters(&self, tenant_id: &str, limit: u64) -> Result<Vec<DeadLetterRow>, StoreError> {
-        Ok(billing::tenant_dead_letters(self.db(), tenant_id, limit)?)
+        billing::tenant_dead_letters(self.db(), tenant_id, limit)
     }
 
     fn window_totals(&self, tenant_id: &str, window: Window) -> Result<BTreeMap<Meter, Totals>, StoreError> {
-        Ok(billing::window_totals(self.db(), tenant_id, window)?)
+        billing::window_totals(self.db(), tenant_id, window)
     }
 
     fn billed_tenants(&self, window: Window) -> Result<Vec<String>, StoreError> {
-        Ok(billing::billed_tenants(self.db(), window)?)
+        billing::billed_tenants(self.db(), window)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
-        Ok(billing::run(self.db(), run_id)?)
+        billing::run(self.db(), run_id)
     }
 
     fn latest_run(&self, tenant_id: &str, window: Window) -> Result<Option<RunRow>, StoreError> {
-        Ok(billing::latest_run(self.db(), tenant_id, window)?)
+        billing::latest_run(self.db(), tenant_id, window)
     }
 
     fn runs(
@@ -232,23 +232,23 @@ impl<T: HasConnection> Reads for T {
         before: u64,
         limit: u64,
     ) -> Result<Vec<RunRow>, StoreError> {
-        Ok(billing::runs(self.db(), tenant_id, window, before, limit)?)
+        billing::runs(self.db(), tenant_id, window, before, limit)
     }
 
     fn mismatches(&self, run_id: &str) -> Result<Vec<MismatchRow>, StoreError> {
-        Ok(billing::mismatches(self.db(), run_id)?)
+        billing::mismatches(self.db(), run_id)
     }
 
     fn alerts_due(&self, now: Timestamp, limit: u64) -> Result<Vec<(MismatchRow, u32)>, StoreError> {
-        Ok(billing::alerts_due(self.db(), now, limit)?)
+        billing::alerts_due(self.db(), now, limit)
     }
 
     fn scheduler(&self) -> Result<SchedulerRow, StoreError> {
-        Ok(billing::scheduler(self.db())?)
+        billing::scheduler(self.db())
     }
 
     fn clock_offset(&self) -> Result<i64, StoreError> {
-        Ok(billing::clock_offset(self.db())?)
+        billing::clock_offset(self.db())
     }
 }
 
@@ -286,7 +286,7 @@ impl WriteUnit for super::writer::WriteTx<'_> {
         scope: IdempotencyScope<'_>,
         not_before: Timestamp,
     ) -> Result<Option<(Vec<u8>, u16, String)>, StoreError> {
-        Ok(queries::idempotent_response(self.db(), scope, &not_before.to_rfc3339())?)
+        queries::idempotent_response(self.db(), scope, &not_before.to_rfc3339())
     }
 
     fn store_idempotent_response(
@@ -297,19 +297,19 @@ impl WriteUnit for super::writer::WriteTx<'_> {
         response: &str,
     ) -> Result<(), StoreError> {
         let now = self.recorded_at().to_rfc3339();
-        Ok(queries::store_idempotent_response(self.db(), scope, request_hash, status, response, &now)?)
+        queries::store_idempotent_response(self.db(), scope, request_hash, status, response, &now)
     }
 
     fn store_webhook_receipt(&self, receipt: &Receipt<'_>) -> Result<(), StoreError> {
-        Ok(queries::store_webhook_receipt(self.db(), receipt)?)
+        queries::store_webhook_receipt(self.db(), receipt)
     }
 
     fn prune_expired(&self, table: Retained, cutoff: Timestamp) -> Result<usize, StoreError> {
-        Ok(queries::prune_expired(self.db(), table, &cutoff.to_rfc3339())?)
+        queries::prune_expired(self.db(), table, &cutoff.to_rfc3339())
     }
 
     fn insert_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
-        Ok(queries::insert_connection(self.db(), record, &self.recorded_at().to_rfc3339())?)
+        queries::insert_connection(self.db(), record, &self.recorded_at().to_rfc3339())
     }
 
     fn node_is_running(&self, node_id: &str) -> Result<bool, StoreError> {
@@ -317,51 +317,51 @@ impl WriteUnit for super::writer::WriteTx<'_> {
     }
 
     fn rotate_connection(&self, connection_id: &str, expected: u64) -> Result<bool, StoreError> {
-        Ok(queries::rotate_connection(self.db(), connection_id, expected, &self.recorded_at().to_rfc3339())?)
+        queries::rotate_connection(self.db(), connection_id, expected, &self.recorded_at().to_rfc3339())
     }
 
     fn record_ack(&self, connection_id: &str, seq: u64) -> Result<(), StoreError> {
-        Ok(queries::record_ack(self.db(), connection_id, seq)?)
+        queries::record_ack(self.db(), connection_id, seq)
     }
 
     fn mark_disconnected(&self, connection_id: &str, generation: u64) -> Result<(), StoreError> {
-        Ok(queries::mark_disconnected(self.db(), connection_id, generation, &self.recorded_at().to_rfc3339())?)
+        queries::mark_disconnected(self.db(), connection_id, generation, &self.recorded_at().to_rfc3339())
     }
 
     fn compact_snapshots(&self, session_id: &str, before: Timestamp) -> Result<CompactionStats, StoreError> {
-        Ok(snapshots::compact(self.db(), session_id, &before.to_rfc3339())?)
+        snapshots::compact(self.db(), session_id, &before.to_rfc3339())
     }
 
     fn insert_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        Ok(tenants::insert(self.db(), record)?)
+        tenants::insert(self.db(), record)
     }
 
     fn update_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        Ok(tenants::update(self.db(), record)?)
+        tenants::update(self.db(), record)
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        Ok(tenants::audit(self.db(), entry)?)
+        tenants::audit(self.db(), entry)
     }
 
     fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError> {
-        Ok(billing::save_attempts(self.db(), kind, item_id, row)?)
+        billing::save_attempts(self.db(), kind, item_id, row)
     }
 
     fn claim_delivery(&self, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<(), StoreError> {
-        Ok(billing::claim_delivery(self.db(), kind, item_id, until)?)
+        billing::claim_delivery(self.db(), kind, item_id, until)
     }
 
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError> {
-        Ok(billing::clear_attempts(self.db(), kind, item_id)?)
+        billing::clear_attempts(self.db(), kind, item_id)
     }
 
     fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError> {
-        Ok(billing::save_scheduler(self.db(), row, self.recorded_at())?)
+        billing::save_scheduler(self.db(), row, self.recorded_at())
     }
 
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError> {
-        Ok(billing::save_clock_offset(self.db(), offset_millis)?)
+        billing::save_clock_offset(self.db(), offset_millis)
     }
 
     fn erase_tenant(&mut self, tenant_id: &str) -> Result<ErasureReport, StoreError> {

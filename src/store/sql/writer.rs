@@ -388,6 +388,8 @@ impl Writer {
 }
 
 /// The write connection of either backend, with what each does around a group's transaction.
+/// One lives per process, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum WriteConn {
     Sqlite(crate::store::sqlite::WriteConn),
     Postgres(crate::store::postgres::WriteConn),
