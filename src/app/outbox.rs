@@ -80,14 +80,47 @@ fn claim_lease(timeout_ms: u64, rounds: usize) -> i64 {
     longest.saturating_mul(2).max(60_000).min(i64::MAX as u64) as i64
 }
 
+/// Give the deliveries claimed by nodes that have ended back to the queue, so they are attempted
+/// now rather than when their lease runs out (`store::postgres::liveness`). A read first, so a
+/// pass writes only when another node holds claims; the liveness check errs towards "running".
+async fn release_claims_of_ended_nodes(state: &AppState) -> Result<(), AppError> {
+    let now = state.clock.now();
+    let this_node = state.store.node_id().to_owned();
+    let mut claimants = state.store.read(move |reads| reads.delivery_claimants(now)).await?;
+    claimants.retain(|node| *node != this_node);
+    if claimants.is_empty() {
+        return Ok(());
+    }
+    let released = state
+        .store
+        .writer
+        .execute(move |tx| {
+            let mut released = Vec::new();
+            for node in claimants {
+                if !tx.node_is_running(&node)? {
+                    let items = tx.release_delivery_claims(&node)?;
+                    released.push((node, items));
+                }
+            }
+            Ok::<_, AppError>(released)
+        })
+        .await?;
+    for (node, items) in released.into_iter().filter(|(_, items)| *items > 0) {
+        tracing::info!(node = %node, items, "released the delivery claims of a node that has ended");
+    }
+    Ok(())
+}
+
 /// Deliver one batch of due outbox items and record the outcomes.
 pub async fn publish_due(state: &AppState) -> Result<Pass, AppError> {
+    release_claims_of_ended_nodes(state).await?;
     let now = state.clock.now();
     // A read first, so an idle worker does not write.
     if state.store.read(move |reads| reads.outbox_due(now, 1)).await?.is_empty() {
         return Ok(Pass::default());
     }
     let lease = claim_lease(state.config.billing.timeout_ms, (BATCH as usize).div_ceil(CONCURRENCY));
+    let node = state.store.node_id().to_owned();
     let due = state
         .store
         .writer
@@ -95,7 +128,7 @@ pub async fn publish_due(state: &AppState) -> Result<Pass, AppError> {
             let now = tx.recorded_at();
             let due = tx.outbox_due(now, BATCH)?;
             for item in &due {
-                tx.claim_delivery(DeliveryKind::Outbox, &item.item.outbox_id, now.plus_millis(lease))?;
+                tx.claim_delivery(DeliveryKind::Outbox, &item.item.outbox_id, now.plus_millis(lease), &node)?;
             }
             Ok::<_, AppError>(due)
         })
@@ -310,6 +343,9 @@ pub async fn deliver_alerts(
     tenant_id: Option<&str>,
     dry_run: bool,
 ) -> Result<AlertDelivery, AppError> {
+    if !dry_run {
+        release_claims_of_ended_nodes(state).await?;
+    }
     let now = state.clock.now();
     let mut due = state.store.read(move |reads| reads.alerts_due(now, BATCH)).await?;
     due.retain(|(alert, _)| tenant_id.is_none_or(|t| alert.tenant_id == t));
@@ -318,6 +354,7 @@ pub async fn deliver_alerts(
         // Claimed, as the outbox's items are; alerts go one at a time.
         let lease = claim_lease(state.config.billing.timeout_ms, due.len());
         let tenant_id = tenant_id.map(str::to_owned);
+        let node = state.store.node_id().to_owned();
         due = state
             .store
             .writer
@@ -326,7 +363,7 @@ pub async fn deliver_alerts(
                 let mut due = tx.alerts_due(now, BATCH)?;
                 due.retain(|(alert, _)| tenant_id.as_deref().is_none_or(|t| alert.tenant_id == t));
                 for (alert, _) in &due {
-                    tx.claim_delivery(DeliveryKind::Alert, &alert.alert_id, now.plus_millis(lease))?;
+                    tx.claim_delivery(DeliveryKind::Alert, &alert.alert_id, now.plus_millis(lease), &node)?;
                 }
                 Ok::<_, AppError>(due)
             })

@@ -109,6 +109,8 @@ pub trait Reads {
     fn outbox_due(&self, now: Timestamp, limit: u64) -> Result<Vec<DueDelivery>, StoreError>;
     fn billing_backlog(&self) -> Result<BillingBacklog, StoreError>;
     fn attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<Option<AttemptRow>, StoreError>;
+    /// The nodes holding a delivery claim whose lease has not ended at `now`.
+    fn delivery_claimants(&self, now: Timestamp) -> Result<Vec<String>, StoreError>;
     fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
     fn dead_letters(&self, stream_id: &str) -> Result<Vec<DeadLetterRow>, StoreError>;
     /// The tenant's newest dead letters, open ones first.
@@ -186,9 +188,18 @@ pub trait WriteUnit: Reads {
 
     /// Retry bookkeeping of a delivery (outside the log: only the outcomes are events).
     fn save_attempts(&self, kind: DeliveryKind, item_id: &str, row: &AttemptRow) -> Result<(), StoreError>;
-    /// Claim a due delivery for one attempt: no node picks it up again before `until` (unless its
-    /// outcome is recorded first). Its attempt count and last error stay as they were.
-    fn claim_delivery(&self, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<(), StoreError>;
+    /// Claim a due delivery for one attempt by `node_id`: no node picks it up again before `until`
+    /// (unless its outcome is recorded first, or the claims of that node are released). Its
+    /// attempt count and last error stay as they were.
+    fn claim_delivery(
+        &self,
+        kind: DeliveryKind,
+        item_id: &str,
+        until: Timestamp,
+        node_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Make every delivery claimed by `node_id` (a node that has ended) due now; answers how many.
+    fn release_delivery_claims(&self, node_id: &str) -> Result<usize, StoreError>;
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError>;
     fn save_scheduler(&self, row: &SchedulerRow) -> Result<(), StoreError>;
     fn save_clock_offset(&self, offset_millis: i64) -> Result<(), StoreError>;

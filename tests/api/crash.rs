@@ -353,6 +353,76 @@ async fn an_action_interrupted_by_kill_9_is_not_run_again() {
     server.child.wait().expect("reap");
 }
 
+/// A billing delivery whose process dies under its attempt is attempted again as soon as the
+/// process is back, not when the claim's lease (a minute here) runs out: the claim names a node
+/// that has ended. One webhook id for both attempts, one confirmed charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_delivery_interrupted_by_kill_9_is_attempted_again_at_restart() {
+    // The first attempt hangs (the process dies under it); the next is accepted.
+    let sink = crate::sink::start(vec![0, 200]).await;
+    let secret = crate::billing::sink_secret();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let overrides = [
+        ("CALLSTREAM_BILLING_POLL_MS", "10"),
+        ("CALLSTREAM_BILLING_TIMEOUT_MS", "1000"),
+        ("CALLSTREAM_BILLING_SINK_URL", sink.url.as_str()),
+        ("CALLSTREAM_BILLING_SINK_SECRET", secret.as_str()),
+    ];
+    let config = test_config(data_dir.path());
+    let mint = |sub: &str, role: Role| {
+        callstream::app::auth::mint(&config.jwt, Clock::system().now(), sub, "t1", &[role], 3600).expect("mint")
+    };
+    let (alice, ops) = (mint("alice", Role::User), mint("ops", Role::Operator));
+    let client = crate::helpers::client();
+
+    let mut server = start_with(data_dir.path(), &overrides);
+    wait_ready(&client, &server).await;
+    let session = create_session(&client, &server, &alice).await;
+    for to in ["connecting", "active", "ended"] {
+        let response = client
+            .post(format!("{}/v1/call/sessions/{session}/state", server.address))
+            .bearer_auth(&alice)
+            .json(&json!({ "to": to }))
+            .send()
+            .await
+            .expect("transition");
+        assert!(response.status().is_success(), "→ {to}: {}", response.status());
+    }
+    let waited = Instant::now();
+    while sink.count() < 1 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sink.count(), 1, "the first attempt reached the sink");
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reap");
+
+    let mut server = start_with(data_dir.path(), &overrides);
+    wait_ready(&client, &server).await;
+    let confirmed = || async {
+        let events: Value = client
+            .get(format!("{}/v1/billing/sessions/{session}/events", server.address))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .expect("json");
+        events["events"].as_array().expect("events").iter().filter(|e| e["type"] == "billing.charge.confirmed").count()
+    };
+    // Within 5 s where the lease is a minute.
+    let waited = Instant::now();
+    while confirmed().await == 0 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(confirmed().await, 1, "the charge is confirmed once after the restart");
+    let received = sink.received.lock().expect("lock").clone();
+    assert_eq!(received.len(), 2, "attempted twice");
+    assert_eq!(received[0].headers["webhook-id"], received[1].headers["webhook-id"], "one item, one webhook id");
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
+}
+
 /// `serve --dev` as a new user runs it: nothing set, the banner's tokens work.
 #[tokio::test]
 async fn serve_dev_prints_tokens_that_work() {

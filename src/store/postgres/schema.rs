@@ -139,6 +139,8 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, generation)
     );
     "#,
+    // 3: the node holding a delivery's claim (SQLite's migration of the same name).
+    "ALTER TABLE delivery_attempts ADD COLUMN claimed_by TEXT;",
 ];
 
 /// Whether every migration this build knows has been applied.

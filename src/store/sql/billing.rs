@@ -527,7 +527,7 @@ pub fn save_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str, row: &Attemp
         "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at, last_error_code, last_error) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (kind, item_id) DO UPDATE SET attempts = excluded.attempts, \
          next_attempt_at = excluded.next_attempt_at, last_error_code = excluded.last_error_code, \
-         last_error = excluded.last_error",
+         last_error = excluded.last_error, claimed_by = NULL",
         params![
             kind.as_str(),
             item_id,
@@ -540,13 +540,33 @@ pub fn save_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str, row: &Attemp
     Ok(())
 }
 
-pub fn claim_delivery(db: Db<'_>, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<()> {
+pub fn claim_delivery(db: Db<'_>, kind: DeliveryKind, item_id: &str, until: Timestamp, node_id: &str) -> Result<()> {
     db.execute(
-        "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at) VALUES (?1, ?2, 0, ?3) \
-         ON CONFLICT (kind, item_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at",
-        params![kind.as_str(), item_id, until.to_rfc3339()],
+        "INSERT INTO delivery_attempts (kind, item_id, attempts, next_attempt_at, claimed_by) \
+         VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (kind, item_id) DO UPDATE SET \
+         next_attempt_at = excluded.next_attempt_at, claimed_by = excluded.claimed_by",
+        params![kind.as_str(), item_id, until.to_rfc3339(), node_id],
     )?;
     Ok(())
+}
+
+/// The nodes holding a delivery claim that is still in its lease at `now`.
+pub fn delivery_claimants(db: Db<'_>, now: Timestamp) -> Result<Vec<String>> {
+    db.query_map(
+        "SELECT DISTINCT claimed_by FROM delivery_attempts WHERE claimed_by IS NOT NULL AND next_attempt_at > ?1 \
+         ORDER BY claimed_by",
+        params![now.to_rfc3339()],
+        |row| row.get(0),
+    )
+}
+
+/// Make every delivery claimed by `node_id` due at `now`; answers how many there were.
+pub fn release_delivery_claims(db: Db<'_>, node_id: &str, now: Timestamp) -> Result<usize> {
+    db.execute(
+        "UPDATE delivery_attempts SET next_attempt_at = ?2, claimed_by = NULL \
+         WHERE claimed_by = ?1 AND next_attempt_at > ?2",
+        params![node_id, now.to_rfc3339()],
+    )
 }
 
 pub fn clear_attempts(db: Db<'_>, kind: DeliveryKind, item_id: &str) -> Result<()> {

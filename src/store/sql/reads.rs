@@ -243,6 +243,10 @@ impl<T: HasConnection> Reads for T {
         billing::alerts_due(self.db(), now, limit)
     }
 
+    fn delivery_claimants(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        billing::delivery_claimants(self.db(), now)
+    }
+
     fn scheduler(&self) -> Result<SchedulerRow, StoreError> {
         billing::scheduler(self.db())
     }
@@ -348,8 +352,18 @@ impl WriteUnit for super::writer::WriteTx<'_> {
         billing::save_attempts(self.db(), kind, item_id, row)
     }
 
-    fn claim_delivery(&self, kind: DeliveryKind, item_id: &str, until: Timestamp) -> Result<(), StoreError> {
-        billing::claim_delivery(self.db(), kind, item_id, until)
+    fn claim_delivery(
+        &self,
+        kind: DeliveryKind,
+        item_id: &str,
+        until: Timestamp,
+        node_id: &str,
+    ) -> Result<(), StoreError> {
+        billing::claim_delivery(self.db(), kind, item_id, until, node_id)
+    }
+
+    fn release_delivery_claims(&self, node_id: &str) -> Result<usize, StoreError> {
+        billing::release_delivery_claims(self.db(), node_id, self.recorded_at())
     }
 
     fn clear_attempts(&self, kind: DeliveryKind, item_id: &str) -> Result<(), StoreError> {

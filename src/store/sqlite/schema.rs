@@ -273,6 +273,9 @@ CREATE TABLE tenant_keys (
 ) STRICT;
 "#,
         ),
+        // The node holding a delivery's claim, so another can release it at once when that node
+        // has ended (`store::postgres::liveness`); NULL once the attempt's outcome is recorded.
+        M::up("ALTER TABLE delivery_attempts ADD COLUMN claimed_by TEXT;"),
     ])
 }
 
