@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use serde_json::json;
+
 use crate::helpers::{MASTER_KEY, RawDb, TestApp, spawn_app, transcript};
 
 /// `callstream verify` as an operator runs it, on the app's database.
@@ -63,4 +65,53 @@ async fn verify_names_the_first_tampered_position() {
     let (ok, output) = verify_binary(&app);
     assert!(!ok, "verify must fail: {output}");
     assert!(output.contains("BROKEN at position 4"), "{output}");
+}
+
+/// `verify` on a database in use: calls are ingested into and ended (their charges then confirmed
+/// by the outbox worker) all the while, and every verification still finds the projections equal
+/// to a rebuild, because it reads the log and the projections from one snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_of_a_database_in_use_sees_one_consistent_snapshot() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const CALLS: usize = 8;
+    let app = Arc::new(spawn_app().await);
+    let alice = app.user("alice");
+    let (stop, calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writer = tokio::spawn({
+        let (app, alice, stop, calls) = (app.clone(), alice.clone(), stop.clone(), calls.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let session = app.create_session(&alice).await;
+                let state = format!("/v1/call/sessions/{session}/state");
+                for to in ["connecting", "active"] {
+                    assert!(app.post(&state, &alice, &json!({ "to": to })).await.status().is_success(), "→ {to}");
+                }
+                for batch in 0..4 {
+                    let events =
+                        (0..10).map(|i| transcript(&session, &format!("{session}-{batch}-{i}"), "words")).collect();
+                    let response = app.ingest(&alice, &session, events).await;
+                    let status = response.status();
+                    assert!(status.is_success(), "{status}: {}", response.text().await.unwrap_or_default());
+                }
+                assert!(app.post(&state, &alice, &json!({ "to": "ended" })).await.status().is_success());
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut rounds = 0;
+    while calls.load(Ordering::Relaxed) < CALLS {
+        assert!(rounds < 1_000, "the writer ended {} calls in {rounds} rounds", calls.load(Ordering::Relaxed));
+        let (database, key) = (app.database(), app.config.master_key.clone());
+        let report = tokio::task::spawn_blocking(move || callstream::store::verify(database, &key))
+            .await
+            .expect("join")
+            .expect("verify");
+        assert!(report.is_ok(), "round {rounds}: {report:?}");
+        rounds += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert!(rounds >= 2, "verify ran {rounds} times while {CALLS} calls were written");
 }

@@ -194,22 +194,25 @@ pub fn diff_against_rebuild(url: &str, vault: &Vault) -> Result<Vec<(String, u64
     off_async(|| diff_here(&driver::Conn::new(connect(url)?), vault))
 }
 
-/// The live rows are copied aside and the projections rebuilt in one transaction, which is then
-/// rolled back.
+/// One REPEATABLE READ snapshot of the log and the live projections, so a database in use gives a
+/// consistent answer. The log is replayed into temporary tables shaped like the projections
+/// (they come first on the search path, so the replay's unqualified names reach them): the live
+/// tables are neither locked nor written, and every node keeps serving while this runs.
 fn diff_here(conn: &driver::Conn, vault: &Vault) -> Result<Vec<(String, u64)>, StoreError> {
     let db = Db::Postgres(conn);
-    db.batch("BEGIN")?;
+    db.batch("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
     let compared = (|| {
+        let schema: String = db.query_row("SELECT quote_ident(current_schema())", params![], |row| row.get(0))?;
         for table in projections::TABLES {
-            db.batch(&format!("CREATE TEMP TABLE live_{table} ON COMMIT DROP AS SELECT * FROM {table}"))?;
+            db.batch(&format!("CREATE TEMP TABLE {table} (LIKE {schema}.{table} INCLUDING ALL) ON COMMIT DROP"))?;
         }
-        projections::rebuild(db, vault)?;
+        projections::replay(db, db, "events", vault)?;
         let mut differences = Vec::new();
         for table in projections::TABLES {
             let differing: u64 = db.query_row(
                 &format!(
-                    "SELECT (SELECT COUNT(*) FROM (SELECT * FROM live_{table} EXCEPT ALL SELECT * FROM {table}) a) + \
-                            (SELECT COUNT(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM live_{table}) b)"
+                    "SELECT (SELECT COUNT(*) FROM (SELECT * FROM {schema}.{table} EXCEPT ALL SELECT * FROM pg_temp.{table}) a) + \
+                            (SELECT COUNT(*) FROM (SELECT * FROM pg_temp.{table} EXCEPT ALL SELECT * FROM {schema}.{table}) b)"
                 ),
                 params![],
                 |row| row.get(0),

@@ -201,9 +201,10 @@ pub fn diff_against_rebuild(database: &Path, vault: &Vault) -> Result<Vec<(Strin
     memory.execute("ATTACH DATABASE ?1 AS disk", [uri])?;
     let db = Db::Sqlite(&memory);
     projections::create(db)?;
+    // One transaction around the replay and the comparisons: the file is read from one snapshot,
+    // so a database in use (the writer committing meanwhile) still gives a consistent answer.
     memory.execute_batch("BEGIN")?;
     projections::replay(db, db, "disk.events", vault)?;
-    memory.execute_batch("COMMIT")?;
     let mut differences = Vec::new();
     for table in projections::TABLES {
         let differing: u64 = memory.query_row(
@@ -218,5 +219,6 @@ pub fn diff_against_rebuild(database: &Path, vault: &Vault) -> Result<Vec<(Strin
             differences.push(((*table).to_owned(), differing));
         }
     }
+    memory.execute_batch("COMMIT")?;
     Ok(differences)
 }
