@@ -94,24 +94,6 @@ impl Ws {
         }
     }
 
-    /// Read until the socket ends or stays silent for 2 s; `None` means it went quiet.
-    pub async fn drain_until_quiet(&mut self) -> (Vec<Value>, Option<Ended>) {
-        let mut frames = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(2), self.socket.next()).await {
-                Err(_) => return (frames, None),
-                Ok(Some(Ok(Message::Text(text)))) => frames.push(serde_json::from_str(&text).expect("frames are JSON")),
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    let ended =
-                        frame.map(|f| Ended::Closed(u16::from(f.code), f.reason.to_string())).unwrap_or(Ended::Dropped);
-                    return (frames, Some(ended));
-                }
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(_)) | None) => return (frames, Some(Ended::Dropped)),
-            }
-        }
-    }
-
     pub async fn send(&mut self, frame: Value) {
         self.socket.send(Message::Text(frame.to_string().into())).await.expect("send");
     }
