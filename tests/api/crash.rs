@@ -13,7 +13,7 @@ use callstream::domain::principal::Role;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::helpers::{RawDb, test_config, test_env, transcript};
+use crate::helpers::{RawDb, eventually, test_config, test_env, transcript};
 
 const CYCLES: usize = 20;
 const PRODUCERS: usize = 4;
@@ -89,11 +89,25 @@ fn assert_each_present_once_and_verified(
     report
 }
 
-async fn create_session(client: &reqwest::Client, server: &Server, token: &str) -> String {
+pub(crate) async fn create_session(client: &reqwest::Client, server: &Server, token: &str) -> String {
     let response =
         client.post(format!("{}/v1/call/sessions", server.address)).bearer_auth(token).json(&json!({})).send().await;
     let body: Value = response.expect("create").json().await.expect("json");
     body["sessionId"].as_str().expect("id").to_owned()
+}
+
+/// Take a call through to its end; its charge then goes to the billing outbox.
+pub(crate) async fn end_call(client: &reqwest::Client, server: &Server, token: &str, session: &str) {
+    for to in ["connecting", "active", "ended"] {
+        let response = client
+            .post(format!("{}/v1/call/sessions/{session}/state", server.address))
+            .bearer_auth(token)
+            .json(&json!({ "to": to }))
+            .send()
+            .await
+            .expect("transition");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "→ {to}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -378,21 +392,8 @@ async fn a_billing_delivery_interrupted_by_kill_9_is_attempted_again_at_restart(
     let mut server = start_with(data_dir.path(), &overrides);
     wait_ready(&client, &server).await;
     let session = create_session(&client, &server, &alice).await;
-    for to in ["connecting", "active", "ended"] {
-        let response = client
-            .post(format!("{}/v1/call/sessions/{session}/state", server.address))
-            .bearer_auth(&alice)
-            .json(&json!({ "to": to }))
-            .send()
-            .await
-            .expect("transition");
-        assert!(response.status().is_success(), "→ {to}: {}", response.status());
-    }
-    let waited = Instant::now();
-    while sink.count() < 1 && waited.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(sink.count(), 1, "the first attempt reached the sink");
+    end_call(&client, &server, &alice, &session).await;
+    eventually("the first attempt reaches the sink", || async { sink.count() == 1 }).await;
     server.child.kill().expect("kill -9");
     server.child.wait().expect("reap");
 
@@ -411,11 +412,8 @@ async fn a_billing_delivery_interrupted_by_kill_9_is_attempted_again_at_restart(
         events["events"].as_array().expect("events").iter().filter(|e| e["type"] == "billing.charge.confirmed").count()
     };
     // Within 5 s where the lease is a minute.
-    let waited = Instant::now();
-    while confirmed().await == 0 && waited.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(confirmed().await, 1, "the charge is confirmed once after the restart");
+    eventually("the charge is confirmed after the restart", || async { confirmed().await > 0 }).await;
+    assert_eq!(confirmed().await, 1, "the charge is confirmed once");
     let received = sink.received.lock().expect("lock").clone();
     assert_eq!(received.len(), 2, "attempted twice");
     assert_eq!(received[0].headers["webhook-id"], received[1].headers["webhook-id"], "one item, one webhook id");
@@ -597,7 +595,8 @@ async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Signalled under load, once enough is acknowledged to mean something (the producers go on).
+    eventually("over 100 events acknowledged", || async { acked.lock().expect("lock").len() > 100 }).await;
     let pid = server.child.id().to_string();
     let signalled = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success());
@@ -654,6 +653,5 @@ async fn sigterm_drains_and_every_client_resumes_without_a_gap() {
     server.child.wait().expect("reap");
 
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 100, "too little was ingested to mean anything: {}", acked.len());
     assert_each_present_once_and_verified(&config, &acked);
 }

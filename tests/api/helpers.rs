@@ -354,3 +354,18 @@ impl Drop for RawDb {
         }
     }
 }
+
+/// Wait (bounded, 5 s) until `check` holds: for what another node or process does on its own time.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{what} within 5 s");
+}

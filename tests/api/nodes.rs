@@ -7,7 +7,7 @@ use callstream::store::postgres::scratch::ScratchDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_in_with, transcript};
+use crate::helpers::{TestApp, eventually, spawn_app_in_with, transcript};
 use crate::ws::{Ended, connect, seqs};
 
 /// Two nodes (and the database they share, dropped last).
@@ -146,21 +146,6 @@ async fn one_reconciliation_window_triggered_on_both_nodes_runs_once() {
     assert_eq!(first["runId"], second["runId"]);
     let runs: Value = b.get("/v1/billing/reconciliation/runs", &ops).await.json().await.expect("json");
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
-}
-
-/// Wait (bounded) until `check` holds: another node learns of a change from its commit notice.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("{what} within 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -518,7 +503,7 @@ async fn both_nodes_publish_the_billing_outbox_and_the_sink_gets_each_item_once(
 /// webhook id, and confirms it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_item_claimed_by_a_node_that_died_is_delivered_by_the_other_at_once() {
-    use crate::crash::{start_with, wait_ready};
+    use crate::crash::{create_session, end_call, start_with, wait_ready};
 
     let Some(database) = crate::pg_log::database("nodes::an_item_claimed_by_a_node_that_died") else { return };
     // The first attempt hangs (the node dies under it); the next is accepted.
@@ -538,27 +523,8 @@ async fn an_item_claimed_by_a_node_that_died_is_delivered_by_the_other_at_once()
     let client = crate::helpers::client();
     let mut a = start_with(dir_a.path(), &overrides);
     wait_ready(&client, &a).await;
-    let created: Value = client
-        .post(format!("{}/v1/call/sessions", a.address))
-        .bearer_auth(&alice)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let session = created["sessionId"].as_str().expect("id").to_owned();
-    for to in ["connecting", "active", "ended"] {
-        let response = client
-            .post(format!("{}/v1/call/sessions/{session}/state", a.address))
-            .bearer_auth(&alice)
-            .json(&json!({ "to": to }))
-            .send()
-            .await
-            .expect("transition");
-        assert_eq!(response.status(), StatusCode::OK, "→ {to}");
-    }
+    let session = create_session(&client, &a, &alice).await;
+    end_call(&client, &a, &alice, &session).await;
     eventually("node A's attempt reaches the sink", || async { sink.count() == 1 }).await;
     a.child.kill().expect("kill -9");
     a.child.wait().expect("reap");
@@ -635,7 +601,7 @@ async fn one_action_retried_concurrently_on_both_nodes_executes_once() {
 /// claim's lease ends (the longest delivery, a minute here, plus 30 s). The target saw one call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_action_of_a_killed_node_is_interrupted_at_once_on_the_other() {
-    use crate::crash::{start_with, wait_ready};
+    use crate::crash::{create_session, start_with, wait_ready};
 
     let Some(database) = crate::pg_log::database("nodes::an_action_of_a_killed_node") else { return };
     // The call never gets an answer: node A is still under it when it dies.
@@ -656,17 +622,8 @@ async fn an_action_of_a_killed_node_is_interrupted_at_once_on_the_other() {
     let execute = |address: &str, request: &Value| {
         client.post(format!("{address}/v1/orchestration/actions/execute")).bearer_auth(&alice).json(request).send()
     };
-    let created: Value = client
-        .post(format!("{}/v1/call/sessions", a.address))
-        .bearer_auth(&alice)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let request = json!({"actionId": "orphaned", "sessionId": created["sessionId"], "type": "webhook.post",
+    let session = create_session(&client, &a, &alice).await;
+    let request = json!({"actionId": "orphaned", "sessionId": session, "type": "webhook.post",
                          "params": {"url": sink.url, "body": {"n": 1}}});
     let in_flight = tokio::spawn(execute(&a.address, &request));
     eventually("node A's call reaches the target", || async { sink.count() == 1 }).await;
